@@ -1,0 +1,1 @@
+//! Invariant checkers: one per file, each reading the recorded events.

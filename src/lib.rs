@@ -1,0 +1,25 @@
+//! replisim: a PostgreSQL read/write replica router, and a deterministic simulation harness that runs
+//! that same router against simulated PostgreSQL servers and checks what they executed.
+//!
+//! Map of the modules:
+//! - [`router`]: the production router (tokio-postgres). Knows nothing of simulation.
+//!   - `router::config`: [`RouterConfig`] and its defaults, `from_env`.
+//!   - `router::connector`: the one seam between real and simulated: a trait that opens a stream to a node.
+//! - [`scenario`]: scenario files: raw TOML -> validated [`scenario::Scenario`], with file:line:col errors.
+//! - [`sim`]: the harness.
+//!   - `sim::events`: the ground truth every checker reads (statements, connections, network, client ops).
+//!   - `sim::node`: a simulated PostgreSQL server (pgwire) with a WAL stream to its replicas.
+//!   - `sim::harness`: builds the turmoil simulation, runs the workload, applies the faults.
+//! - [`check`]: one invariant checker per file, each reading [`sim::events::Events`].
+//! - [`report`]: the JSON and Markdown reports and the printed summary.
+//! - [`cli`]: `replisim run` and `replisim check`, mapped to exit codes.
+#![forbid(unsafe_code)]
+
+pub mod check;
+pub mod cli;
+pub mod report;
+pub mod router;
+pub mod scenario;
+pub mod sim;
+
+pub use router::RouterConfig;

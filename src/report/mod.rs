@@ -1,0 +1,1 @@
+//! Reports: JSON, Markdown and the printed summary.

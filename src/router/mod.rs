@@ -1,0 +1,5 @@
+//! The production read/write replica router.
+
+pub mod config;
+
+pub use config::{Balance, RouterConfig};

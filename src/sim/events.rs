@@ -1,0 +1,260 @@
+//! The ground truth of a simulated run: what the servers executed, what crossed the simulated
+//! network, and what the clients observed. Invariant checkers read only these records.
+//!
+//! Every time is simulated time in microseconds since the start of the run. Nodes are indexes into
+//! `Scenario::nodes`. Records are appended in the order the (single-threaded, seeded) simulation
+//! produced them, so their order is deterministic.
+
+use std::sync::Mutex;
+
+/// Simulated microseconds since the start of the run.
+pub type Micros = u64;
+
+/// Index of a node in `Scenario::nodes`.
+pub type NodeIdx = usize;
+
+/// Why a connection or statement exists: the application's work, or the router's own probing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Purpose {
+    /// A client operation (connect or statement on behalf of a read or write).
+    Workload,
+    /// A health check or lag probe (`application_name = 'replisim-health'`).
+    Check,
+}
+
+/// A node's role at one moment, as the node itself saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NodeRole {
+    /// Accepts writes.
+    Primary,
+    /// In recovery: applies WAL, refuses writes with SQLSTATE 25006.
+    Replica,
+}
+
+/// What a statement was, as the server classified it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StatementKind {
+    /// `SELECT version ... FROM replisim_kv`.
+    Read,
+    /// `INSERT ... ON CONFLICT ... RETURNING version`.
+    Write,
+    /// One of the probe functions (`pg_is_in_recovery()`, LSN functions, `now()`, ...).
+    Probe,
+    /// Anything else; answered with SQLSTATE 0A000.
+    Unsupported,
+}
+
+/// One statement a simulated server executed or refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatementEvent {
+    /// The node that ran it.
+    pub node: NodeIdx,
+    /// The node's connection number (counts from 1 per node, across restarts).
+    pub conn: u64,
+    /// Workload or check, from the connection's `application_name`.
+    pub purpose: Purpose,
+    /// How the server classified the statement.
+    pub kind: StatementKind,
+    /// The node's role when the statement started.
+    pub role: NodeRole,
+    /// `$1` of a workload statement (0 for probes).
+    pub org: i64,
+    /// `$2` of a workload statement (0 for probes).
+    pub key: i64,
+    /// `$3` of a workload statement (0 for probes).
+    pub user: i64,
+    /// When the server started executing it (after receiving the Execute / Query message).
+    pub start_us: Micros,
+    /// When the server finished it (the result was handed to the socket).
+    pub end_us: Micros,
+    /// Row version returned by a read (0 = no row) or written by a write (0 if refused).
+    pub version: i64,
+    /// `None` if it succeeded, else the SQLSTATE it was answered with (e.g. "25006").
+    pub sqlstate: Option<String>,
+    /// The primary's LSN after a write commits; a replica's replay LSN when it answered a read.
+    pub lsn: u64,
+}
+
+/// A server-side connection opening (after startup) or closing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConnEvent {
+    /// The node.
+    pub node: NodeIdx,
+    /// The node's connection number.
+    pub conn: u64,
+    /// Workload or check.
+    pub purpose: Purpose,
+    /// When it happened.
+    pub at_us: Micros,
+    /// true: the startup completed; false: the connection ended (either side, or a crash).
+    pub open: bool,
+}
+
+/// What the application host's stream wrapper saw going towards a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NetKind {
+    /// A TCP connect was started.
+    Connect,
+    /// A connect attempt failed or was abandoned (refused, timed out, blackholed).
+    ConnectFailed,
+    /// A statement-bearing frontend message (`Query` or `Execute`) was written.
+    Statement,
+}
+
+/// One record of the application host's view of the network (the wrapper around the stream trait).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetEvent {
+    /// When it happened.
+    pub at_us: Micros,
+    /// The node the stream goes to.
+    pub node: NodeIdx,
+    /// Workload or check.
+    pub purpose: Purpose,
+    /// What happened.
+    pub kind: NetKind,
+}
+
+/// Read or write, from the client's side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OpKind {
+    /// A read (`prefer_replica` tells whether it may use a replica).
+    Read,
+    /// A write.
+    Write,
+}
+
+/// One client operation as the client observed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientOp {
+    /// Client (session) number, 0-based.
+    pub client: u32,
+    /// The client's user id.
+    pub user: i64,
+    /// Org id.
+    pub org: i64,
+    /// Key within the org.
+    pub key: i64,
+    /// Read or write.
+    pub kind: OpKind,
+    /// false = a critical read that asked for the primary.
+    pub prefer_replica: bool,
+    /// Start: the intended arrival time in open loop (waiting included), else the call time.
+    pub start_us: Micros,
+    /// When the router returned.
+    pub end_us: Micros,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// The node that served it, if it succeeded.
+    pub node: Option<NodeIdx>,
+    /// Row version returned (read) or written (write); 0 = no row or failed.
+    pub version: i64,
+    /// The router's error message, if it failed.
+    pub error: Option<String>,
+}
+
+/// A replica applied one WAL record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalApplyEvent {
+    /// The replica.
+    pub node: NodeIdx,
+    /// LSN of the record.
+    pub lsn: u64,
+    /// When the primary committed it.
+    pub commit_us: Micros,
+    /// When the replica applied it.
+    pub applied_us: Micros,
+}
+
+/// All records of one run. Shared by every simulated host through an `Arc`.
+#[derive(Debug, Default)]
+pub struct EventLog {
+    /// Server-side statements, in completion order.
+    pub statements: Mutex<Vec<StatementEvent>>,
+    /// Server-side connection opens and closes.
+    pub server_conns: Mutex<Vec<ServerConnEvent>>,
+    /// The application host's network view.
+    pub net: Mutex<Vec<NetEvent>>,
+    /// Client operations, in completion order.
+    pub ops: Mutex<Vec<ClientOp>>,
+    /// WAL applies on replicas.
+    pub wal_applies: Mutex<Vec<WalApplyEvent>>,
+}
+
+impl EventLog {
+    /// Appends a server-side statement.
+    pub fn statement(&self, event: StatementEvent) {
+        push(&self.statements, event);
+    }
+
+    /// Appends a server-side connection open or close.
+    pub fn server_conn(&self, event: ServerConnEvent) {
+        push(&self.server_conns, event);
+    }
+
+    /// Appends a network record.
+    pub fn net(&self, event: NetEvent) {
+        push(&self.net, event);
+    }
+
+    /// Appends a client operation.
+    pub fn op(&self, op: ClientOp) {
+        push(&self.ops, op);
+    }
+
+    /// Appends a WAL apply.
+    pub fn wal_apply(&self, event: WalApplyEvent) {
+        push(&self.wal_applies, event);
+    }
+
+    /// Takes every record out, leaving the log empty (used once the simulation is over).
+    pub fn take(&self) -> Events {
+        Events {
+            statements: take(&self.statements),
+            server_conns: take(&self.server_conns),
+            net: take(&self.net),
+            ops: take(&self.ops),
+            wal_applies: take(&self.wal_applies),
+        }
+    }
+}
+
+/// The records of a finished run, owned, for the checkers and the report.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Events {
+    /// Server-side statements, in completion order.
+    pub statements: Vec<StatementEvent>,
+    /// Server-side connection opens and closes.
+    pub server_conns: Vec<ServerConnEvent>,
+    /// The application host's network view.
+    pub net: Vec<NetEvent>,
+    /// Client operations, in completion order.
+    pub ops: Vec<ClientOp>,
+    /// WAL applies on replicas.
+    pub wal_applies: Vec<WalApplyEvent>,
+}
+
+fn push<T>(list: &Mutex<Vec<T>>, item: T) {
+    // A poisoned lock only means another host panicked; the records are still valid.
+    list.lock().unwrap_or_else(|e| e.into_inner()).push(item);
+}
+
+fn take<T>(list: &Mutex<Vec<T>>) -> Vec<T> {
+    std::mem::take(&mut *list.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// A scheduled fault as it was applied, with what the harness observed of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultRecord {
+    /// Position in `Scenario::faults`.
+    pub index: usize,
+    /// The fault kind's name (`crash`, `partition`, ...).
+    pub kind: &'static str,
+    /// The target node.
+    pub target: NodeIdx,
+    /// When it started.
+    pub at_us: Micros,
+    /// When it ended (its own `duration`, or a later undo fault); `None` = lasted to the end of the run.
+    pub until_us: Option<Micros>,
+    /// Whether the harness saw its effect in the recorded evidence.
+    pub took_effect: bool,
+}

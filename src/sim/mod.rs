@@ -1,0 +1,3 @@
+//! The deterministic simulation harness around the router.
+
+pub mod events;
