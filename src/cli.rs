@@ -1,6 +1,165 @@
-//! The command line: `replisim run` and `replisim check`.
+//! The command line: `replisim run` and `replisim check`, and the mapping of every outcome to an exit
+//! code (0 held / valid, 1 an invariant failed, 2 bad input or usage, 3 internal error).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::report;
+use crate::scenario;
+use crate::sim;
+
+/// Raw command-line arguments.
+#[derive(Debug, Parser)]
+#[command(
+    name = "replisim",
+    version,
+    about = "PostgreSQL replica router and its deterministic simulation harness"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one scenario in the simulation and write its reports.
+    Run {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// Seed (default: the scenario's `seed`).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Directory for the reports.
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
+        /// Print only the verdict line.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Validate scenario files without running them.
+    Check {
+        /// Scenario files.
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+    },
+}
+
+/// How a command ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every invariant held, or every file was valid.
+    Passed,
+    /// At least one invariant failed.
+    InvariantFailed,
+    /// Bad input or usage; the message is one line.
+    BadInput(String),
+    /// A bug in replisim.
+    Internal(String),
+}
+
+impl Outcome {
+    /// The exit code of the SPEC.
+    pub fn code(&self) -> u8 {
+        match self {
+            Outcome::Passed => 0,
+            Outcome::InvariantFailed => 1,
+            Outcome::BadInput(_) => 2,
+            Outcome::Internal(_) => 3,
+        }
+    }
+}
 
 /// Runs the command line and maps the outcome to an exit code.
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+pub fn main() -> ExitCode {
+    // A panic is a bug: say so in one line and exit 3, never with a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("replisim: internal error: {info}");
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let outcome = match std::panic::catch_unwind(|| execute(cli.command)) {
+        Ok(outcome) => outcome,
+        Err(_) => Outcome::Internal("a panic (see above)".to_string()),
+    };
+    match &outcome {
+        Outcome::BadInput(msg) => eprintln!("replisim: {msg}"),
+        Outcome::Internal(msg) => eprintln!("replisim: internal error: {msg}"),
+        Outcome::Passed | Outcome::InvariantFailed => {}
+    }
+    ExitCode::from(outcome.code())
+}
+
+fn execute(command: Command) -> Outcome {
+    match command {
+        Command::Run {
+            scenario,
+            seed,
+            out,
+            quiet,
+        } => run(&scenario, seed, &out, quiet),
+        Command::Check { scenarios } => check_files(&scenarios),
+    }
+}
+
+fn check_files(paths: &[PathBuf]) -> Outcome {
+    let mut first_error = None;
+    for path in paths {
+        match scenario::load(path) {
+            Ok(s) => println!("ok   {} ({})", path.display(), s.name),
+            Err(e) => {
+                println!("BAD  {e}");
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    match first_error {
+        None => Outcome::Passed,
+        Some(e) => Outcome::BadInput(e),
+    }
+}
+
+fn run(path: &Path, seed: Option<u64>, out: &Path, quiet: bool) -> Outcome {
+    let scenario = match scenario::load(path) {
+        Ok(s) => s,
+        Err(e) => return Outcome::BadInput(e.to_string()),
+    };
+    let seed = seed.unwrap_or(scenario.seed);
+    let outcome = match sim::run(&scenario, seed) {
+        Ok(o) => o,
+        Err(e) => return Outcome::Internal(e.to_string()),
+    };
+    let report = report::evaluate(&scenario, &outcome);
+    let replay = format!("replisim run {} --seed {seed}", path.display());
+    let (json, md) = match report::write(out, &report) {
+        Ok(paths) => paths,
+        Err(e) => {
+            return Outcome::BadInput(format!("{}: cannot write reports: {e}", out.display()));
+        }
+    };
+    if quiet {
+        let verdict = if report.passed { "PASS" } else { "FAIL" };
+        println!(
+            "{verdict} {} seed {seed} ({})",
+            scenario.name,
+            json.display()
+        );
+        if !report.passed {
+            println!("replay: {replay}");
+        }
+    } else {
+        print!("{}", report::summary::render(&report, &replay));
+        println!("reports: {} {}", json.display(), md.display());
+    }
+    if report.passed {
+        Outcome::Passed
+    } else {
+        Outcome::InvariantFailed
+    }
 }

@@ -1,1 +1,322 @@
-//! Reports: JSON, Markdown and the printed summary.
+//! Reports of a simulated run: the JSON file (SPEC section 5), a Markdown file, and the printed summary.
+//! Nothing here reads the wall clock, so the same scenario and seed give byte-identical files.
+
+pub mod markdown;
+pub mod summary;
+pub mod trace_hash;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::check::InvariantResult;
+use crate::check::failover_within::Failover;
+use crate::check::latency::{op_latency_histogram, percentile_us};
+use crate::scenario::{LatencyOp, Scenario};
+use crate::sim::RunOutcome;
+use crate::sim::events::{Events, NodeRole, OpKind, Purpose, StatementKind};
+
+/// The JSON report. Field order is the SPEC's; extra fields follow.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Crate version that produced it.
+    pub replisim_version: &'static str,
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed of the run.
+    pub seed: u64,
+    /// The scenario's `duration`, in ms.
+    pub duration_ms: u64,
+    /// Whether every invariant held.
+    pub passed: bool,
+    /// Fingerprint of the event trace.
+    pub trace_hash: String,
+    /// Client operations.
+    pub ops: OpCounts,
+    /// Per node, server-side counts.
+    pub nodes: Vec<NodeCounts>,
+    /// Client-observed latency.
+    pub latency_ms: LatencyReport,
+    /// Every fault, in scenario order.
+    pub faults: Vec<FaultEntry>,
+    /// One per crash or partition fault.
+    pub failovers: Vec<Failover>,
+    /// Every invariant, in scenario order.
+    pub invariants: Vec<InvariantResult>,
+    /// When the last operation finished, in simulated ms.
+    pub run_end_ms: u64,
+    /// The first few distinct client error messages with their counts.
+    pub errors: Vec<ErrorCount>,
+}
+
+/// Counts of client operations.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct OpCounts {
+    /// All operations.
+    pub total: u64,
+    /// Succeeded.
+    pub ok: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Reads.
+    pub reads: u64,
+    /// Writes.
+    pub writes: u64,
+}
+
+/// What one node executed, as the node itself recorded it.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct NodeCounts {
+    /// Node name.
+    pub name: String,
+    /// Its shard's name.
+    pub shard: String,
+    /// Its role at the start of the run.
+    pub role: &'static str,
+    /// Workload reads executed successfully.
+    pub reads: u64,
+    /// Workload writes executed successfully.
+    pub writes: u64,
+    /// Workload writes refused with SQLSTATE 25006.
+    pub rejected_writes: u64,
+    /// Health checks and lag probes.
+    pub checks: u64,
+    /// Workload statements answered with an error.
+    pub errors: u64,
+    /// This node's share of all workload reads executed.
+    pub read_share: f64,
+}
+
+/// Percentiles of one operation kind, in ms.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Slowest.
+    pub max: f64,
+}
+
+/// Latency by operation kind.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct LatencyReport {
+    /// Reads.
+    pub read: Percentiles,
+    /// Writes.
+    pub write: Percentiles,
+}
+
+/// One fault as applied.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FaultEntry {
+    /// Fault kind.
+    pub kind: &'static str,
+    /// Target node.
+    pub target: String,
+    /// Start, simulated ms.
+    pub at_ms: u64,
+    /// End, simulated ms; null = lasted to the end of the run (or an instant fault).
+    pub until_ms: Option<u64>,
+    /// Whether its effect was observed.
+    pub took_effect: bool,
+}
+
+/// A client error message and how often it was seen.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ErrorCount {
+    /// The message.
+    pub message: String,
+    /// Occurrences.
+    pub count: u64,
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn percentiles(events: &Events, op: LatencyOp) -> Percentiles {
+    let h = op_latency_histogram(&events.ops, op);
+    if h.is_empty() {
+        return Percentiles::default();
+    }
+    Percentiles {
+        p50: ms(percentile_us(&h, 50.0)),
+        p95: ms(percentile_us(&h, 95.0)),
+        p99: ms(percentile_us(&h, 99.0)),
+        max: ms(h.max()),
+    }
+}
+
+fn node_counts(scenario: &Scenario, events: &Events) -> Vec<NodeCounts> {
+    let mut nodes: Vec<NodeCounts> = scenario
+        .nodes
+        .iter()
+        .map(|n| NodeCounts {
+            name: n.name.clone(),
+            shard: scenario
+                .shards
+                .get(n.shard)
+                .map_or_else(String::new, |s| s.name.clone()),
+            role: match n.initial_role {
+                NodeRole::Primary => "primary",
+                NodeRole::Replica => "replica",
+            },
+            ..NodeCounts::default()
+        })
+        .collect();
+    for s in &events.statements {
+        let Some(n) = nodes.get_mut(s.node) else {
+            continue;
+        };
+        if s.purpose == Purpose::Check {
+            n.checks += 1;
+            continue;
+        }
+        match (&s.sqlstate, s.kind) {
+            (None, StatementKind::Read) => n.reads += 1,
+            (None, StatementKind::Write) => n.writes += 1,
+            (Some(code), kind) => {
+                n.errors += 1;
+                if kind == StatementKind::Write && code == "25006" {
+                    n.rejected_writes += 1;
+                }
+            }
+            (None, _) => {}
+        }
+    }
+    let total_reads: u64 = nodes.iter().map(|n| n.reads).sum();
+    for n in &mut nodes {
+        if total_reads > 0 {
+            n.read_share = (n.reads as f64 / total_reads as f64 * 10_000.0).round() / 10_000.0;
+        }
+    }
+    nodes
+}
+
+fn error_counts(events: &Events) -> Vec<ErrorCount> {
+    let mut counts = std::collections::BTreeMap::<&str, u64>::new();
+    for e in events.ops.iter().filter_map(|o| o.error.as_deref()) {
+        *counts.entry(e).or_default() += 1;
+    }
+    let mut list: Vec<ErrorCount> = counts
+        .into_iter()
+        .map(|(message, count)| ErrorCount {
+            message: message.to_string(),
+            count,
+        })
+        .collect();
+    list.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.message.cmp(&b.message))
+    });
+    list.truncate(10);
+    list
+}
+
+/// Judges every invariant of the scenario on a finished run and builds its report.
+pub fn evaluate(scenario: &Scenario, outcome: &RunOutcome) -> Report {
+    let evidence = crate::check::Evidence {
+        scenario,
+        events: &outcome.events,
+        faults: &outcome.faults,
+        run_end_us: outcome.run_end_us,
+    };
+    let invariants = crate::check::check_all(&evidence);
+    let failovers = crate::check::failover_within::failovers(&evidence);
+    build(scenario, outcome, invariants, failovers)
+}
+
+/// Builds the report of a finished run from already judged invariants.
+pub fn build(
+    scenario: &Scenario,
+    outcome: &RunOutcome,
+    invariants: Vec<InvariantResult>,
+    failovers: Vec<Failover>,
+) -> Report {
+    let events = &outcome.events;
+    let ops = &events.ops;
+    let count = |f: &dyn Fn(&crate::sim::events::ClientOp) -> bool| {
+        ops.iter().filter(|o| f(o)).count() as u64
+    };
+    Report {
+        replisim_version: env!("CARGO_PKG_VERSION"),
+        scenario: scenario.name.clone(),
+        seed: outcome.seed,
+        duration_ms: u64::try_from(scenario.duration.as_millis()).unwrap_or(u64::MAX),
+        passed: invariants.iter().all(|i| i.passed),
+        trace_hash: trace_hash::trace_hash(events),
+        ops: OpCounts {
+            total: ops.len() as u64,
+            ok: count(&|o| o.ok),
+            failed: count(&|o| !o.ok),
+            reads: count(&|o| o.kind == OpKind::Read),
+            writes: count(&|o| o.kind == OpKind::Write),
+        },
+        nodes: node_counts(scenario, events),
+        latency_ms: LatencyReport {
+            read: percentiles(events, LatencyOp::Read),
+            write: percentiles(events, LatencyOp::Write),
+        },
+        faults: outcome
+            .faults
+            .iter()
+            .map(|f| FaultEntry {
+                kind: f.kind,
+                target: scenario
+                    .nodes
+                    .get(f.target)
+                    .map_or_else(String::new, |n| n.name.clone()),
+                at_ms: f.at_us / 1000,
+                until_ms: f.until_us.map(|u| u / 1000),
+                took_effect: f.took_effect,
+            })
+            .collect(),
+        failovers,
+        invariants,
+        run_end_ms: outcome.run_end_us / 1000,
+        errors: error_counts(events),
+    }
+}
+
+/// The paths `run` writes: `DIR/<name>-seed<N>.json` and `.md`.
+pub fn paths(dir: &Path, report: &Report) -> (PathBuf, PathBuf) {
+    let stem = format!("{}-seed{}", report.scenario, report.seed);
+    (
+        dir.join(format!("{stem}.json")),
+        dir.join(format!("{stem}.md")),
+    )
+}
+
+/// The JSON text of the report (pretty, newline-terminated).
+pub fn to_json(report: &Report) -> String {
+    // Serialising plain structs of strings and numbers cannot fail.
+    let mut text = serde_json::to_string_pretty(report).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// Writes both report files; each appears whole or not at all (written aside, then renamed).
+pub fn write(dir: &Path, report: &Report) -> std::io::Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    let (json_path, md_path) = paths(dir, report);
+    write_whole(&json_path, to_json(report).as_bytes())?;
+    write_whole(&md_path, markdown::render(report).as_bytes())?;
+    Ok((json_path, md_path))
+}
+
+fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}

@@ -1,6 +1,12 @@
 //! Router configuration: every knob with its documented default, validated before use.
+//!
+//! Build one with [`RouterConfig::builder`] (validated by `build()`), read it from the environment with
+//! [`RouterConfig::from_env`] (see `router::env`), or fill the public fields and call
+//! [`RouterConfig::validate`].
 
 use std::time::Duration;
+
+use crate::router::error::RouterError;
 
 /// How reads are spread over a shard's usable replicas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -55,6 +61,8 @@ pub struct RouterConfig {
     pub query_timeout: Duration,
     /// Retries of a failed read on another node; writes are never retried. Default 1.
     pub read_retries: u32,
+    /// Replicas the deployment expects per shard (`REPLICA_COUNT`); informational. Default: unset.
+    pub replica_count: Option<u32>,
 }
 
 impl Default for RouterConfig {
@@ -77,6 +85,299 @@ impl Default for RouterConfig {
             connect_timeout: Duration::from_secs(5),
             query_timeout: Duration::from_secs(30),
             read_retries: 1,
+            replica_count: None,
         }
+    }
+}
+
+/// Most read retries accepted: each retry needs another node of the shard, so more is never useful.
+pub const READ_RETRIES_MAX: u32 = 64;
+
+impl RouterConfig {
+    /// A builder starting from the defaults.
+    pub fn builder() -> RouterConfigBuilder {
+        RouterConfigBuilder {
+            config: RouterConfig::default(),
+        }
+    }
+
+    /// Checks every value: thresholds at least 1, durations above zero, `max >= min` connections.
+    pub fn validate(&self) -> Result<(), RouterError> {
+        let durations = [
+            ("health_interval", self.health_interval),
+            ("health_timeout", self.health_timeout),
+            ("max_idle_time", self.max_idle_time),
+            ("max_lifetime", self.max_lifetime),
+            ("connect_timeout", self.connect_timeout),
+            ("query_timeout", self.query_timeout),
+        ];
+        for (key, value) in durations {
+            if value.is_zero() {
+                return Err(invalid(format!("{key} must be above zero")));
+            }
+        }
+        if self.max_replica_lag.is_some_and(|lag| lag.is_zero()) {
+            return Err(invalid(
+                "max_replica_lag must be above zero when set".to_string(),
+            ));
+        }
+        let thresholds = [
+            ("failure_threshold", self.failure_threshold),
+            ("recovery_threshold", self.recovery_threshold),
+            ("max_connections_per_node", self.max_connections_per_node),
+        ];
+        for (key, value) in thresholds {
+            if value == 0 {
+                return Err(invalid(format!("{key} must be at least 1")));
+            }
+        }
+        if self.min_connections_per_node > self.max_connections_per_node {
+            return Err(invalid(format!(
+                "min_connections_per_node ({}) must not exceed max_connections_per_node ({})",
+                self.min_connections_per_node, self.max_connections_per_node
+            )));
+        }
+        if self.read_retries > READ_RETRIES_MAX {
+            return Err(invalid(format!(
+                "read_retries ({}) must be at most {READ_RETRIES_MAX}",
+                self.read_retries
+            )));
+        }
+        Ok(())
+    }
+
+    /// Rejects valid settings whose feature the router does not implement yet, so none is silently ignored.
+    pub fn check_supported(&self) -> Result<(), RouterError> {
+        if self.balance != Balance::RoundRobin {
+            return Err(invalid(format!(
+                "balance = {:?} is not supported yet (only RoundRobin)",
+                self.balance
+            )));
+        }
+        if self.max_replica_lag.is_some() {
+            return Err(invalid("max_replica_lag is not supported yet".to_string()));
+        }
+        if self.read_your_writes {
+            return Err(invalid(
+                "read_your_writes = true is not supported yet".to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(message: String) -> RouterError {
+    RouterError::InvalidConfig(message)
+}
+
+/// Builds a [`RouterConfig`]; every setter starts from the default listed on the field.
+#[derive(Clone, Debug)]
+pub struct RouterConfigBuilder {
+    config: RouterConfig,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty),* $(,)?) => {
+        impl RouterConfigBuilder {
+            $(
+                $(#[$doc])*
+                pub fn $name(&mut self, value: $ty) -> &mut Self {
+                    self.config.$name = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters! {
+    /// Read balancing policy (default round robin).
+    balance: Balance,
+    /// Time between two health checks of a node (default 30 s).
+    health_interval: Duration,
+    /// Limit on one health check, connect included (default 1 s).
+    health_timeout: Duration,
+    /// Consecutive failed checks before a node is unhealthy (default 3).
+    failure_threshold: u32,
+    /// Consecutive good checks before an unhealthy node is healthy again (default 1).
+    recovery_threshold: u32,
+    /// false sends every read to the primary (default true).
+    use_read_replicas: bool,
+    /// Lag above which a replica is kept out of reads (default none).
+    max_replica_lag: Option<Duration>,
+    /// Reads of a session see at least its own writes (default false).
+    read_your_writes: bool,
+    /// Most connections open to one node (default 100).
+    max_connections_per_node: u32,
+    /// Connections kept open to each node even when idle (default 10).
+    min_connections_per_node: u32,
+    /// Most connections one user may hold at once, 0 = no cap (default 0).
+    max_connections_per_user: u32,
+    /// Most connections one org may hold at once, 0 = no cap (default 0).
+    max_connections_per_org: u32,
+    /// An idle connection is closed after this long (default 10 min).
+    max_idle_time: Duration,
+    /// A connection is closed after this long in any case (default 1 h).
+    max_lifetime: Duration,
+    /// Limit on opening one connection and on each wait for one (default 5 s).
+    connect_timeout: Duration,
+    /// Limit on one statement (default 30 s).
+    query_timeout: Duration,
+    /// Retries of a failed read on another node (default 1).
+    read_retries: u32,
+    /// Replicas the deployment expects per shard (default unset).
+    replica_count: Option<u32>,
+}
+
+impl RouterConfigBuilder {
+    /// The configuration, if every value is valid.
+    pub fn build(&self) -> Result<RouterConfig, RouterError> {
+        self.config.validate()?;
+        Ok(self.config.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_defaults_match_default() {
+        let built = RouterConfig::builder().build().map_err(|e| e.to_string());
+        assert_eq!(built, Ok(RouterConfig::default()));
+    }
+
+    #[test]
+    fn builder_sets_values() {
+        let config = RouterConfig::builder()
+            .health_interval(Duration::from_millis(250))
+            .failure_threshold(2)
+            .max_connections_per_user(5)
+            .read_retries(3)
+            .build()
+            .map_err(|e| e.to_string());
+        let Ok(config) = config else {
+            panic!("valid values rejected: {config:?}");
+        };
+        assert_eq!(config.health_interval, Duration::from_millis(250));
+        assert_eq!(config.failure_threshold, 2);
+        assert_eq!(config.max_connections_per_user, 5);
+        assert_eq!(config.read_retries, 3);
+        assert_eq!(
+            config.recovery_threshold, 1,
+            "untouched keys keep their default"
+        );
+    }
+
+    fn build_error(edit: impl FnOnce(&mut RouterConfigBuilder)) -> String {
+        let mut builder = RouterConfig::builder();
+        edit(&mut builder);
+        match builder.build() {
+            Ok(config) => panic!("accepted an invalid configuration: {config:?}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn builder_rejects_zero_thresholds() {
+        assert!(
+            build_error(|b| {
+                b.failure_threshold(0);
+            })
+            .contains("failure_threshold")
+        );
+        assert!(
+            build_error(|b| {
+                b.recovery_threshold(0);
+            })
+            .contains("recovery_threshold")
+        );
+        assert!(
+            build_error(|b| {
+                b.max_connections_per_node(0);
+            })
+            .contains("max_connections_per_node")
+        );
+    }
+
+    #[test]
+    fn builder_rejects_zero_durations() {
+        assert!(
+            build_error(|b| {
+                b.connect_timeout(Duration::ZERO);
+            })
+            .contains("connect_timeout")
+        );
+        assert!(
+            build_error(|b| {
+                b.query_timeout(Duration::ZERO);
+            })
+            .contains("query_timeout")
+        );
+        assert!(
+            build_error(|b| {
+                b.health_interval(Duration::ZERO);
+            })
+            .contains("health_interval")
+        );
+        assert!(
+            build_error(|b| {
+                b.max_replica_lag(Some(Duration::ZERO));
+            })
+            .contains("max_replica_lag")
+        );
+    }
+
+    #[test]
+    fn builder_rejects_min_above_max() {
+        let message = build_error(|b| {
+            b.max_connections_per_node(4).min_connections_per_node(5);
+        });
+        assert!(
+            message.contains("min_connections_per_node (5)"),
+            "{message}"
+        );
+        let equal = RouterConfig::builder()
+            .max_connections_per_node(5)
+            .min_connections_per_node(5)
+            .build();
+        assert!(equal.is_ok(), "min == max is valid");
+    }
+
+    #[test]
+    fn builder_rejects_too_many_retries() {
+        assert!(
+            build_error(|b| {
+                b.read_retries(READ_RETRIES_MAX + 1);
+            })
+            .contains("read_retries")
+        );
+    }
+
+    #[test]
+    fn unsupported_features_are_refused() {
+        assert!(RouterConfig::default().check_supported().is_ok());
+        let config = RouterConfig {
+            balance: Balance::P2cEwma,
+            ..RouterConfig::default()
+        };
+        assert!(config.check_supported().is_err());
+        let config = RouterConfig {
+            max_replica_lag: Some(Duration::from_secs(1)),
+            ..RouterConfig::default()
+        };
+        assert!(config.check_supported().is_err());
+        let config = RouterConfig {
+            read_your_writes: true,
+            ..RouterConfig::default()
+        };
+        let message = config.check_supported().map_err(|e| e.to_string());
+        assert_eq!(
+            message,
+            Err(
+                "invalid router configuration: read_your_writes = true is not supported yet"
+                    .to_string()
+            )
+        );
     }
 }

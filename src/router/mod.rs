@@ -1,5 +1,462 @@
 //! The production read/write replica router.
+//!
+//! An application asks [`Router`] to run a read or a write for an org (and user). The router finds the
+//! org's shard, enforces the user and org caps, picks the node (writes: the primary; reads: the next
+//! healthy replica, or the primary), runs the statement over a pooled session within its timeouts,
+//! retries a failed read on another node, and keeps statistics. Health checks run in the background.
+//!
+//! Map of the modules:
+//! - [`config`], [`env`]: [`RouterConfig`], its builder and defaults, reading it from the environment.
+//! - [`topology`]: shards, org ranges, node addresses; validated into a [`route::RouteTable`].
+//! - [`connector`]: the one seam between real and simulated networking.
+//! - [`route`]: the routing decision (pure, benchmarked); [`balance`]: the balancing policies.
+//! - [`health`]: the health state machine and the probe; `node`: a node's runtime state and check loop.
+//! - `pool`, `conn`: per-node session pools; `caps`: per-user and per-org caps.
+//! - [`stream`]: streaming reads; [`stats`]: counters and snapshots; [`error`]: [`RouterError`].
 
+pub mod balance;
+mod caps;
 pub mod config;
+mod conn;
+pub mod connector;
+pub mod env;
+pub mod error;
+pub mod health;
+mod node;
+mod pool;
+pub mod route;
+pub mod stats;
+pub mod stream;
+pub mod topology;
 
-pub use config::{Balance, RouterConfig};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_postgres::Row;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::types::ToSql;
+
+pub use config::{Balance, RouterConfig, RouterConfigBuilder};
+pub use connector::{
+    BoxedStream, ConnectPurpose, Connector, NodeAddress, NodeStream, TcpConnector,
+};
+pub use error::{CapScope, ConnectFailure, RouterError};
+pub use route::ServedRole;
+pub use stats::{NodeStatsSnapshot, RouterStats};
+pub use stream::ReadStream;
+pub use topology::{ShardConfig, Topology};
+
+use caps::Caps;
+use health::{HealthThresholds, PROBE_APPLICATION_NAME, Probe};
+use node::Node;
+use pool::{Pool, PoolLimits};
+use route::{Choice, NodeIdx, RouteTable, ShardRoute, Tried};
+use stats::{AttemptEnd, AttemptGuard};
+
+/// `application_name` of workload sessions.
+pub const WORKLOAD_APPLICATION_NAME: &str = "replisim";
+
+/// A read for an org on behalf of a user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadRequest {
+    /// The org whose shard serves the read.
+    pub org: i64,
+    /// The user the read counts against (`max_connections_per_user`).
+    pub user: i64,
+    /// true: a replica may serve it; false: only the primary (e.g. read-after-write).
+    pub prefer_replica: bool,
+}
+
+/// A write for an org on behalf of a user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteRequest {
+    /// The org whose shard's primary takes the write.
+    pub org: i64,
+    /// The user the write counts against (`max_connections_per_user`).
+    pub user: i64,
+}
+
+/// A result with where it came from.
+#[derive(Debug)]
+pub struct Routed<T> {
+    /// The result.
+    pub value: T,
+    /// The node that produced it.
+    pub node: String,
+    /// That node's role.
+    pub role: ServedRole,
+    /// Attempts it took (1 without retries).
+    pub attempts: u32,
+}
+
+/// The router. Cheap to clone: clones share one state. Dropping the last clone shuts it down.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: RouterConfig,
+    table: Arc<RouteTable>,
+    nodes: Vec<Arc<Node>>,
+    caps: Caps,
+    health_tasks: Mutex<Vec<JoinHandle<()>>>,
+    shut_down: AtomicBool,
+}
+
+impl Router {
+    /// Validates config and topology, runs one round of health checks on every node (concurrently,
+    /// each within `health_timeout`), then starts the periodic checks. Sessions open on demand.
+    pub async fn start(
+        config: RouterConfig,
+        topology: Topology,
+        connector: Arc<dyn Connector>,
+    ) -> Result<Router, RouterError> {
+        config.validate()?;
+        config.check_supported()?;
+        let table = Arc::new(topology.validate()?);
+        let mut session = tokio_postgres::Config::new();
+        session
+            .user(topology.user.as_str())
+            .dbname(topology.dbname.as_str())
+            .ssl_mode(SslMode::Disable);
+        if let Some(password) = &topology.password {
+            session.password(password);
+        }
+        let mut workload_session = session.clone();
+        workload_session.application_name(WORKLOAD_APPLICATION_NAME);
+        let mut probe_session = session;
+        probe_session.application_name(PROBE_APPLICATION_NAME);
+        let limits = PoolLimits {
+            max_connections: config.max_connections_per_node,
+            min_connections: config.min_connections_per_node,
+            connect_timeout: config.connect_timeout,
+            query_timeout: config.query_timeout,
+            max_idle_time: config.max_idle_time,
+            max_lifetime: config.max_lifetime,
+        };
+        let mut nodes = Vec::new();
+        let mut probes = Vec::new();
+        for (index, placed) in topology.nodes().into_iter().enumerate() {
+            let Some((shard, position)) = table.locate(index) else {
+                return Err(RouterError::InvalidConfig(format!(
+                    "topology: node {} has no place in the routing table",
+                    placed.address.name
+                )));
+            };
+            let address = placed.address.clone();
+            let pool = Pool::new(
+                address.clone(),
+                Arc::clone(&connector),
+                workload_session.clone(),
+                limits,
+            );
+            nodes.push(Arc::new(Node::new(
+                placed,
+                pool,
+                Arc::clone(&table),
+                shard,
+                position,
+            )));
+            probes.push(Probe::new(
+                address,
+                Arc::clone(&connector),
+                probe_session.clone(),
+                config.health_timeout,
+            ));
+        }
+        let thresholds = HealthThresholds {
+            failure_threshold: config.failure_threshold,
+            recovery_threshold: config.recovery_threshold,
+        };
+        let first_round = futures::future::join_all(probes.iter_mut().map(Probe::check)).await;
+        let now = Instant::now();
+        for (node, result) in nodes.iter().zip(&first_round) {
+            node.record_check(result, now, thresholds);
+        }
+        let health_tasks = nodes
+            .iter()
+            .zip(probes)
+            .map(|(node, probe)| {
+                tokio::spawn(node::watch(
+                    Arc::clone(node),
+                    probe,
+                    config.health_interval,
+                    thresholds,
+                ))
+            })
+            .collect();
+        let caps = Caps::new(
+            config.max_connections_per_user,
+            config.max_connections_per_org,
+            config.connect_timeout,
+        );
+        Ok(Router {
+            inner: Arc::new(Inner {
+                config,
+                table,
+                nodes,
+                caps,
+                health_tasks: Mutex::new(health_tasks),
+                shut_down: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Runs a read and collects its rows. A replica serves it if `prefer_replica` and `use_read_replicas`
+    /// allow and one is healthy, else the primary. If the node fails (not the statement), the read is
+    /// retried up to `read_retries` times on another node of the shard.
+    pub async fn read(
+        &self,
+        request: ReadRequest,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Routed<Vec<Row>>, RouterError> {
+        let inner = self.running()?;
+        let shard = inner.shard(request.org)?;
+        let _caps = inner.caps.acquire(request.user, request.org).await?;
+        inner
+            .read_with_retries(shard, request.prefer_replica, |node| {
+                inner.collect(node, sql, params)
+            })
+            .await
+    }
+
+    /// Runs a read whose rows reach the caller as they arrive (see [`ReadStream`]). Retried like
+    /// [`Router::read`], but only before the first row is in.
+    pub async fn read_stream(
+        &self,
+        request: ReadRequest,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Routed<ReadStream>, RouterError> {
+        let inner = self.running()?;
+        let shard = inner.shard(request.org)?;
+        let caps = inner.caps.acquire(request.user, request.org).await?;
+        let mut routed = inner
+            .read_with_retries(shard, request.prefer_replica, |node| {
+                inner.stream(node, sql, params)
+            })
+            .await?;
+        routed.value.hold(caps);
+        Ok(routed)
+    }
+
+    /// Runs a write on the org's primary. Never retried: a write whose outcome is unknown must not run
+    /// twice.
+    pub async fn write(
+        &self,
+        request: WriteRequest,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Routed<Vec<Row>>, RouterError> {
+        let inner = self.running()?;
+        let shard = inner.shard(request.org)?;
+        let _caps = inner.caps.acquire(request.user, request.org).await?;
+        let Some(choice) = route::choose_write_node(shard) else {
+            return Err(inner.no_healthy_node(shard, "write", Tried::default()));
+        };
+        let rows = inner.collect(choice.node, sql, params).await?;
+        Ok(inner.routed(rows, choice, 1))
+    }
+
+    /// A snapshot of every node's counters, in topology order.
+    pub fn stats(&self) -> RouterStats {
+        RouterStats {
+            nodes: self
+                .inner
+                .nodes
+                .iter()
+                .map(|node| node.snapshot())
+                .collect(),
+        }
+    }
+
+    /// The configuration the router runs with.
+    pub fn config(&self) -> &RouterConfig {
+        &self.inner.config
+    }
+
+    /// Stops the health checks and closes the pools; later requests fail with `ShutDown`. Idempotent.
+    pub fn shutdown(&self) {
+        self.inner.shutdown();
+    }
+
+    fn running(&self) -> Result<&Inner, RouterError> {
+        if self.inner.shut_down.load(Ordering::Acquire) {
+            return Err(RouterError::ShutDown);
+        }
+        Ok(&self.inner)
+    }
+}
+
+impl Inner {
+    fn shard(&self, org: i64) -> Result<&ShardRoute, RouterError> {
+        self.table
+            .shard_for(org)
+            .ok_or(RouterError::NoShardForOrg { org })
+    }
+
+    /// Tries `attempt` on the nodes the read may use, one after another, while the failures are the
+    /// node's and retries are left.
+    async fn read_with_retries<'a, T, F, Fut>(
+        &'a self,
+        shard: &'a ShardRoute,
+        prefer_replica: bool,
+        mut attempt: F,
+    ) -> Result<Routed<T>, RouterError>
+    where
+        F: FnMut(NodeIdx) -> Fut,
+        Fut: Future<Output = Result<T, RouterError>> + 'a,
+    {
+        let prefer_replica = prefer_replica && self.config.use_read_replicas;
+        let operation = if prefer_replica {
+            "read"
+        } else {
+            "primary read"
+        };
+        let mut tried = Tried::default();
+        // The error of the last failed attempt: if no other node is left, it says more than
+        // "no healthy node".
+        let mut failure: Option<RouterError> = None;
+        loop {
+            let Some(choice) = route::choose_read_node(shard, prefer_replica, tried) else {
+                return Err(
+                    failure.unwrap_or_else(|| self.no_healthy_node(shard, operation, tried))
+                );
+            };
+            match attempt(choice.node).await {
+                Ok(value) => return Ok(self.routed(value, choice, tried.count() + 1)),
+                Err(error) => {
+                    tried.add(choice);
+                    let retries_left = tried.count() <= self.config.read_retries;
+                    if !(error.is_node_failure() && retries_left) {
+                        return Err(error);
+                    }
+                    let node = self.nodes[choice.node].name();
+                    tracing::debug!(node, %error, "read failed on a node; retrying on another");
+                    failure = Some(error);
+                }
+            }
+        }
+    }
+
+    /// One attempt of a statement on `node`, rows collected.
+    async fn collect(
+        &self,
+        node: NodeIdx,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, RouterError> {
+        let node = &self.nodes[node];
+        let attempt = AttemptGuard::start(&node.stats);
+        let result = async {
+            let mut checkout = node.pool.checkout().await?;
+            checkout.query(sql, params).await
+        }
+        .await;
+        attempt.end(if result.is_ok() {
+            AttemptEnd::Success
+        } else {
+            AttemptEnd::Error
+        });
+        result
+    }
+
+    /// One attempt of a streaming read on `node`, up to its first row.
+    async fn stream(
+        &self,
+        node: NodeIdx,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<ReadStream, RouterError> {
+        let node = &self.nodes[node];
+        let attempt = AttemptGuard::start(&node.stats);
+        let started = async {
+            let mut checkout = node.pool.checkout().await?;
+            let rows = checkout.query_stream(sql, params).await?;
+            Ok((checkout, rows))
+        }
+        .await;
+        match started {
+            // `begin` ends the attempt itself when the stream fails or ends.
+            Ok((checkout, rows)) => ReadStream::begin(checkout, rows, attempt).await,
+            Err(error) => {
+                attempt.end(AttemptEnd::Error);
+                Err(error)
+            }
+        }
+    }
+
+    fn routed<T>(&self, value: T, choice: Choice, attempts: u32) -> Routed<T> {
+        Routed {
+            value,
+            node: self.nodes[choice.node].name().to_string(),
+            role: choice.role,
+            attempts,
+        }
+    }
+
+    fn no_healthy_node(
+        &self,
+        shard: &ShardRoute,
+        operation: &'static str,
+        tried: Tried,
+    ) -> RouterError {
+        let mut positions = vec![(shard.primary, route::PRIMARY_POSITION)];
+        if operation == "read" {
+            positions.extend(
+                shard
+                    .replicas
+                    .iter()
+                    .zip(1..)
+                    .map(|(&node, position)| (node, position)),
+            );
+        }
+        let detail = positions
+            .into_iter()
+            .map(|(index, position)| {
+                let node = &self.nodes[index];
+                let state = if tried.contains(position) {
+                    "failed this request".to_string()
+                } else {
+                    node.describe_health()
+                };
+                format!("{} {}", node.name(), state)
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        RouterError::NoHealthyNode {
+            operation,
+            shard: shard.name.clone(),
+            detail,
+        }
+    }
+
+    fn shutdown(&self) {
+        if self.shut_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let tasks = std::mem::take(
+            &mut *self
+                .health_tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for task in tasks {
+            task.abort();
+        }
+        for node in &self.nodes {
+            node.pool.close();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

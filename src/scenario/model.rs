@@ -114,6 +114,23 @@ pub struct Fault {
     pub duration: Option<Duration>,
 }
 
+impl Fault {
+    /// When this fault, one of `schedule`, is undone: `at + duration`, else the time of the first
+    /// fault of its undo kind on the same node after it (`restart` after `crash`); `None` if it
+    /// lasts to the end of the run or has no undo at all (it acts once, at `at`).
+    pub fn until(&self, schedule: &[Fault]) -> Option<Duration> {
+        if let Some(duration) = self.duration {
+            return Some(self.at.saturating_add(duration));
+        }
+        let undo = self.kind.ended_by()?;
+        schedule
+            .iter()
+            .filter(|f| f.kind.name() == undo && f.target == self.target && f.at > self.at)
+            .map(|f| f.at)
+            .min()
+    }
+}
+
 /// The fault kinds of SPEC section 4.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FaultKind {
@@ -166,6 +183,50 @@ impl FaultKind {
             FaultKind::Slow { .. } => "slow",
             FaultKind::Promote => "promote",
         }
+    }
+
+    /// The kind-specific key a scenario file gives this kind (`latency`, `delay`, `factor`), if any.
+    pub fn extra_key(&self) -> Option<&'static str> {
+        match self {
+            FaultKind::Latency { .. } => Some("latency"),
+            FaultKind::Lag { .. } => Some("delay"),
+            FaultKind::Slow { .. } => Some("factor"),
+            _ => None,
+        }
+    }
+
+    /// Whether the fault can be undone, and so may carry a `duration`.
+    pub fn has_undo(&self) -> bool {
+        matches!(
+            self,
+            FaultKind::Crash
+                | FaultKind::Partition
+                | FaultKind::Latency { .. }
+                | FaultKind::Lag { .. }
+                | FaultKind::PauseReplay
+                | FaultKind::Slow { .. }
+        )
+    }
+
+    /// The kind whose fault ends one of this kind that has no `duration` (`crash` -> `restart`).
+    pub fn ended_by(&self) -> Option<&'static str> {
+        match self {
+            FaultKind::Crash => Some("restart"),
+            FaultKind::Partition => Some("heal"),
+            FaultKind::PauseReplay => Some("resume_replay"),
+            _ => None,
+        }
+    }
+
+    /// Whether the kind acts on a replica's replication, so its target must be a replica.
+    pub fn replicas_only(&self) -> bool {
+        matches!(
+            self,
+            FaultKind::Lag { .. }
+                | FaultKind::PauseReplay
+                | FaultKind::ResumeReplay
+                | FaultKind::Promote
+        )
     }
 }
 

@@ -1,0 +1,88 @@
+//! Cost of one read-routing decision next to the cheapest shared-counter update there is.
+//!
+//! The decision: find the org's shard among 3, filter its 3 replicas by health, pick one round robin,
+//! count the attempt on the chosen node. No pool checkout, no I/O.
+//!
+//! Run: `cargo bench --bench route_decision -- --warm-up-time 1 --measurement-time 3`
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use replisim::router::route::{RouteTable, ShardRoute, Tried, choose_read_node};
+use replisim::router::stats::NodeStats;
+
+const SHARDS: usize = 3;
+const REPLICAS: usize = 3;
+
+fn table() -> RouteTable {
+    let shards = (0..SHARDS)
+        .map(|i| {
+            let primary = i * (REPLICAS + 1);
+            let start = i as i64 * 1_000_000;
+            let replicas = (1..=REPLICAS).map(|r| primary + r).collect();
+            ShardRoute::new(format!("s{i}"), start..start + 1_000_000, primary, replicas)
+        })
+        .collect();
+    match RouteTable::new(shards) {
+        Ok(table) => table,
+        Err(message) => panic!("bench topology refused: {message}"),
+    }
+}
+
+fn route_decision(c: &mut Criterion) {
+    let table = table();
+    // One replica down, so the health filter has something to filter.
+    table.shards()[1].set_usable(2, false);
+    let stats: Vec<NodeStats> = (0..SHARDS * (REPLICAS + 1))
+        .map(|_| NodeStats::default())
+        .collect();
+    // Orgs in every shard, visited in turn so the lookup is not always the same branch.
+    let orgs: [i64; 4] = [17, 1_000_042, 2_999_999, 512_000];
+
+    let mut group = c.benchmark_group("route_decision");
+    let counter = AtomicUsize::new(0);
+    group.bench_function("atomic_fetch_add", |b| {
+        b.iter(|| counter.fetch_add(1, Ordering::Relaxed))
+    });
+    let mut i = 0usize;
+    group.bench_function("choose_read_node", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            let shard = table.shard_for(black_box(orgs[i & 3]))?;
+            let choice = choose_read_node(shard, true, Tried::default())?;
+            stats
+                .get(choice.node)?
+                .attempts
+                .fetch_add(1, Ordering::Relaxed);
+            Some(choice.node)
+        })
+    });
+    let mut j = 0usize;
+    group.bench_function("shard_for_only", |b| {
+        b.iter(|| {
+            j = j.wrapping_add(1);
+            table.shard_for(black_box(orgs[j & 3])).map(|s| s.primary)
+        })
+    });
+    let shard0 = &table.shards()[0];
+    group.bench_function("choose_fixed_shard0", |b| {
+        b.iter(|| choose_read_node(black_box(shard0), true, Tried::default()).map(|c| c.node))
+    });
+    let shard1 = &table.shards()[1];
+    group.bench_function("choose_fixed_shard1", |b| {
+        b.iter(|| choose_read_node(black_box(shard1), true, Tried::default()).map(|c| c.node))
+    });
+    let mut k = 0usize;
+    group.bench_function("choose_rotating_shards", |b| {
+        b.iter(|| {
+            k = k.wrapping_add(1);
+            let shard = &table.shards()[[0, 1, 2, 0][k & 3]];
+            choose_read_node(black_box(shard), true, Tried::default()).map(|c| c.node)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, route_decision);
+criterion_main!(benches);

@@ -1,0 +1,351 @@
+//! `failover_within{max}`: a crashed or partitioned node stops getting workload within `max`, and
+//! reads that may use a replica keep succeeding meanwhile. Also the report's `failovers[]`.
+//!
+//! A dead node cannot log what it did not see, so attempts are taken from the application host's
+//! network records (connects and statement messages on behalf of client operations), never from the
+//! router's own view of which nodes it considers healthy.
+//!
+//! For a fault on node n from t0 to t1 (its end, or the end of the run), the window is
+//! `[t0 + max, t1)`: no workload attempt on n may start in it, and every read with
+//! `prefer_replica = true` of an org of n's shard that started in it must succeed. Reads of other
+//! shards could never have used n, so their failures belong to other faults. Writes and primary-only
+//! reads are never required to succeed: when n is the primary they have nowhere else to go.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::check::{Evidence, InvariantResult, duration_us, format_ms, node_name};
+use crate::sim::events::{FaultRecord, Micros, NetKind, NodeIdx, OpKind, Purpose};
+
+const KIND: &str = "failover_within";
+
+/// How long the router kept sending workload to a node after it crashed or was partitioned.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Failover {
+    /// The node's name.
+    pub node: String,
+    /// When the fault started, in integer ms (floor).
+    pub fault_at_ms: u64,
+    /// Start of the last workload attempt on the node while the fault lasted, or `fault_at_ms`.
+    pub last_attempt_ms: u64,
+    /// `last_attempt_ms - fault_at_ms`.
+    pub failover_ms: u64,
+}
+
+/// One failover per crash or partition fault, in fault order.
+pub fn failovers(evidence: &Evidence) -> Vec<Failover> {
+    let attempts = Attempts::new(evidence);
+    outage_faults(evidence)
+        .into_iter()
+        .map(|fault| failover_of(evidence, &attempts, fault))
+        .collect()
+}
+
+/// Checks that every crash or partition was routed around within `max`.
+pub fn check(evidence: &Evidence, max: Duration) -> InvariantResult {
+    let faults = outage_faults(evidence);
+    if faults.is_empty() {
+        return InvariantResult::new(KIND, true, "no crash or partition".to_string());
+    }
+    let max_us = duration_us(max);
+    let attempts = Attempts::new(evidence);
+    let failed_reads = FailedReads::new(evidence);
+    let mut worst_ms: u64 = 0;
+    let mut broken: Vec<String> = Vec::new();
+    for fault in &faults {
+        worst_ms = worst_ms.max(failover_of(evidence, &attempts, fault).failover_ms);
+        if let Some(reasons) = violations(evidence, &attempts, &failed_reads, fault, max_us) {
+            broken.push(format!("{}: {reasons}", describe(evidence, fault)));
+        }
+    }
+    let max_text = format_ms(max_us);
+    match broken.first() {
+        None => InvariantResult::new(KIND, true, format!("worst {worst_ms} ms <= {max_text} ms")),
+        Some(first) => InvariantResult::new(
+            KIND,
+            false,
+            format!(
+                "{first}; {} of {} faults broke it, worst {worst_ms} ms (max {max_text} ms)",
+                broken.len(),
+                faults.len()
+            ),
+        ),
+    }
+}
+
+/// Why one fault broke the invariant, or `None` if it held.
+fn violations(
+    evidence: &Evidence,
+    attempts: &Attempts,
+    failed_reads: &FailedReads,
+    fault: &FaultRecord,
+    max_us: Micros,
+) -> Option<String> {
+    let window_start_us = fault.at_us.saturating_add(max_us);
+    let window_end_us = end_us(evidence, fault);
+    if window_start_us >= window_end_us {
+        return None;
+    }
+    let mut reasons: Vec<String> = Vec::new();
+    let late = attempts.between(fault.target, window_start_us, window_end_us);
+    if let Some(first) = late.first() {
+        reasons.push(format!(
+            "{} workload attempts from {} ms, first at {} ms ({} ms after the fault)",
+            late.len(),
+            format_ms(window_start_us),
+            format_ms(*first),
+            format_ms(first - fault.at_us)
+        ));
+    }
+    let shard = evidence.scenario.nodes.get(fault.target).map(|n| n.shard);
+    let failed = match shard {
+        Some(shard) => failed_reads.between(shard, window_start_us, window_end_us),
+        None => &[],
+    };
+    if let Some((start_us, op)) = failed.first() {
+        let error = evidence
+            .events
+            .ops
+            .get(*op)
+            .and_then(|o| o.error.as_deref())
+            .unwrap_or("no error message");
+        reasons.push(format!(
+            "{} replica reads started from {} ms failed, first at {} ms: {error}",
+            failed.len(),
+            format_ms(window_start_us),
+            format_ms(*start_us)
+        ));
+    }
+    if reasons.is_empty() {
+        None
+    } else {
+        Some(reasons.join("; "))
+    }
+}
+
+fn failover_of(evidence: &Evidence, attempts: &Attempts, fault: &FaultRecord) -> Failover {
+    let during = attempts.between(fault.target, fault.at_us, end_us(evidence, fault));
+    let last_attempt_us = during.last().copied().unwrap_or(fault.at_us);
+    let fault_at_ms = fault.at_us / 1000;
+    let last_attempt_ms = last_attempt_us / 1000;
+    Failover {
+        node: node_name(evidence.scenario, fault.target),
+        fault_at_ms,
+        last_attempt_ms,
+        failover_ms: last_attempt_ms.saturating_sub(fault_at_ms),
+    }
+}
+
+/// Crash and partition faults, in fault order.
+fn outage_faults<'a>(evidence: &Evidence<'a>) -> Vec<&'a FaultRecord> {
+    let mut faults: Vec<&FaultRecord> = evidence
+        .faults
+        .iter()
+        .filter(|f| f.kind == "crash" || f.kind == "partition")
+        .collect();
+    faults.sort_by_key(|f| (f.index, f.at_us, f.target));
+    faults
+}
+
+fn end_us(evidence: &Evidence, fault: &FaultRecord) -> Micros {
+    fault.until_us.unwrap_or(evidence.run_end_us)
+}
+
+fn describe(evidence: &Evidence, fault: &FaultRecord) -> String {
+    format!(
+        "{} of {} at {} ms",
+        fault.kind,
+        node_name(evidence.scenario, fault.target),
+        format_ms(fault.at_us)
+    )
+}
+
+/// Start times of workload attempts (connects and statement messages), sorted, per node.
+struct Attempts {
+    by_node: BTreeMap<NodeIdx, Vec<Micros>>,
+}
+
+impl Attempts {
+    fn new(evidence: &Evidence) -> Attempts {
+        let mut by_node: BTreeMap<NodeIdx, Vec<Micros>> = BTreeMap::new();
+        for event in &evidence.events.net {
+            let attempt = matches!(event.kind, NetKind::Connect | NetKind::Statement);
+            if attempt && event.purpose == Purpose::Workload {
+                by_node.entry(event.node).or_default().push(event.at_us);
+            }
+        }
+        for times in by_node.values_mut() {
+            times.sort_unstable();
+        }
+        Attempts { by_node }
+    }
+
+    /// Attempts on `node` that started in `[from_us, to_us)`.
+    fn between(&self, node: NodeIdx, from_us: Micros, to_us: Micros) -> &[Micros] {
+        match self.by_node.get(&node) {
+            Some(times) => slice_between(times, from_us, to_us, |t| *t),
+            None => &[],
+        }
+    }
+}
+
+/// Failed client reads that may use a replica, as (start, index in `Events::ops`), sorted, per shard
+/// of their org.
+struct FailedReads {
+    by_shard: BTreeMap<usize, Vec<(Micros, usize)>>,
+}
+
+impl FailedReads {
+    fn new(evidence: &Evidence) -> FailedReads {
+        let mut by_shard: BTreeMap<usize, Vec<(Micros, usize)>> = BTreeMap::new();
+        for (index, op) in evidence.events.ops.iter().enumerate() {
+            if op.kind != OpKind::Read || !op.prefer_replica || op.ok {
+                continue;
+            }
+            if let Some(shard) = evidence.scenario.shard_of_org(op.org) {
+                by_shard
+                    .entry(shard)
+                    .or_default()
+                    .push((op.start_us, index));
+            }
+        }
+        for reads in by_shard.values_mut() {
+            reads.sort_unstable();
+        }
+        FailedReads { by_shard }
+    }
+
+    /// Failed reads of `shard` that started in `[from_us, to_us)`.
+    fn between(&self, shard: usize, from_us: Micros, to_us: Micros) -> &[(Micros, usize)] {
+        match self.by_shard.get(&shard) {
+            Some(reads) => slice_between(reads, from_us, to_us, |r| r.0),
+            None => &[],
+        }
+    }
+}
+
+/// The part of `sorted` whose time lies in `[from_us, to_us)`.
+fn slice_between<T>(
+    sorted: &[T],
+    from_us: Micros,
+    to_us: Micros,
+    time: impl Fn(&T) -> Micros,
+) -> &[T] {
+    let start = sorted.partition_point(|item| time(item) < from_us);
+    let end = sorted.partition_point(|item| time(item) < to_us);
+    sorted.get(start..end.max(start)).unwrap_or(&[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::test_support::{PRIMARY_1, REPLICA_1, REPLICA_2, TestRun, ms};
+
+    const MAX: Duration = Duration::from_secs(2);
+
+    #[test]
+    fn no_outage_fault_passes() {
+        let mut run = TestRun::new();
+        run.fault("slow", REPLICA_1, ms(1_000), None);
+        let result = check(&run.evidence(), MAX);
+        assert!(result.passed);
+        assert_eq!(result.detail, "no crash or partition");
+        assert!(failovers(&run.evidence()).is_empty());
+    }
+
+    #[test]
+    fn attempts_that_stop_in_time_pass_with_the_worst_failover() {
+        let mut run = TestRun::new();
+        run.fault("crash", REPLICA_1, ms(10_000), Some(ms(20_000)));
+        run.fault("partition", REPLICA_2, ms(30_000), None);
+        run.net(REPLICA_1, NetKind::Statement, ms(9_000));
+        run.net(REPLICA_1, NetKind::Connect, ms(10_500));
+        run.net(REPLICA_1, NetKind::Statement, ms(11_180) + 700);
+        // Failed connects are not attempts; probes are not workload; after the restart is fine.
+        run.net(REPLICA_1, NetKind::ConnectFailed, ms(15_000));
+        run.net(REPLICA_1, NetKind::Connect, ms(16_000)).purpose = Purpose::Check;
+        run.net(REPLICA_1, NetKind::Connect, ms(20_000));
+        run.op(1, OpKind::Read, ms(14_000), ms(14_002));
+        let result = check(&run.evidence(), MAX);
+        assert!(result.passed, "{}", result.detail);
+        assert_eq!(result.detail, "worst 1180 ms <= 2000 ms");
+        let expected = vec![
+            Failover {
+                node: "replica-1".to_string(),
+                fault_at_ms: 10_000,
+                last_attempt_ms: 11_180,
+                failover_ms: 1_180,
+            },
+            Failover {
+                node: "replica-2".to_string(),
+                fault_at_ms: 30_000,
+                last_attempt_ms: 30_000,
+                failover_ms: 0,
+            },
+        ];
+        assert_eq!(failovers(&run.evidence()), expected);
+    }
+
+    #[test]
+    fn an_attempt_three_seconds_after_a_crash_fails_with_max_two() {
+        let mut run = TestRun::new();
+        run.fault("crash", REPLICA_1, ms(10_000), Some(ms(20_000)));
+        run.net(REPLICA_1, NetKind::Statement, ms(13_000));
+        let result = check(&run.evidence(), MAX);
+        assert!(!result.passed);
+        assert_eq!(
+            result.detail,
+            "crash of replica-1 at 10000 ms: 1 workload attempts from 12000 ms, first at 13000 ms \
+             (3000 ms after the fault); 1 of 1 faults broke it, worst 3000 ms (max 2000 ms)"
+        );
+        assert_eq!(failovers(&run.evidence())[0].failover_ms, 3_000);
+    }
+
+    #[test]
+    fn a_partition_without_end_lasts_to_the_end_of_the_run() {
+        let mut run = TestRun::new();
+        run.run_end_us = ms(50_000);
+        run.fault("partition", REPLICA_1, ms(10_000), None);
+        run.net(REPLICA_1, NetKind::Connect, ms(49_999));
+        assert!(!check(&run.evidence(), MAX).passed);
+        run.run_end_us = ms(49_999);
+        assert!(check(&run.evidence(), MAX).passed);
+    }
+
+    #[test]
+    fn a_failed_replica_read_in_the_window_fails() {
+        let mut run = TestRun::new();
+        run.fault("crash", PRIMARY_1, ms(10_000), Some(ms(20_000)));
+        // Before the window, other shards, writes and primary-only reads do not count.
+        run.op(1, OpKind::Read, ms(11_000), ms(11_001)).ok = false;
+        let other_shard = run.op(2, OpKind::Read, ms(13_000), ms(13_001));
+        other_shard.org = 1_500_000;
+        other_shard.ok = false;
+        run.op(3, OpKind::Write, ms(13_000), ms(13_001)).ok = false;
+        let primary_read = run.op(4, OpKind::Read, ms(13_000), ms(13_001));
+        primary_read.ok = false;
+        primary_read.prefer_replica = false;
+        assert!(check(&run.evidence(), MAX).passed);
+
+        let read = run.op(5, OpKind::Read, ms(14_000), ms(14_500));
+        read.ok = false;
+        read.error = Some("no usable node".to_string());
+        let result = check(&run.evidence(), MAX);
+        assert!(!result.passed);
+        assert_eq!(
+            result.detail,
+            "crash of primary-1 at 10000 ms: 1 replica reads started from 12000 ms failed, first at \
+             14000 ms: no usable node; 1 of 1 faults broke it, worst 0 ms (max 2000 ms)"
+        );
+    }
+
+    #[test]
+    fn a_fault_shorter_than_max_cannot_break_it() {
+        let mut run = TestRun::new();
+        run.fault("crash", REPLICA_1, ms(10_000), Some(ms(11_000)));
+        run.net(REPLICA_1, NetKind::Statement, ms(10_900));
+        let result = check(&run.evidence(), MAX);
+        assert!(result.passed);
+        assert_eq!(result.detail, "worst 900 ms <= 2000 ms");
+    }
+}

@@ -1,0 +1,273 @@
+//! Per-user and per-org connection caps: at most N requests of one user (or org) hold a connection at
+//! once; the others wait their turn, at most `connect_timeout`.
+//!
+//! One FIFO semaphore per user and per org, created on first use and dropped as soon as nobody holds or
+//! waits for it, so memory follows the number of active users and orgs, not every id ever seen.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::router::error::{CapScope, RouterError};
+
+/// The semaphores of one kind of cap.
+struct CapTable {
+    scope: CapScope,
+    max: u32,
+    entries: Mutex<BTreeMap<i64, Arc<Semaphore>>>,
+}
+
+impl CapTable {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<i64, Arc<Semaphore>>> {
+        // Never held across an await; every critical section is a single map operation.
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn semaphore(&self, id: i64) -> Arc<Semaphore> {
+        let mut entries = self.lock();
+        let semaphore = entries
+            .entry(id)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.max as usize)));
+        Arc::clone(semaphore)
+    }
+
+    /// Forgets `id`'s semaphore if the map holds the only reference left (no holder, no waiter).
+    fn release(&self, id: i64, semaphore: Arc<Semaphore>) {
+        let mut entries = self.lock();
+        // The map's reference and ours: nobody else holds a permit or waits.
+        if Arc::strong_count(&semaphore) == 2 {
+            entries.remove(&id);
+        }
+    }
+}
+
+/// The user and org caps of a router.
+pub(crate) struct Caps {
+    users: Option<Arc<CapTable>>,
+    orgs: Option<Arc<CapTable>>,
+    wait: Duration,
+}
+
+/// A held cap slot; frees it (and forgets the semaphore if unused) when dropped.
+struct CapSlot {
+    table: Arc<CapTable>,
+    id: i64,
+    permit: Option<OwnedSemaphorePermit>,
+    semaphore: Option<Arc<Semaphore>>,
+}
+
+impl Drop for CapSlot {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        if let Some(semaphore) = self.semaphore.take() {
+            self.table.release(self.id, semaphore);
+        }
+    }
+}
+
+/// The cap slots one request holds; dropped when the request is done.
+pub(crate) struct CapPermits {
+    _user: Option<CapSlot>,
+    _org: Option<CapSlot>,
+}
+
+impl Caps {
+    /// Caps of `max_per_user` and `max_per_org` (0 = none), each wait bounded by `wait`.
+    pub(crate) fn new(max_per_user: u32, max_per_org: u32, wait: Duration) -> Caps {
+        let table = |scope, max| {
+            (max > 0).then(|| {
+                Arc::new(CapTable {
+                    scope,
+                    max,
+                    entries: Mutex::new(BTreeMap::new()),
+                })
+            })
+        };
+        Caps {
+            users: table(CapScope::User, max_per_user),
+            orgs: table(CapScope::Org, max_per_org),
+            wait,
+        }
+    }
+
+    /// Takes a slot of `user` then of `org` (always in that order, so two requests never wait on each
+    /// other in a cycle), both within one `wait`.
+    pub(crate) async fn acquire(&self, user: i64, org: i64) -> Result<CapPermits, RouterError> {
+        let deadline = Instant::now() + self.wait;
+        let user = match &self.users {
+            Some(table) => Some(self.take(table, user, deadline).await?),
+            None => None,
+        };
+        let org = match &self.orgs {
+            Some(table) => Some(self.take(table, org, deadline).await?),
+            None => None,
+        };
+        Ok(CapPermits {
+            _user: user,
+            _org: org,
+        })
+    }
+
+    async fn take(
+        &self,
+        table: &Arc<CapTable>,
+        id: i64,
+        deadline: Instant,
+    ) -> Result<CapSlot, RouterError> {
+        let semaphore = table.semaphore(id);
+        let mut slot = CapSlot {
+            table: Arc::clone(table),
+            id,
+            permit: None,
+            semaphore: Some(Arc::clone(&semaphore)),
+        };
+        // `slot` already counts as a user of the semaphore, so an early return (timeout, cancelled
+        // future) releases the map entry through its Drop.
+        match tokio::time::timeout_at(deadline, semaphore.acquire_owned()).await {
+            Ok(Ok(permit)) => {
+                slot.permit = Some(permit);
+                Ok(slot)
+            }
+            // Never closed: only a timeout ends the wait.
+            Ok(Err(_)) | Err(_) => Err(RouterError::CapExceeded {
+                scope: table.scope,
+                id,
+                max: table.max,
+                timeout: self.wait,
+            }),
+        }
+    }
+
+    /// Users and orgs currently tracked (holding or waiting).
+    #[cfg(test)]
+    fn tracked(&self) -> (usize, usize) {
+        let count = |table: &Option<Arc<CapTable>>| table.as_ref().map_or(0, |t| t.lock().len());
+        (count(&self.users), count(&self.orgs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => panic!("no runtime: {error}"),
+        }
+    }
+
+    #[test]
+    fn cap_admits_up_to_max_then_times_out_with_a_clear_message() {
+        runtime().block_on(async {
+            let caps = Caps::new(2, 0, Duration::from_millis(20));
+            let first = caps.acquire(7, 1).await;
+            let second = caps.acquire(7, 2).await;
+            assert!(first.is_ok() && second.is_ok());
+            let other_user = caps.acquire(8, 1).await;
+            assert!(other_user.is_ok(), "the cap is per user");
+            let third = caps
+                .acquire(7, 3)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            assert_eq!(
+                third,
+                Err(
+                    "user 7 already holds 2 connections (max_connections_per_user = 2); \
+                     waited 20ms for one to free"
+                        .to_string()
+                )
+            );
+            drop(first);
+            assert!(caps.acquire(7, 3).await.is_ok(), "a freed slot is reusable");
+        });
+    }
+
+    #[test]
+    fn org_cap_applies_across_users() {
+        runtime().block_on(async {
+            let caps = Caps::new(0, 1, Duration::from_millis(10));
+            let held = caps.acquire(1, 42).await;
+            assert!(held.is_ok());
+            let blocked = caps.acquire(2, 42).await;
+            assert!(matches!(
+                blocked,
+                Err(RouterError::CapExceeded {
+                    scope: CapScope::Org,
+                    id: 42,
+                    ..
+                })
+            ));
+        });
+    }
+
+    #[test]
+    fn waiters_are_served_in_arrival_order() {
+        runtime().block_on(async {
+            let caps = Arc::new(Caps::new(1, 0, Duration::from_secs(5)));
+            let held = caps.acquire(1, 0).await;
+            let order = Arc::new(Mutex::new(Vec::new()));
+            let mut tasks = Vec::new();
+            for waiter in 0..4 {
+                let (caps, order) = (Arc::clone(&caps), Arc::clone(&order));
+                tasks.push(tokio::spawn(async move {
+                    let permit = caps.acquire(1, 0).await;
+                    order
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(waiter);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    drop(permit);
+                }));
+                // Let each waiter queue up before the next is spawned.
+                tokio::task::yield_now().await;
+            }
+            drop(held);
+            for task in tasks {
+                assert!(task.await.is_ok());
+            }
+            let order = order.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            assert_eq!(order, vec![0, 1, 2, 3]);
+        });
+    }
+
+    #[test]
+    fn idle_entries_are_forgotten() {
+        runtime().block_on(async {
+            let caps = Caps::new(1, 1, Duration::from_millis(10));
+            let held = caps.acquire(1, 100).await;
+            assert_eq!(caps.tracked(), (1, 1));
+            let timed_out = caps.acquire(1, 200).await;
+            assert!(timed_out.is_err());
+            assert_eq!(
+                caps.tracked(),
+                (1, 1),
+                "a timed-out wait leaves nothing behind"
+            );
+            drop(held);
+            assert_eq!(caps.tracked(), (0, 0));
+            for user in 0..100 {
+                drop(caps.acquire(user, user).await);
+            }
+            assert_eq!(caps.tracked(), (0, 0), "memory stays bounded");
+        });
+    }
+
+    #[test]
+    fn no_caps_means_no_tracking() {
+        runtime().block_on(async {
+            let caps = Caps::new(0, 0, Duration::from_millis(10));
+            let permits: Vec<_> =
+                futures::future::join_all((0..50).map(|_| caps.acquire(1, 1))).await;
+            assert!(permits.iter().all(Result::is_ok));
+            assert_eq!(caps.tracked(), (0, 0));
+        });
+    }
+}

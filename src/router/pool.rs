@@ -1,0 +1,319 @@
+//! The connection pool of one node: at most `max_connections_per_node` sessions, handed out in the order
+//! they were asked for, idle ones reused most-recent first and closed when too old or idle too long.
+//!
+//! A semaphore with one permit per allowed connection bounds the sessions in use and queues waiters
+//! fairly (tokio's semaphore is FIFO). Idle sessions hold no permit; a holder reuses an idle session
+//! when there is one and opens a new one only when there is none, so in-use plus idle never exceeds
+//! the maximum.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, RowStream};
+
+use crate::router::conn::Conn;
+use crate::router::connector::{ConnectPurpose, Connector, NodeAddress};
+use crate::router::error::{RouterError, breaks_connection};
+
+/// Limits of one pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PoolLimits {
+    /// Most sessions open at once.
+    pub(crate) max_connections: u32,
+    /// Idle sessions are not closed for idleness below this many open.
+    pub(crate) min_connections: u32,
+    /// Limit on waiting for a free slot, and on opening a session.
+    pub(crate) connect_timeout: Duration,
+    /// Limit on one statement.
+    pub(crate) query_timeout: Duration,
+    /// An idle session is closed after this long.
+    pub(crate) max_idle_time: Duration,
+    /// A session is closed after this long in any case.
+    pub(crate) max_lifetime: Duration,
+}
+
+struct IdleConn {
+    conn: Conn,
+    idle_since: Instant,
+}
+
+/// The pool of one node.
+pub(crate) struct Pool {
+    node: NodeAddress,
+    connector: Arc<dyn Connector>,
+    session: tokio_postgres::Config,
+    limits: PoolLimits,
+    slots: Arc<Semaphore>,
+    /// Most recently returned last.
+    idle: Mutex<Vec<IdleConn>>,
+    open: AtomicU32,
+    idle_count: AtomicU32,
+    closed: AtomicBool,
+}
+
+impl Pool {
+    /// An empty pool; sessions are opened on demand.
+    pub(crate) fn new(
+        node: NodeAddress,
+        connector: Arc<dyn Connector>,
+        session: tokio_postgres::Config,
+        limits: PoolLimits,
+    ) -> Pool {
+        Pool {
+            node,
+            connector,
+            session,
+            limits,
+            slots: Arc::new(Semaphore::new(limits.max_connections as usize)),
+            idle: Mutex::new(Vec::new()),
+            open: AtomicU32::new(0),
+            idle_count: AtomicU32::new(0),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Sessions open, idle or in use.
+    pub(crate) fn open_connections(&self) -> u32 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Sessions open and idle.
+    pub(crate) fn idle_connections(&self) -> u32 {
+        self.idle_count.load(Ordering::Relaxed)
+    }
+
+    /// The pool's limits.
+    pub(crate) fn limits(&self) -> PoolLimits {
+        self.limits
+    }
+
+    /// Waits (at most `connect_timeout`, in arrival order) for a slot, then hands out an idle session or
+    /// opens a new one (at most `connect_timeout` more).
+    pub(crate) async fn checkout(self: &Arc<Self>) -> Result<Checkout, RouterError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(RouterError::ShutDown);
+        }
+        let wait = self.limits.connect_timeout;
+        let permit = match tokio::time::timeout(wait, Arc::clone(&self.slots).acquire_owned()).await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(RouterError::ShutDown),
+            Err(_) => {
+                return Err(RouterError::PoolTimeout {
+                    node: self.node.name.clone(),
+                    max: self.limits.max_connections,
+                    timeout: wait,
+                });
+            }
+        };
+        let conn = match self.take_idle(Instant::now()) {
+            Some(conn) => conn,
+            None => {
+                let conn = Conn::open(
+                    self.connector.as_ref(),
+                    &self.node,
+                    ConnectPurpose::Workload,
+                    &self.session,
+                    wait,
+                )
+                .await?;
+                self.open.fetch_add(1, Ordering::Relaxed);
+                conn
+            }
+        };
+        Ok(Checkout {
+            pool: Arc::clone(self),
+            conn: Some(conn),
+            reusable: true,
+            _permit: permit,
+        })
+    }
+
+    /// Pops the most recently used idle session that is still open and young enough, closing the bad ones
+    /// met on the way.
+    fn take_idle(&self, now: Instant) -> Option<Conn> {
+        loop {
+            let idle = {
+                let mut idle = self.lock_idle();
+                let entry = idle.pop()?;
+                self.idle_count.store(idle.len() as u32, Ordering::Relaxed);
+                entry
+            };
+            // Idleness is the reaper's business: it keeps `min_connections` open past `max_idle_time`.
+            if self.still_good(&idle.conn, now) {
+                return Some(idle.conn);
+            }
+            self.discard(idle.conn);
+        }
+    }
+
+    fn still_good(&self, conn: &Conn, now: Instant) -> bool {
+        !conn.is_closed()
+            && now.saturating_duration_since(conn.opened_at()) < self.limits.max_lifetime
+    }
+
+    /// Takes a session back from a checkout.
+    fn check_in(&self, conn: Conn, reusable: bool) {
+        let now = Instant::now();
+        if !reusable || self.closed.load(Ordering::Acquire) || !self.still_good(&conn, now) {
+            self.discard(conn);
+            return;
+        }
+        let mut idle = self.lock_idle();
+        idle.push(IdleConn {
+            conn,
+            idle_since: now,
+        });
+        self.idle_count.store(idle.len() as u32, Ordering::Relaxed);
+    }
+
+    /// Closes idle sessions that died, outlived `max_lifetime`, or sat idle past `max_idle_time` (the
+    /// latter only while more than `min_connections` are open). Run periodically.
+    pub(crate) fn reap(&self, now: Instant) {
+        let removed = {
+            let mut idle = self.lock_idle();
+            let mut open = self.open_connections();
+            let mut removed = Vec::new();
+            // Oldest-idle first, so that the sessions kept for `min_connections` are the fresh ones.
+            let mut kept = Vec::with_capacity(idle.len());
+            for entry in idle.drain(..) {
+                let idle_too_long = now.saturating_duration_since(entry.idle_since)
+                    >= self.limits.max_idle_time
+                    && open > self.limits.min_connections;
+                if idle_too_long || !self.still_good(&entry.conn, now) {
+                    open = open.saturating_sub(1);
+                    removed.push(entry.conn);
+                } else {
+                    kept.push(entry);
+                }
+            }
+            *idle = kept;
+            self.idle_count.store(idle.len() as u32, Ordering::Relaxed);
+            removed
+        };
+        for conn in removed {
+            self.discard(conn);
+        }
+    }
+
+    /// Closes every idle session (the node just failed its health checks: they are likely dead).
+    pub(crate) fn clear_idle(&self) {
+        let removed = {
+            let mut idle = self.lock_idle();
+            self.idle_count.store(0, Ordering::Relaxed);
+            std::mem::take(&mut *idle)
+        };
+        for entry in removed {
+            self.discard(entry.conn);
+        }
+    }
+
+    /// Refuses new checkouts, wakes waiters with `ShutDown`, closes idle sessions; sessions in use are
+    /// closed when returned.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.slots.close();
+        self.clear_idle();
+    }
+
+    fn discard(&self, conn: Conn) {
+        drop(conn);
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn lock_idle(&self) -> MutexGuard<'_, Vec<IdleConn>> {
+        // Never held across an await, and every critical section leaves the vector consistent, so a
+        // panic elsewhere cannot have left it half-updated.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A session lent out by a pool, returned to it when dropped (or closed, if it went bad).
+pub(crate) struct Checkout {
+    pool: Arc<Pool>,
+    conn: Option<Conn>,
+    reusable: bool,
+    /// Released after the session is back in the idle list (fields drop after `Drop::drop`), so a waiter
+    /// woken by it finds the session.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Checkout {
+    /// Runs a statement within `query_timeout` and collects its rows.
+    pub(crate) async fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, RouterError> {
+        let timeout = self.pool.limits.query_timeout;
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(RouterError::ShutDown);
+        };
+        let result = tokio::time::timeout(timeout, conn.query(sql, params)).await;
+        self.settle(result)
+    }
+
+    /// Starts a statement within `query_timeout` and returns its row stream.
+    pub(crate) async fn query_stream(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<RowStream, RouterError> {
+        let timeout = self.pool.limits.query_timeout;
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(RouterError::ShutDown);
+        };
+        let result = tokio::time::timeout(timeout, conn.query_stream(sql, params)).await;
+        self.settle(result)
+    }
+
+    /// Turns a timed statement's outcome into the router's error, marking the session for closing when
+    /// it can no longer be trusted.
+    pub(crate) fn settle<T>(
+        &mut self,
+        result: Result<Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>,
+    ) -> Result<T, RouterError> {
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(source)) => {
+                if breaks_connection(&source) {
+                    self.reusable = false;
+                }
+                Err(RouterError::Query {
+                    node: self.pool.node.name.clone(),
+                    source,
+                })
+            }
+            Err(_) => {
+                // The server may still be running the statement, or the socket may be wedged.
+                self.reusable = false;
+                Err(RouterError::QueryTimeout {
+                    node: self.pool.node.name.clone(),
+                    timeout: self.pool.limits.query_timeout,
+                })
+            }
+        }
+    }
+
+    /// Closes the session instead of returning it to the pool.
+    pub(crate) fn discard(&mut self) {
+        self.reusable = false;
+    }
+
+    /// `query_timeout` of the pool.
+    pub(crate) fn query_timeout(&self) -> Duration {
+        self.pool.limits.query_timeout
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.check_in(conn, self.reusable);
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! The routing decision: which node serves a read or a write for an org. No I/O, no locks, no
+//! allocation, so it is cheap enough for every statement and benchmarked on its own.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::router::balance::{self, Candidates};
+
+/// Index of a node in the router's node list (topology order: per shard, primary then replicas).
+pub type NodeIdx = usize;
+
+/// The role of the node that served a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ServedRole {
+    /// The shard's primary.
+    Primary,
+    /// One of the shard's replicas.
+    Replica,
+}
+
+/// A routing decision: the node to try and the role it plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Choice {
+    /// The node to send the statement to.
+    pub node: NodeIdx,
+    /// Its role in the shard.
+    pub role: ServedRole,
+    /// Its position in the shard (0 the primary, 1 + i replica i).
+    pub position: u32,
+}
+
+/// Most replicas in one shard: positions (primary and replicas) must fit a 64-bit set.
+pub const REPLICAS_PER_SHARD_MAX: usize = 63;
+
+/// Position of a shard's primary; replica i is at 1 + i.
+pub const PRIMARY_POSITION: u32 = 0;
+
+/// One shard as the decision sees it.
+#[derive(Debug)]
+pub struct ShardRoute {
+    /// Shard name.
+    pub name: String,
+    /// Half-open org-id range it serves.
+    pub orgs: Range<i64>,
+    /// Its primary.
+    pub primary: NodeIdx,
+    /// Its replicas, in topology order.
+    pub replicas: Vec<NodeIdx>,
+    /// Positions of the nodes that may take work (bit 0 the primary, bit 1 + i replica i).
+    usable: AtomicU64,
+    next_replica: AtomicUsize,
+}
+
+impl ShardRoute {
+    /// A shard route with every node usable and the rotation at its first replica.
+    pub fn new(
+        name: String,
+        orgs: Range<i64>,
+        primary: NodeIdx,
+        replicas: Vec<NodeIdx>,
+    ) -> ShardRoute {
+        ShardRoute {
+            name,
+            orgs,
+            primary,
+            replicas,
+            usable: AtomicU64::new(u64::MAX),
+            next_replica: AtomicUsize::new(0),
+        }
+    }
+
+    /// Lets work go to the node at `position`, or stops it.
+    pub fn set_usable(&self, position: u32, usable: bool) {
+        let bit = 1u64.checked_shl(position).unwrap_or(0);
+        if usable {
+            self.usable.fetch_or(bit, Ordering::Relaxed);
+        } else {
+            self.usable.fetch_and(!bit, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether work may go to the node at `position`.
+    pub fn is_usable(&self, position: u32) -> bool {
+        let bit = 1u64.checked_shl(position).unwrap_or(0);
+        self.usable.load(Ordering::Relaxed) & bit != 0
+    }
+
+    /// The position of `node` in this shard.
+    pub fn position_of(&self, node: NodeIdx) -> Option<u32> {
+        if node == self.primary {
+            return Some(PRIMARY_POSITION);
+        }
+        let index = self.replicas.iter().position(|&replica| replica == node)?;
+        u32::try_from(index + 1).ok()
+    }
+
+    /// Runs one round-robin decision over `candidates` (replica indexes). The cursor is read and
+    /// written with a plain load and store instead of a locked read-modify-write: two racing reads may
+    /// pick the same replica, which only skews the rotation by one, and the hot path stays cheap.
+    #[inline]
+    fn rotate(&self, candidates: Candidates) -> Option<u32> {
+        let cursor = self.next_replica.load(Ordering::Relaxed);
+        let (index, next) = balance::round_robin(candidates, cursor)?;
+        self.next_replica.store(next, Ordering::Relaxed);
+        Some(index)
+    }
+}
+
+/// Up to this many shards, a lookup scans the ranges instead of bisecting them.
+const LINEAR_SCAN_MAX: usize = 16;
+
+/// Every shard, sorted by the start of its org range, with ranges known not to overlap.
+#[derive(Debug)]
+pub struct RouteTable {
+    shards: Vec<ShardRoute>,
+    /// `shards[i].orgs`, packed apart so a lookup touches one or two cache lines.
+    ranges: Vec<Range<i64>>,
+}
+
+impl RouteTable {
+    /// A table over `shards`; fails with a message if a range is empty, two ranges overlap, or a shard
+    /// has more than [`REPLICAS_PER_SHARD_MAX`] replicas.
+    pub fn new(mut shards: Vec<ShardRoute>) -> Result<RouteTable, String> {
+        for shard in &shards {
+            if shard.orgs.start >= shard.orgs.end {
+                return Err(format!(
+                    "shard {} has an empty org range [{}, {})",
+                    shard.name, shard.orgs.start, shard.orgs.end
+                ));
+            }
+            if shard.replicas.len() > REPLICAS_PER_SHARD_MAX {
+                return Err(format!(
+                    "shard {} has {} replicas; at most {REPLICAS_PER_SHARD_MAX} are supported",
+                    shard.name,
+                    shard.replicas.len()
+                ));
+            }
+        }
+        shards.sort_by_key(|shard| shard.orgs.start);
+        for pair in shards.windows(2) {
+            if pair[0].orgs.end > pair[1].orgs.start {
+                return Err(format!(
+                    "shards {} [{}, {}) and {} [{}, {}) overlap",
+                    pair[0].name,
+                    pair[0].orgs.start,
+                    pair[0].orgs.end,
+                    pair[1].name,
+                    pair[1].orgs.start,
+                    pair[1].orgs.end
+                ));
+            }
+        }
+        let ranges = shards.iter().map(|shard| shard.orgs.clone()).collect();
+        Ok(RouteTable { shards, ranges })
+    }
+
+    /// The shard whose range contains `org`.
+    #[inline]
+    pub fn shard_for(&self, org: i64) -> Option<&ShardRoute> {
+        // Shards starting at or before `org`: a branch-free count for the usual handful of shards, a
+        // binary search for many.
+        let before = if self.ranges.len() <= LINEAR_SCAN_MAX {
+            self.ranges
+                .iter()
+                .filter(|range| range.start <= org)
+                .count()
+        } else {
+            self.ranges.partition_point(|range| range.start <= org)
+        };
+        let index = before.checked_sub(1)?;
+        let range = self.ranges.get(index)?;
+        if org < range.end {
+            self.shards.get(index)
+        } else {
+            None
+        }
+    }
+
+    /// Every shard, by org range.
+    pub fn shards(&self) -> &[ShardRoute] {
+        &self.shards
+    }
+
+    /// The shard (index in [`RouteTable::shards`]) and position of `node`.
+    pub fn locate(&self, node: NodeIdx) -> Option<(usize, u32)> {
+        self.shards
+            .iter()
+            .enumerate()
+            .find_map(|(index, shard)| Some((index, shard.position_of(node)?)))
+    }
+}
+
+/// The positions of a shard one request has already tried.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tried(u64);
+
+impl Tried {
+    /// Records an attempt on `choice`.
+    pub fn add(&mut self, choice: Choice) {
+        self.0 |= 1u64.checked_shl(choice.position).unwrap_or(0);
+    }
+
+    /// How many nodes were tried.
+    pub fn count(self) -> u32 {
+        self.0.count_ones()
+    }
+
+    /// Whether the node at `position` was tried.
+    pub fn contains(self, position: u32) -> bool {
+        self.0 & 1u64.checked_shl(position).unwrap_or(0) != 0
+    }
+}
+
+/// Chooses the node for one read attempt in `shard`.
+///
+/// With `prefer_replica`, the next usable replica in round-robin order; otherwise, or when no replica is
+/// usable, the primary if it is usable. Nodes in `tried` (earlier attempts of the same read) are skipped.
+/// `None` means no node may serve the read.
+#[inline]
+pub fn choose_read_node(shard: &ShardRoute, prefer_replica: bool, tried: Tried) -> Option<Choice> {
+    let eligible = shard.usable.load(Ordering::Relaxed) & !tried.0;
+    if prefer_replica {
+        // Replica i sits at bit 1 + i; shifted down, bit i is replica i.
+        let replicas = Candidates(eligible >> 1);
+        if !replicas.is_empty() {
+            if let Some(index) = shard.rotate(replicas) {
+                if let Some(&node) = shard.replicas.get(index as usize) {
+                    return Some(Choice {
+                        node,
+                        role: ServedRole::Replica,
+                        position: index + 1,
+                    });
+                }
+            }
+        }
+    }
+    (eligible & 1 != 0).then_some(Choice {
+        node: shard.primary,
+        role: ServedRole::Primary,
+        position: PRIMARY_POSITION,
+    })
+}
+
+/// Chooses the node for a write in `shard`: its primary, if usable.
+#[inline]
+pub fn choose_write_node(shard: &ShardRoute) -> Option<Choice> {
+    shard.is_usable(PRIMARY_POSITION).then_some(Choice {
+        node: shard.primary,
+        role: ServedRole::Primary,
+        position: PRIMARY_POSITION,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three shards of one primary and three replicas each; node ids 0..12 in topology order.
+    fn table() -> RouteTable {
+        let shard = |i: usize, orgs: Range<i64>| {
+            let base = i * 4;
+            ShardRoute::new(
+                format!("s{i}"),
+                orgs,
+                base,
+                vec![base + 1, base + 2, base + 3],
+            )
+        };
+        // Given out of order on purpose: the table sorts by range.
+        let built = RouteTable::new(vec![
+            shard(2, 200..300),
+            shard(0, 0..100),
+            shard(1, 100..200),
+        ]);
+        match built {
+            Ok(table) => table,
+            Err(message) => panic!("valid table refused: {message}"),
+        }
+    }
+
+    #[test]
+    fn orgs_find_their_shard() {
+        let table = table();
+        let name = |org| table.shard_for(org).map(|s| s.name.as_str());
+        assert_eq!(name(0), Some("s0"));
+        assert_eq!(name(99), Some("s0"));
+        assert_eq!(name(100), Some("s1"));
+        assert_eq!(name(250), Some("s2"));
+        assert_eq!(name(299), Some("s2"));
+        assert_eq!(name(300), None, "ranges are half-open");
+        assert_eq!(name(-1), None);
+        assert_eq!(name(i64::MIN), None);
+        assert_eq!(name(i64::MAX), None);
+    }
+
+    #[test]
+    fn gaps_between_shards_match_nothing() {
+        let built = RouteTable::new(vec![
+            ShardRoute::new("a".into(), 0..10, 0, vec![]),
+            ShardRoute::new("b".into(), 20..30, 1, vec![]),
+        ]);
+        let Ok(table) = built else {
+            panic!("disjoint ranges refused");
+        };
+        assert!(table.shard_for(15).is_none());
+        assert_eq!(table.shard_for(20).map(|s| s.primary), Some(1));
+    }
+
+    #[test]
+    fn overlapping_or_empty_ranges_are_refused() {
+        let overlap = RouteTable::new(vec![
+            ShardRoute::new("a".into(), 0..10, 0, vec![]),
+            ShardRoute::new("b".into(), 9..30, 1, vec![]),
+        ]);
+        assert!(matches!(overlap, Err(m) if m.contains("overlap")));
+        let empty = RouteTable::new(vec![ShardRoute::new("a".into(), 5..5, 0, vec![])]);
+        assert!(matches!(empty, Err(m) if m.contains("empty")));
+    }
+
+    /// The shard of `org` in `table`, or a test failure.
+    fn shard_of(table: &RouteTable, org: i64) -> &ShardRoute {
+        match table.shard_for(org) {
+            Some(shard) => shard,
+            None => panic!("org {org} has no shard"),
+        }
+    }
+
+    fn tried(choices: &[Choice]) -> Tried {
+        let mut tried = Tried::default();
+        for choice in choices {
+            tried.add(*choice);
+        }
+        tried
+    }
+
+    fn replica(node: NodeIdx, position: u32) -> Choice {
+        Choice {
+            node,
+            role: ServedRole::Replica,
+            position,
+        }
+    }
+
+    fn primary(node: NodeIdx) -> Choice {
+        Choice {
+            node,
+            role: ServedRole::Primary,
+            position: PRIMARY_POSITION,
+        }
+    }
+
+    #[test]
+    fn replica_reads_rotate_over_usable_replicas() {
+        let table = table();
+        let shard = shard_of(&table, 150);
+        let all: Vec<_> = (0..4)
+            .filter_map(|_| choose_read_node(shard, true, Tried::default()))
+            .map(|choice| choice.node)
+            .collect();
+        assert_eq!(all, vec![5, 6, 7, 5]);
+        shard.set_usable(2, false);
+        let without_6: Vec<_> = (0..4)
+            .filter_map(|_| choose_read_node(shard, true, Tried::default()))
+            .map(|choice| choice.node)
+            .collect();
+        assert_eq!(without_6, vec![7, 5, 7, 5]);
+        assert!(!shard.is_usable(2));
+        shard.set_usable(2, true);
+        assert!(shard.is_usable(2));
+    }
+
+    #[test]
+    fn reads_fall_back_to_the_primary() {
+        let table = table();
+        let shard = shard_of(&table, 0);
+        let none = Tried::default();
+        assert_eq!(
+            choose_read_node(shard, false, none),
+            Some(primary(0)),
+            "primary asked for"
+        );
+        let all_replicas = tried(&[replica(1, 1), replica(2, 2), replica(3, 3)]);
+        assert_eq!(
+            choose_read_node(shard, true, all_replicas),
+            Some(primary(0)),
+            "all tried"
+        );
+        for position in 1..=3 {
+            shard.set_usable(position, false);
+        }
+        assert_eq!(
+            choose_read_node(shard, true, none),
+            Some(primary(0)),
+            "no usable replica"
+        );
+        shard.set_usable(PRIMARY_POSITION, false);
+        assert_eq!(choose_read_node(shard, true, none), None, "nothing usable");
+        shard.set_usable(1, true);
+        assert_eq!(
+            choose_read_node(shard, false, none),
+            None,
+            "primary-only read"
+        );
+        assert_eq!(choose_read_node(shard, true, none), Some(replica(1, 1)));
+    }
+
+    #[test]
+    fn retries_skip_tried_nodes() {
+        let table = table();
+        let shard = shard_of(&table, 0);
+        let after_2 = tried(&[replica(2, 2)]);
+        for _ in 0..6 {
+            let choice = choose_read_node(shard, true, after_2);
+            assert!(
+                matches!(choice, Some(Choice { node: 1 | 3, .. })),
+                "{choice:?}"
+            );
+        }
+        let after_primary = tried(&[primary(0)]);
+        assert_eq!(choose_read_node(shard, false, after_primary), None);
+        assert_eq!(
+            (after_2.count(), after_2.contains(2), after_2.contains(1)),
+            (1, true, false)
+        );
+    }
+
+    #[test]
+    fn writes_go_to_the_primary_only() {
+        let table = table();
+        let shard = shard_of(&table, 210);
+        assert_eq!(choose_write_node(shard), Some(primary(8)));
+        shard.set_usable(PRIMARY_POSITION, false);
+        assert_eq!(choose_write_node(shard), None);
+    }
+
+    #[test]
+    fn nodes_are_located_by_index() {
+        let table = table();
+        assert_eq!(table.locate(0), Some((0, 0)));
+        assert_eq!(table.locate(7), Some((1, 3)));
+        assert_eq!(table.locate(8), Some((2, 0)));
+        assert_eq!(table.locate(12), None);
+    }
+
+    #[test]
+    fn too_many_replicas_are_refused() {
+        let replicas = (1..=REPLICAS_PER_SHARD_MAX + 1).collect();
+        let built = RouteTable::new(vec![ShardRoute::new("big".into(), 0..10, 0, replicas)]);
+        assert!(matches!(built, Err(m) if m.contains("at most 63")));
+    }
+}

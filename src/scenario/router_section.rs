@@ -1,0 +1,132 @@
+//! `[router]`: the library's [`RouterConfig`] defaults, overridden by the keys the file sets.
+
+use toml::Spanned;
+
+use super::error::Issue;
+use super::raw::RawRouter;
+use super::validate::{at_least_one, or_default, positive_duration};
+use crate::router::{Balance, RouterConfig};
+
+/// Every balancing policy by the name scenario files use.
+const BALANCE_NAMES: [(&str, Balance); 5] = [
+    ("round_robin", Balance::RoundRobin),
+    ("random", Balance::Random),
+    ("least_outstanding", Balance::LeastOutstanding),
+    ("weighted", Balance::Weighted),
+    ("p2c_ewma", Balance::P2cEwma),
+];
+
+/// Builds the router's configuration from its defaults and the `[router]` keys.
+pub(crate) fn resolve(raw: &RawRouter) -> Result<RouterConfig, Issue> {
+    let defaults = RouterConfig::default();
+    let max_connections_per_node = or_default(
+        raw.max_connections_per_node.as_ref(),
+        defaults.max_connections_per_node,
+        |v| at_least_one(v, "router.max_connections_per_node"),
+    )?;
+    Ok(RouterConfig {
+        balance: or_default(raw.balance.as_ref(), defaults.balance, balance)?,
+        health_interval: or_default(
+            raw.health_interval.as_ref(),
+            defaults.health_interval,
+            |v| positive_duration(v, "router.health_interval"),
+        )?,
+        health_timeout: or_default(raw.health_timeout.as_ref(), defaults.health_timeout, |v| {
+            positive_duration(v, "router.health_timeout")
+        })?,
+        failure_threshold: or_default(
+            raw.failure_threshold.as_ref(),
+            defaults.failure_threshold,
+            |v| at_least_one(v, "router.failure_threshold"),
+        )?,
+        recovery_threshold: or_default(
+            raw.recovery_threshold.as_ref(),
+            defaults.recovery_threshold,
+            |v| at_least_one(v, "router.recovery_threshold"),
+        )?,
+        use_read_replicas: raw.use_read_replicas.unwrap_or(defaults.use_read_replicas),
+        max_replica_lag: raw
+            .max_replica_lag
+            .as_ref()
+            .map(|v| positive_duration(v, "router.max_replica_lag"))
+            .transpose()?,
+        read_your_writes: raw
+            .read_your_writes
+            .as_ref()
+            .map_or(defaults.read_your_writes, |v| *v.get_ref()),
+        max_connections_per_node,
+        // The file cannot set the idle minimum, so it follows a lowered maximum rather than exceed it.
+        min_connections_per_node: defaults
+            .min_connections_per_node
+            .min(max_connections_per_node),
+        max_connections_per_user: raw
+            .max_connections_per_user
+            .unwrap_or(defaults.max_connections_per_user),
+        max_connections_per_org: raw
+            .max_connections_per_org
+            .unwrap_or(defaults.max_connections_per_org),
+        connect_timeout: or_default(
+            raw.connect_timeout.as_ref(),
+            defaults.connect_timeout,
+            |v| positive_duration(v, "router.connect_timeout"),
+        )?,
+        query_timeout: or_default(raw.query_timeout.as_ref(), defaults.query_timeout, |v| {
+            positive_duration(v, "router.query_timeout")
+        })?,
+        read_retries: raw.read_retries.unwrap_or(defaults.read_retries),
+        ..defaults
+    })
+}
+
+/// A balancing policy by name.
+fn balance(value: &Spanned<String>) -> Result<Balance, Issue> {
+    BALANCE_NAMES
+        .iter()
+        .find(|(name, _)| name == value.get_ref())
+        .map(|&(_, balance)| balance)
+        .ok_or_else(|| {
+            Issue::at(
+                value.span(),
+                format!(
+                    "router.balance: unknown policy \"{}\" (expected one of: {})",
+                    value.get_ref(),
+                    super::validate::list(BALANCE_NAMES.iter().map(|(name, _)| *name))
+                ),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_policy_has_a_name() {
+        for (name, policy) in BALANCE_NAMES {
+            let value = Spanned::new(0..1, name.to_owned());
+            assert_eq!(balance(&value), Ok(policy));
+        }
+        let issue = balance(&Spanned::new(4..9, "fastest".to_owned())).expect_err("unknown");
+        assert_eq!(issue.offset, Some(4));
+        assert!(
+            issue.message.contains("unknown policy \"fastest\""),
+            "{issue:?}"
+        );
+    }
+
+    #[test]
+    fn an_empty_section_gives_the_library_defaults() {
+        assert_eq!(resolve(&RawRouter::default()), Ok(RouterConfig::default()));
+    }
+
+    #[test]
+    fn a_lowered_connection_maximum_lowers_the_idle_minimum() {
+        let raw = RawRouter {
+            max_connections_per_node: Some(Spanned::new(0..1, 4)),
+            ..RawRouter::default()
+        };
+        let config = resolve(&raw).expect("valid");
+        assert_eq!(config.max_connections_per_node, 4);
+        assert_eq!(config.min_connections_per_node, 4);
+    }
+}

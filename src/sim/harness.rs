@@ -1,0 +1,230 @@
+//! One whole simulated run: builds the turmoil world (one host per node, one application host running
+//! the router and every client), steps it while applying the fault schedule, and collects the evidence.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::router::connector::{Connector, NodeAddress};
+use crate::router::topology::{ShardConfig, Topology};
+use crate::router::{Router, RouterStats};
+use crate::scenario::Scenario;
+use crate::sim::connector::{LinkControl, SimConnector};
+use crate::sim::events::{EventLog, Events, FaultRecord, Micros, NodeRole};
+use crate::sim::faults::{self, FaultTargets, Sighting};
+use crate::sim::node::{NodeModel, PG_PORT, SimNode};
+use crate::sim::workload::{self, Clients};
+use crate::sim::{APP_HOST, now_us};
+
+/// A fixed epoch (2026-01-01T00:00:00Z) so that server timestamps do not depend on the wall clock.
+const EPOCH_SECS: u64 = 1_767_225_600;
+
+/// Something the harness got wrong or could not do: a bug, never a verdict on the router.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// The simulation stopped with an error (a host returned one, or it ran past its time limit).
+    #[error("simulation failed: {0}")]
+    Simulation(String),
+    /// The application host ended without recording its end.
+    #[error("the application host did not finish its workload")]
+    Unfinished,
+}
+
+/// Changes to the router's view of the cluster, for runs that prove a checker catches a broken router.
+pub type TopologyEdit = Arc<dyn Fn(&mut Topology) + Send + Sync>;
+
+/// How to run, beyond the scenario and seed.
+#[derive(Clone, Default)]
+pub struct RunOptions {
+    /// Applied to the topology the router is given (not to the simulated cluster).
+    pub topology_edit: Option<TopologyEdit>,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The seed used.
+    pub seed: u64,
+    /// The ground truth.
+    pub events: Events,
+    /// Every fault of the scenario with its window and whether it took effect.
+    pub faults: Vec<FaultRecord>,
+    /// When the last operation finished (simulated microseconds).
+    pub run_end_us: Micros,
+    /// The router's own statistics at the end of the run.
+    pub router_stats: RouterStats,
+}
+
+/// Runs `scenario` with `seed`.
+pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, HarnessError> {
+    run_with(scenario, seed, &RunOptions::default())
+}
+
+/// The topology the router is given for a scenario: shard ranges and node addresses as declared.
+pub fn topology_of(scenario: &Scenario) -> Topology {
+    let address = |idx: usize| {
+        let name = scenario.nodes.get(idx).map_or("", |n| n.name.as_str());
+        NodeAddress {
+            name: name.to_string(),
+            host: name.to_string(),
+            port: PG_PORT,
+        }
+    };
+    Topology {
+        shards: scenario
+            .shards
+            .iter()
+            .map(|s| ShardConfig {
+                name: s.name.clone(),
+                orgs: s.orgs_start..s.orgs_end,
+                primary: address(s.primary),
+                replicas: s.replicas.iter().map(|&r| address(r)).collect(),
+            })
+            .collect(),
+        user: "replisim".to_string(),
+        dbname: "replisim".to_string(),
+        password: None,
+    }
+}
+
+/// Runs `scenario` with `seed` and `options`.
+pub fn run_with(
+    scenario: &Scenario,
+    seed: u64,
+    options: &RunOptions,
+) -> Result<RunOutcome, HarnessError> {
+    let log = Arc::new(EventLog::default());
+    let links = Arc::new(LinkControl::new(scenario.nodes.len()));
+    let node_names: Vec<String> = scenario.nodes.iter().map(|n| n.name.clone()).collect();
+
+    let cfg = &scenario.router;
+    // In-flight operations may finish after `duration`, bounded by the router's timeouts.
+    let per_attempt = cfg.connect_timeout + cfg.query_timeout;
+    let drain =
+        per_attempt * (cfg.read_retries + 2) + cfg.connect_timeout * 2 + Duration::from_secs(60);
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
+        .simulation_duration(scenario.duration + drain)
+        .tick_duration(Duration::from_millis(1))
+        .tcp_capacity(1 << 16)
+        .min_message_latency(Duration::ZERO)
+        .max_message_latency(Duration::ZERO)
+        .build();
+
+    let nodes: Vec<Arc<SimNode>> = scenario
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(idx, n)| {
+            let upstream = match n.initial_role {
+                NodeRole::Primary => None,
+                NodeRole::Replica => scenario
+                    .shards
+                    .get(n.shard)
+                    .and_then(|s| scenario.nodes.get(s.primary))
+                    .map(|p| p.name.clone()),
+            };
+            let model = NodeModel {
+                query_time: n.query_time,
+                replication_delay: n.replication_delay,
+            };
+            SimNode::new(
+                idx,
+                &n.name,
+                n.initial_role,
+                upstream,
+                model,
+                Arc::clone(&log),
+            )
+        })
+        .collect();
+    for node in &nodes {
+        let node = Arc::clone(node);
+        sim.host(node.name().to_string(), move || Arc::clone(&node).serve());
+    }
+
+    let finished: Arc<Mutex<Option<(Micros, RouterStats)>>> = Arc::new(Mutex::new(None));
+    {
+        let mut topology = topology_of(scenario);
+        if let Some(edit) = &options.topology_edit {
+            edit(&mut topology);
+        }
+        let connector: Arc<dyn Connector> = Arc::new(SimConnector::new(
+            &node_names,
+            Arc::clone(&links),
+            Arc::clone(&log),
+        ));
+        let config = scenario.router.clone();
+        let node_index: BTreeMap<String, usize> = node_names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect();
+        let spec = scenario.workload.clone();
+        let end_us = u64::try_from(scenario.duration.as_micros()).unwrap_or(u64::MAX);
+        let log = Arc::clone(&log);
+        let finished = Arc::clone(&finished);
+        sim.client(APP_HOST, async move {
+            let router = Router::start(config, topology, connector).await?;
+            let clients = Arc::new(Clients {
+                router: router.clone(),
+                log,
+                node_index,
+                spec,
+                seed,
+                end_us,
+            });
+            workload::run(clients).await;
+            let stats = router.stats();
+            router.shutdown();
+            *finished.lock().unwrap_or_else(|e| e.into_inner()) = Some((now_us(), stats));
+            Ok(())
+        });
+    }
+    for model in &scenario.nodes {
+        sim.set_link_latency(APP_HOST, model.name.as_str(), model.link_latency);
+    }
+
+    let actions = faults::schedule(scenario);
+    let mut sightings = vec![Sighting::default(); scenario.faults.len()];
+    let targets = FaultTargets {
+        scenario,
+        nodes: &nodes,
+        links: &links,
+    };
+    let mut next = 0;
+    loop {
+        let now = sim.elapsed();
+        while let Some(action) = actions.get(next).filter(|a| a.at <= now) {
+            let sighting = faults::apply(&mut sim, &targets, *action);
+            if !action.undo
+                && let Some(slot) = sightings.get_mut(action.fault)
+            {
+                *slot = sighting;
+            }
+            next += 1;
+        }
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => return Err(HarnessError::Simulation(e.to_string())),
+        }
+    }
+
+    let (run_end_us, router_stats) = finished
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .ok_or(HarnessError::Unfinished)?;
+    let events = log.take();
+    let mut records = faults::records(scenario);
+    faults::judge(scenario, &mut records, &sightings, &events, run_end_us);
+    Ok(RunOutcome {
+        seed,
+        events,
+        faults: records,
+        run_end_us,
+        router_stats,
+    })
+}

@@ -1,0 +1,455 @@
+//! Runs one statement against a node: waits the node's service time, executes, logs the
+//! statement to the event log (executed or refused), and builds the result for pgwire.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pgwire::api::portal::Format;
+use pgwire::api::results::{FieldFormat, FieldInfo, QueryResponse};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+
+use super::clock::{now_us, wall_us};
+use super::state::{Positions, SimNode};
+use super::statement::{Column, LsnArg, ProbeFunc, ProbeItem, Read, ReadColumn, Statement, Write};
+use super::value::{SqlType, Value, encode_row, parse_lsn};
+use crate::sim::events::{Micros, NodeRole, Purpose, StatementEvent};
+
+/// Who is asking: the connection's number on its node, and why it exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Identity {
+    /// Connection number on the node.
+    pub(crate) conn: u64,
+    /// Workload or check.
+    pub(crate) purpose: Purpose,
+}
+
+/// Where a statement's parameters come from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Params<'a> {
+    /// The simple protocol: there are none.
+    None,
+    /// A bound portal's values and their formats.
+    Bound {
+        /// Raw values, `None` = NULL.
+        values: &'a [Option<Bytes>],
+        /// Text or binary, per parameter.
+        format: &'a Format,
+    },
+}
+
+/// An error answered to the client as a PostgreSQL ErrorResponse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SqlError {
+    /// SQLSTATE.
+    pub(crate) code: &'static str,
+    /// Primary message.
+    pub(crate) message: String,
+    /// Optional hint.
+    pub(crate) hint: Option<&'static str>,
+}
+
+impl SqlError {
+    pub(crate) fn new(code: &'static str, message: impl Into<String>) -> SqlError {
+        SqlError {
+            code,
+            message: message.into(),
+            hint: None,
+        }
+    }
+}
+
+impl From<SqlError> for PgWireError {
+    fn from(error: SqlError) -> PgWireError {
+        let mut info = ErrorInfo::new("ERROR".to_owned(), error.code.to_owned(), error.message);
+        info.hint = error.hint.map(str::to_owned);
+        PgWireError::UserError(Box::new(info))
+    }
+}
+
+/// What executing a statement produced, and what the event log records of it.
+struct Outcome {
+    org: i64,
+    key: i64,
+    user: i64,
+    version: i64,
+    lsn: u64,
+    row: Result<Option<Vec<Value>>, SqlError>,
+}
+
+impl Outcome {
+    fn refused(error: SqlError) -> Outcome {
+        Outcome {
+            org: 0,
+            key: 0,
+            user: 0,
+            version: 0,
+            lsn: 0,
+            row: Err(error),
+        }
+    }
+}
+
+/// Runs `statement` for the connection `identity`, with results in `formats` (one per column).
+pub(crate) async fn run(
+    node: &SimNode,
+    identity: Identity,
+    statement: &Statement,
+    params: Params<'_>,
+    formats: &[FieldFormat],
+) -> PgWireResult<QueryResponse> {
+    let start_us = now_us();
+    let (role, fenced) = node.role_and_fence();
+    let service_time = node.service_time();
+    if !service_time.is_zero() {
+        tokio::time::sleep(service_time).await;
+    }
+    let outcome = match statement {
+        Statement::Read(read) => execute_read(node, read, params),
+        Statement::Write(write) => execute_write(node, write, params, role, fenced),
+        Statement::Probe(items) => execute_probe(node, items, params, start_us),
+        Statement::Unsupported { .. } => Outcome::refused(SqlError::new(
+            "0A000",
+            "statement not supported by the simulated server (see SPEC section 2a)",
+        )),
+    };
+    node.log().statement(StatementEvent {
+        node: node.index(),
+        conn: identity.conn,
+        purpose: identity.purpose,
+        kind: statement.kind(),
+        role,
+        org: outcome.org,
+        key: outcome.key,
+        user: outcome.user,
+        start_us,
+        end_us: now_us(),
+        version: outcome.version,
+        sqlstate: outcome.row.as_ref().err().map(|e| e.code.to_owned()),
+        lsn: outcome.lsn,
+    });
+    let row = outcome.row?;
+    let columns = statement.columns();
+    let fields = Arc::new(fields(&columns, formats));
+    let rows: Vec<PgWireResult<_>> = row
+        .into_iter()
+        .map(|values| Ok(encode_row(&values, formats)))
+        .collect();
+    let mut response = QueryResponse::new(fields, futures::stream::iter(rows));
+    if matches!(statement, Statement::Write(_)) {
+        // PostgreSQL's tag is `INSERT <oid> <rows>`; pgwire appends the row count.
+        response.set_command_tag("INSERT 0");
+    }
+    Ok(response)
+}
+
+/// Result column descriptions in the given formats.
+pub(crate) fn fields(columns: &[Column], formats: &[FieldFormat]) -> Vec<FieldInfo> {
+    columns
+        .iter()
+        .zip(formats)
+        .map(|(column, format)| {
+            FieldInfo::new(
+                column.name.clone(),
+                None,
+                None,
+                column.sql_type.pg_type(),
+                *format,
+            )
+            .with_type_size(column.sql_type.type_size())
+        })
+        .collect()
+}
+
+/// The per-column result formats a Bind asked for, checked against the column count.
+pub(crate) fn result_formats(
+    format: &Format,
+    columns: usize,
+) -> Result<Vec<FieldFormat>, SqlError> {
+    match format {
+        Format::UnifiedText => Ok(vec![FieldFormat::Text; columns]),
+        Format::UnifiedBinary => Ok(vec![FieldFormat::Binary; columns]),
+        Format::Individual(codes) if codes.len() == columns => {
+            Ok(codes.iter().map(|c| FieldFormat::from(*c)).collect())
+        }
+        Format::Individual(codes) => Err(SqlError::new(
+            "08P01",
+            format!(
+                "bind message has {} result formats but query has {columns} columns",
+                codes.len()
+            ),
+        )),
+    }
+}
+
+fn execute_read(node: &SimNode, read: &Read, params: Params<'_>) -> Outcome {
+    let decoded = (|| {
+        let org = int8_param(params, read.org)?;
+        let key = int8_param(params, read.key)?;
+        let mut echoed = Vec::with_capacity(read.columns.len());
+        for column in &read.columns {
+            if let ReadColumn::Param { index, .. } = column {
+                echoed.push(int8_param(params, *index)?);
+            }
+        }
+        Ok((org, key, echoed))
+    })();
+    let (org, key, echoed) = match decoded {
+        Ok(decoded) => decoded,
+        Err(error) => return Outcome::refused(error),
+    };
+    let user = echoed.first().copied().flatten().unwrap_or(0);
+    let (version, lsn) = match (org, key) {
+        (Some(org), Some(key)) => node.read(org, key),
+        // `= NULL` matches no row.
+        _ => (None, node.replay_lsn()),
+    };
+    let row = version.map(|version| {
+        let mut echoed = echoed.iter();
+        read.columns
+            .iter()
+            .map(|column| match column {
+                ReadColumn::Version { .. } => Value::Int8(version),
+                ReadColumn::Param { .. } => echoed
+                    .next()
+                    .copied()
+                    .flatten()
+                    .map_or(Value::Null, Value::Int8),
+            })
+            .collect()
+    });
+    Outcome {
+        org: org.unwrap_or(0),
+        key: key.unwrap_or(0),
+        user,
+        version: version.unwrap_or(0),
+        lsn,
+        row: Ok(row),
+    }
+}
+
+fn execute_write(
+    node: &SimNode,
+    write: &Write,
+    params: Params<'_>,
+    role: NodeRole,
+    fenced: bool,
+) -> Outcome {
+    let decoded = (|| {
+        Ok((
+            int8_param(params, write.org)?,
+            int8_param(params, write.key)?,
+            int8_param(params, write.user)?,
+        ))
+    })();
+    let (org, key, user) = match decoded {
+        Ok(decoded) => decoded,
+        Err(error) => return Outcome::refused(error),
+    };
+    let mut outcome = Outcome {
+        org: org.unwrap_or(0),
+        key: key.unwrap_or(0),
+        user: user.unwrap_or(0),
+        version: 0,
+        lsn: 0,
+        row: Ok(None),
+    };
+    if role != NodeRole::Primary || fenced {
+        outcome.row = Err(SqlError::new(
+            "25006",
+            "cannot execute INSERT in a read-only transaction",
+        ));
+        return outcome;
+    }
+    let (Some(org), Some(key), Some(user)) = (org, key, user) else {
+        let column = match (org, key) {
+            (None, _) => "org_id",
+            (_, None) => "key",
+            _ => "updated_by",
+        };
+        outcome.row = Err(SqlError::new(
+            "23502",
+            format!(
+                "null value in column \"{column}\" of relation \"replisim_kv\" \
+                 violates not-null constraint"
+            ),
+        ));
+        return outcome;
+    };
+    let (version, lsn) = node.commit_write(org, key, user, now_us());
+    outcome.version = version;
+    outcome.lsn = lsn;
+    outcome.row = Ok(Some(vec![Value::Int8(version)]));
+    outcome
+}
+
+fn execute_probe(
+    node: &SimNode,
+    items: &[ProbeItem],
+    params: Params<'_>,
+    start_us: Micros,
+) -> Outcome {
+    let positions = node.positions();
+    let values: Result<Vec<Value>, SqlError> = items
+        .iter()
+        .map(|item| {
+            let value = probe_value(item.func, &positions, params, start_us)?;
+            Ok(cast(value, item.cast))
+        })
+        .collect();
+    Outcome {
+        org: 0,
+        key: 0,
+        user: 0,
+        version: 0,
+        lsn: positions.replay_lsn,
+        row: values.map(Some),
+    }
+}
+
+fn probe_value(
+    func: ProbeFunc,
+    at: &Positions,
+    params: Params<'_>,
+    start_us: Micros,
+) -> Result<Value, SqlError> {
+    let replica = at.role == NodeRole::Replica;
+    let value = match func {
+        ProbeFunc::IsInRecovery => Value::Bool(replica),
+        ProbeFunc::CurrentWalLsn => {
+            lsn_arg(LsnArg::Current, at, params)?.map_or(Value::Null, Value::Lsn)
+        }
+        ProbeFunc::LastWalReceiveLsn => {
+            lsn_arg(LsnArg::Receive, at, params)?.map_or(Value::Null, Value::Lsn)
+        }
+        ProbeFunc::LastWalReplayLsn => {
+            lsn_arg(LsnArg::Replay, at, params)?.map_or(Value::Null, Value::Lsn)
+        }
+        ProbeFunc::LastXactReplayTimestamp => match (replica, at.last_replay_commit_us) {
+            (true, Some(commit_us)) => Value::Timestamp(wall_us(commit_us)),
+            _ => Value::Null,
+        },
+        ProbeFunc::Now => Value::Timestamp(wall_us(start_us)),
+        ProbeFunc::WalLsnDiff(a, b) => match (lsn_arg(a, at, params)?, lsn_arg(b, at, params)?) {
+            (Some(a), Some(b)) => Value::Numeric(i128::from(a) - i128::from(b)),
+            _ => Value::Null,
+        },
+    };
+    Ok(value)
+}
+
+/// An LSN-valued expression; `None` is SQL NULL.
+fn lsn_arg(arg: LsnArg, at: &Positions, params: Params<'_>) -> Result<Option<u64>, SqlError> {
+    let replica = at.role == NodeRole::Replica;
+    match arg {
+        LsnArg::Current if replica => Err(SqlError {
+            code: "55000",
+            message: "recovery is in progress".to_owned(),
+            hint: Some("WAL control functions cannot be executed during recovery."),
+        }),
+        LsnArg::Current => Ok(Some(at.end_lsn)),
+        LsnArg::Receive => Ok(replica.then_some(at.end_lsn)),
+        LsnArg::Replay => Ok(replica.then_some(at.replay_lsn)),
+        LsnArg::Literal(lsn) => Ok(Some(lsn)),
+        LsnArg::Param(index) => match param(params, index)? {
+            None => Ok(None),
+            Some((bytes, FieldFormat::Binary)) => match <[u8; 8]>::try_from(bytes) {
+                Ok(raw) => Ok(Some(u64::from_be_bytes(raw))),
+                Err(_) => Err(binary_format_error(index)),
+            },
+            Some((bytes, FieldFormat::Text)) => {
+                let text = String::from_utf8_lossy(bytes);
+                parse_lsn(&text).map(Some).ok_or_else(|| {
+                    SqlError::new(
+                        "22P02",
+                        format!("invalid input syntax for type pg_lsn: \"{text}\""),
+                    )
+                })
+            }
+        },
+    }
+}
+
+fn cast(value: Value, target: Option<SqlType>) -> Value {
+    match (target, value) {
+        (_, Value::Null) => Value::Null,
+        (None, value) => value,
+        (Some(SqlType::Text), value) => value.to_text().map_or(Value::Null, Value::Text),
+        (Some(SqlType::Int8), Value::Numeric(n)) => {
+            Value::Int8(i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX }))
+        }
+        // Integers of WAL-byte size convert to f64 exactly enough.
+        (Some(SqlType::Float8), Value::Numeric(n)) => Value::Float8(n as f64),
+        (Some(_), value) => value,
+    }
+}
+
+/// The raw bytes and format of parameter `index` (`None`: NULL).
+fn param(params: Params<'_>, index: usize) -> Result<Option<(&[u8], FieldFormat)>, SqlError> {
+    let Params::Bound { values, format } = params else {
+        return Err(SqlError::new(
+            "42P02",
+            format!("there is no parameter ${}", index + 1),
+        ));
+    };
+    let Some(value) = values.get(index) else {
+        return Err(SqlError::new(
+            "08P01",
+            format!(
+                "bind message supplies {} parameters, but the statement uses ${}",
+                values.len(),
+                index + 1
+            ),
+        ));
+    };
+    let Some(bytes) = value else {
+        return Ok(None);
+    };
+    let field_format = match format {
+        Format::UnifiedText => FieldFormat::Text,
+        Format::UnifiedBinary => FieldFormat::Binary,
+        Format::Individual(codes) => match codes.get(index) {
+            Some(code) => FieldFormat::from(*code),
+            None => {
+                return Err(SqlError::new(
+                    "08P01",
+                    format!(
+                        "bind message has {} parameter formats but {} parameters",
+                        codes.len(),
+                        values.len()
+                    ),
+                ));
+            }
+        },
+    };
+    Ok(Some((bytes.as_ref(), field_format)))
+}
+
+/// A `bigint` parameter (`None`: NULL).
+fn int8_param(params: Params<'_>, index: usize) -> Result<Option<i64>, SqlError> {
+    match param(params, index)? {
+        None => Ok(None),
+        Some((bytes, FieldFormat::Binary)) => match <[u8; 8]>::try_from(bytes) {
+            Ok(raw) => Ok(Some(i64::from_be_bytes(raw))),
+            Err(_) => Err(binary_format_error(index)),
+        },
+        Some((bytes, FieldFormat::Text)) => {
+            let text = String::from_utf8_lossy(bytes);
+            text.trim().parse().map(Some).map_err(|_| {
+                SqlError::new(
+                    "22P02",
+                    format!("invalid input syntax for type bigint: \"{text}\""),
+                )
+            })
+        }
+    }
+}
+
+fn binary_format_error(index: usize) -> SqlError {
+    SqlError::new(
+        "22P03",
+        format!(
+            "incorrect binary data format in bind parameter {}",
+            index + 1
+        ),
+    )
+}

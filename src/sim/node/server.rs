@@ -1,0 +1,72 @@
+//! The host body of a simulated node: the SQL listener, the WAL listener, the WAL receiver and
+//! the replay task, all until the host crashes.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use turmoil::net::TcpListener;
+
+use super::error::NodeError;
+use super::state::SimNode;
+use super::{PG_PORT, WAL_PORT, connection, replay, wal_receiver, wal_sender};
+
+impl SimNode {
+    /// The host body: `sim.host(name, move || SimNode::serve(node.clone()))`. Listens on
+    /// [`PG_PORT`] and [`WAL_PORT`]; a replica also streams from its upstream and replays.
+    /// Runs until the host is crashed; errors only if a port cannot be opened.
+    pub async fn serve(self: Arc<Self>) -> turmoil::Result {
+        self.begin_run();
+        let sql = self.listen(PG_PORT).await?;
+        let wal = self.listen(WAL_PORT).await?;
+        let result = tokio::select! {
+            biased;
+            result = accept_sql(self.clone(), sql) => result,
+            result = accept_wal(self.clone(), wal) => result,
+            () = wal_receiver::run(self.clone()) => Ok(()),
+            () = replay::run(self.clone()) => Ok(()),
+        };
+        result.map_err(Into::into)
+    }
+
+    async fn listen(&self, port: u16) -> Result<TcpListener, NodeError> {
+        TcpListener::bind((IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
+            .await
+            .map_err(|source| NodeError::Listen {
+                node: self.name().to_owned(),
+                port,
+                source,
+            })
+    }
+}
+
+async fn accept_sql(node: Arc<SimNode>, listener: TcpListener) -> Result<(), NodeError> {
+    loop {
+        let (stream, _) = listener
+            .accept()
+            .await
+            .map_err(|source| NodeError::Accept {
+                node: node.name().to_owned(),
+                port: PG_PORT,
+                source,
+            })?;
+        tokio::spawn(connection::serve(node.clone(), stream));
+    }
+}
+
+async fn accept_wal(node: Arc<SimNode>, listener: TcpListener) -> Result<(), NodeError> {
+    loop {
+        let (stream, _) = listener
+            .accept()
+            .await
+            .map_err(|source| NodeError::Accept {
+                node: node.name().to_owned(),
+                port: WAL_PORT,
+                source,
+            })?;
+        // A downstream that fails or goes silent simply ends its stream; it will reconnect.
+        let node = node.clone();
+        tokio::spawn(async move {
+            let _ = wal_sender::serve(node, stream).await;
+        });
+    }
+}

@@ -1,0 +1,312 @@
+//! The application's sessions: what each client asks the router, and when.
+//!
+//! Closed loop: every client runs one operation after another, pausing `think_time`. Open loop: arrivals
+//! form a Poisson process at `rate` per second; each waits for a free client (at most `clients` in
+//! flight) and its latency counts from its intended arrival time, so queueing is never hidden.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Exp, Zipf};
+use tokio::sync::Semaphore;
+
+use crate::router::{ReadRequest, Router, WriteRequest};
+use crate::scenario::Workload;
+use crate::sim::events::{ClientOp, EventLog, Micros, NodeIdx, OpKind};
+use crate::sim::now_us;
+
+/// The read of SPEC 2a: org `$1`, key `$2`, user `$3`.
+pub const READ_SQL: &str =
+    "SELECT version, $3::bigint AS reader FROM replisim_kv WHERE org_id = $1 AND key = $2";
+
+/// The write of SPEC 2a: org `$1`, key `$2`, user `$3`.
+pub const WRITE_SQL: &str = "INSERT INTO replisim_kv (org_id, key, version, updated_by) \
+     VALUES ($1, $2, 1, $3) ON CONFLICT (org_id, key) DO UPDATE \
+     SET version = replisim_kv.version + 1, updated_by = $3 RETURNING version";
+
+/// One operation a client is about to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpPlan {
+    /// Read or write.
+    pub kind: OpKind,
+    /// Org id.
+    pub org: i64,
+    /// Key within the org.
+    pub key: i64,
+    /// false = a critical read on the primary.
+    pub prefer_replica: bool,
+}
+
+/// Draws operations from the workload's mix; all randomness comes from the seeded RNG it is given.
+pub struct OpMix {
+    spec: Workload,
+    zipf: Option<Zipf<f64>>,
+}
+
+impl OpMix {
+    /// A mix for `spec` (already validated: orgs >= 1, keys_per_org >= 1, ratios in [0, 1]).
+    pub fn new(spec: &Workload) -> OpMix {
+        let zipf = (spec.org_skew > 0.0)
+            .then(|| Zipf::new(spec.orgs as f64, spec.org_skew).ok())
+            .flatten();
+        OpMix {
+            spec: spec.clone(),
+            zipf,
+        }
+    }
+
+    /// The next operation.
+    pub fn next(&self, rng: &mut ChaCha8Rng) -> OpPlan {
+        let org = match &self.zipf {
+            // Zipf ranks start at 1: rank 1 (the hottest) is org 0.
+            Some(zipf) => (zipf.sample(rng) as u64)
+                .saturating_sub(1)
+                .min(self.spec.orgs - 1),
+            None => rng.random_range(0..self.spec.orgs),
+        };
+        let key = rng.random_range(0..self.spec.keys_per_org);
+        let is_read = rng.random_bool(self.spec.read_ratio);
+        let prefer_replica = !(is_read && rng.random_bool(self.spec.primary_read_ratio));
+        OpPlan {
+            kind: if is_read { OpKind::Read } else { OpKind::Write },
+            org: org as i64,
+            key: key as i64,
+            prefer_replica,
+        }
+    }
+}
+
+/// Everything the clients share.
+pub struct Clients {
+    /// The router under test.
+    pub router: Router,
+    /// Where client operations are recorded.
+    pub log: Arc<EventLog>,
+    /// Node name -> index, to record which node served an operation.
+    pub node_index: BTreeMap<String, NodeIdx>,
+    /// The load.
+    pub spec: Workload,
+    /// The run's seed.
+    pub seed: u64,
+    /// Simulated time after which no operation is started.
+    pub end_us: Micros,
+}
+
+/// Runs the whole workload and returns when every started operation has finished.
+pub async fn run(clients: Arc<Clients>) {
+    match clients.spec.rate {
+        Some(rate) => open_loop(clients, rate).await,
+        None => closed_loop(clients).await,
+    }
+}
+
+fn client_rng(seed: u64, stream: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // Separate, reproducible streams per client whatever order the clients are scheduled in.
+    rng.set_stream(stream);
+    rng
+}
+
+async fn closed_loop(clients: Arc<Clients>) {
+    let mut tasks = Vec::with_capacity(clients.spec.clients as usize);
+    for client in 0..clients.spec.clients {
+        let clients = Arc::clone(&clients);
+        tasks.push(tokio::spawn(async move {
+            let mix = OpMix::new(&clients.spec);
+            let mut rng = client_rng(clients.seed, u64::from(client) + 1);
+            while now_us() < clients.end_us {
+                let plan = mix.next(&mut rng);
+                let start_us = now_us();
+                execute(&clients, client, plan, start_us).await;
+                if !clients.spec.think_time.is_zero() {
+                    tokio::time::sleep(clients.spec.think_time).await;
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        // A client task only ends by returning; a panic would be a bug worth surfacing.
+        if let Err(e) = task.await {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+}
+
+async fn open_loop(clients: Arc<Clients>, rate: f64) {
+    let mix = OpMix::new(&clients.spec);
+    let mut rng = client_rng(clients.seed, 0);
+    let Ok(gap) = Exp::new(rate) else {
+        return;
+    };
+    let free = Arc::new(Semaphore::new(clients.spec.clients as usize));
+    let idle: Arc<Mutex<VecDeque<u32>>> = Arc::new(Mutex::new((0..clients.spec.clients).collect()));
+    let mut tasks = Vec::new();
+    let mut arrival_us = now_us() as f64;
+    loop {
+        arrival_us += gap.sample(&mut rng) * 1e6;
+        let intended_us = arrival_us as Micros;
+        if intended_us >= clients.end_us {
+            break;
+        }
+        let plan = mix.next(&mut rng);
+        let now = now_us();
+        if intended_us > now {
+            tokio::time::sleep(Duration::from_micros(intended_us - now)).await;
+        }
+        // FIFO: an arrival that finds every client busy waits, and its wait counts in its latency.
+        let Ok(permit) = Arc::clone(&free).acquire_owned().await else {
+            break;
+        };
+        let Some(client) = idle.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else {
+            break;
+        };
+        let clients = Arc::clone(&clients);
+        let idle = Arc::clone(&idle);
+        tasks.push(tokio::spawn(async move {
+            execute(&clients, client, plan, intended_us).await;
+            idle.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back(client);
+            drop(permit);
+        }));
+    }
+    for task in tasks {
+        if let Err(e) = task.await {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+}
+
+/// Runs one operation through the router and records what the client saw.
+async fn execute(clients: &Clients, client: u32, plan: OpPlan, start_us: Micros) {
+    let user = (u64::from(client) % clients.spec.users) as i64;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&plan.org, &plan.key, &user];
+    let result = match plan.kind {
+        OpKind::Read => {
+            let req = ReadRequest {
+                org: plan.org,
+                user,
+                prefer_replica: plan.prefer_replica,
+            };
+            clients.router.read(req, READ_SQL, &params).await
+        }
+        OpKind::Write => {
+            let req = WriteRequest {
+                org: plan.org,
+                user,
+            };
+            clients.router.write(req, WRITE_SQL, &params).await
+        }
+    };
+    let end_us = now_us();
+    let (ok, node, version, error) = match result {
+        Ok(routed) => {
+            let version = routed
+                .value
+                .first()
+                .and_then(|row| row.try_get::<_, i64>(0).ok())
+                .unwrap_or(0);
+            let node = clients.node_index.get(&routed.node).copied();
+            (true, node, version, None)
+        }
+        Err(e) => (false, None, 0, Some(e.to_string())),
+    };
+    clients.log.op(ClientOp {
+        client,
+        user,
+        org: plan.org,
+        key: plan.key,
+        kind: plan.kind,
+        prefer_replica: plan.prefer_replica,
+        start_us,
+        end_us,
+        ok,
+        node,
+        version,
+        error,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mix_follows_the_ratios_and_ranges() {
+        let spec = Workload {
+            orgs: 50,
+            keys_per_org: 7,
+            read_ratio: 0.75,
+            primary_read_ratio: 0.2,
+            ..Workload::default()
+        };
+        let mix = OpMix::new(&spec);
+        let mut rng = client_rng(42, 1);
+        let plans: Vec<OpPlan> = (0..20_000).map(|_| mix.next(&mut rng)).collect();
+        let reads = plans.iter().filter(|p| p.kind == OpKind::Read).count() as f64;
+        let critical = plans.iter().filter(|p| !p.prefer_replica).count() as f64;
+        assert!(
+            (reads / 20_000.0 - 0.75).abs() < 0.02,
+            "read share {}",
+            reads / 20_000.0
+        );
+        assert!(
+            (critical / reads - 0.2).abs() < 0.02,
+            "primary-read share {}",
+            critical / reads
+        );
+        assert!(
+            plans
+                .iter()
+                .all(|p| (0..50).contains(&p.org) && (0..7).contains(&p.key))
+        );
+        assert!(
+            plans
+                .iter()
+                .all(|p| p.kind == OpKind::Read || p.prefer_replica)
+        );
+    }
+
+    #[test]
+    fn zipf_skew_makes_org_zero_the_hottest() {
+        let spec = Workload {
+            orgs: 100_000,
+            org_skew: 1.1,
+            ..Workload::default()
+        };
+        let mix = OpMix::new(&spec);
+        let mut rng = client_rng(7, 1);
+        let mut counts = BTreeMap::new();
+        for _ in 0..10_000 {
+            *counts.entry(mix.next(&mut rng).org).or_insert(0u32) += 1;
+        }
+        let zero = counts.get(&0).copied().unwrap_or(0);
+        assert!(
+            counts.values().all(|&c| c <= zero),
+            "org 0 is not the most frequent"
+        );
+        assert!(zero > 500, "org 0 drawn only {zero} times of 10000");
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_operations() {
+        let mix = OpMix::new(&Workload::default());
+        let a: Vec<OpPlan> = {
+            let mut rng = client_rng(9, 3);
+            (0..100).map(|_| mix.next(&mut rng)).collect()
+        };
+        let b: Vec<OpPlan> = {
+            let mut rng = client_rng(9, 3);
+            (0..100).map(|_| mix.next(&mut rng)).collect()
+        };
+        let c: Vec<OpPlan> = {
+            let mut rng = client_rng(9, 4);
+            (0..100).map(|_| mix.next(&mut rng)).collect()
+        };
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+}
