@@ -75,3 +75,310 @@ fn invariant<'a>(r: &'a Report, kind: &str) -> &'a replisim::check::InvariantRes
         None => panic!("{} has no {kind} invariant", r.scenario),
     }
 }
+
+/// A lighter variant for the suite: at most `clients` closed-loop clients, the same timeline. The
+/// shipped files run whole from the command line.
+fn lighter(mut s: Scenario, clients: u32) -> Scenario {
+    if s.workload.rate.is_none() {
+        s.workload.clients = s.workload.clients.min(clients);
+    }
+    s
+}
+
+/// The same scenario cut to `duration` (only for scenarios without faults).
+fn shorter(mut s: Scenario, duration: Duration) -> Scenario {
+    assert!(
+        s.faults.is_empty(),
+        "{} has faults: keep its timeline",
+        s.name
+    );
+    s.duration = duration;
+    s
+}
+
+fn failing_run(s: &Scenario, options: &RunOptions, kind: &str) -> Report {
+    let r = simulate(s, 1, options, "variant");
+    assert!(!r.passed, "expected {kind} to fail:\n{}", describe(&r));
+    assert!(
+        !invariant(&r, kind).passed,
+        "{kind} held:\n{}",
+        describe(&r)
+    );
+    r
+}
+
+// ---- every shipped scenario, eight seeds, expected to pass ----
+
+#[test]
+fn round_robin_spreads_reads_evenly_over_replicas() {
+    for r in passes_over_seeds(&shorter(
+        lighter(load("round-robin"), 20),
+        Duration::from_secs(10),
+    )) {
+        let replicas: Vec<u64> = r
+            .nodes
+            .iter()
+            .filter(|n| n.role == "replica")
+            .map(|n| n.reads)
+            .collect();
+        let (lo, hi) = (
+            replicas.iter().min().copied().unwrap_or(0),
+            replicas.iter().max().copied().unwrap_or(0),
+        );
+        // Round robin over three healthy replicas: the busiest serves at most 1% more than the idlest.
+        assert!(
+            lo > 0 && (hi - lo) * 100 <= hi,
+            "uneven spread {replicas:?}:\n{}",
+            describe(&r)
+        );
+    }
+}
+
+#[test]
+fn health_checks_detect_a_crashed_replica() {
+    let reports = passes_over_seeds(&lighter(load("health-check-detection"), 20));
+    let worst = reports
+        .iter()
+        .flat_map(|r| r.failovers.iter().map(|f| f.failover_ms))
+        .max();
+    println!(
+        "health-check-detection: worst failover {worst:?} ms over {} seeds",
+        reports.len()
+    );
+}
+
+#[test]
+fn reads_fall_back_to_the_primary_when_every_replica_dies() {
+    for r in passes_over_seeds(&lighter(load("all-replicas-fail"), 20)) {
+        let primary = r
+            .nodes
+            .iter()
+            .find(|n| n.role == "primary")
+            .map_or(0, |n| n.reads);
+        assert!(primary > 0, "the primary served no read:\n{}", describe(&r));
+    }
+}
+
+#[test]
+fn org_ranges_route_to_their_shards() {
+    passes_over_seeds(&shorter(
+        lighter(load("org-range-routing"), 20),
+        Duration::from_secs(10),
+    ));
+}
+
+#[test]
+fn mixed_load_reads_on_replicas_writes_on_the_primary() {
+    passes_over_seeds(&shorter(
+        lighter(load("mixed-load"), 30),
+        Duration::from_secs(10),
+    ));
+}
+
+#[test]
+fn a_thousand_concurrent_reads() {
+    passes_over_seeds(&shorter(
+        load("concurrent-reads-1000"),
+        Duration::from_secs(3),
+    ));
+}
+
+#[test]
+fn a_hundred_concurrent_writes() {
+    passes_over_seeds(&shorter(
+        load("concurrent-writes-100"),
+        Duration::from_secs(5),
+    ));
+}
+
+#[test]
+fn a_replica_failure_under_mixed_load() {
+    passes_over_seeds(&lighter(load("replica-failure-under-load"), 30));
+}
+
+#[test]
+fn a_hundred_thousand_orgs_with_skew() {
+    passes_over_seeds(&shorter(
+        lighter(load("orgs-100k"), 30),
+        Duration::from_secs(10),
+    ));
+}
+
+#[test]
+fn the_reference_load_shortened() {
+    passes_over_seeds(&shorter(load("reference"), Duration::from_secs(3)));
+}
+
+#[test]
+fn a_partitioned_replica() {
+    passes_over_seeds(&lighter(load("partition-replica"), 20));
+}
+
+#[test]
+fn dropped_connections() {
+    passes_over_seeds(&lighter(load("drop-connections"), 20));
+}
+
+#[test]
+fn a_latency_spike() {
+    passes_over_seeds(&lighter(load("latency-spike"), 20));
+}
+
+#[test]
+fn a_lagging_replica() {
+    passes_over_seeds(&lighter(load("replica-lag"), 20));
+}
+
+#[test]
+fn a_paused_replay() {
+    passes_over_seeds(&lighter(load("pause-replay"), 20));
+}
+
+#[test]
+fn a_slow_replica() {
+    passes_over_seeds(&lighter(load("slow-replica"), 20));
+}
+
+#[test]
+fn connection_caps_under_a_burst() {
+    passes_over_seeds(&shorter(load("connection-caps"), Duration::from_secs(5)));
+}
+
+// ---- determinism ----
+
+#[test]
+fn the_same_seed_gives_a_byte_identical_report() {
+    let s = shorter(lighter(load("mixed-load"), 20), Duration::from_secs(3));
+    let a = report::to_json(&simulate(&s, 11, &RunOptions::default(), "determinism"));
+    let b = report::to_json(&simulate(&s, 11, &RunOptions::default(), "determinism"));
+    assert_eq!(a, b, "two runs of seed 11 differ");
+    let c = simulate(&s, 12, &RunOptions::default(), "determinism");
+    assert!(
+        !a.contains(&format!("\"trace_hash\": \"{}\"", c.trace_hash)),
+        "seeds 11 and 12 share a trace hash"
+    );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_report_under_faults() {
+    let s = lighter(load("health-check-detection"), 10);
+    let a = report::to_json(&simulate(&s, 5, &RunOptions::default(), "determinism"));
+    let b = report::to_json(&simulate(&s, 5, &RunOptions::default(), "determinism"));
+    assert_eq!(a, b, "two runs of seed 5 differ");
+}
+
+// ---- every checker fails end to end on a broken router or with a feature switched off ----
+
+#[test]
+fn writes_only_primary_catches_a_router_that_writes_to_a_replica() {
+    let s = shorter(lighter(load("mixed-load"), 10), Duration::from_secs(3));
+    let miswire: replisim::sim::harness::TopologyEdit = Arc::new(|t| {
+        if let Some(shard) = t.shards.first_mut()
+            && let Some(replica) = shard.replicas.first()
+        {
+            shard.primary.host = replica.host.clone();
+        }
+    });
+    let options = RunOptions {
+        topology_edit: Some(miswire),
+        ..RunOptions::default()
+    };
+    let r = failing_run(&s, &options, "writes_only_primary");
+    assert!(
+        r.nodes
+            .iter()
+            .any(|n| n.role == "replica" && n.rejected_writes > 0),
+        "{}",
+        describe(&r)
+    );
+}
+
+#[test]
+fn org_routing_catches_a_router_with_wrong_ranges() {
+    let s = shorter(
+        lighter(load("org-range-routing"), 10),
+        Duration::from_secs(3),
+    );
+    let shifted: replisim::sim::harness::TopologyEdit = Arc::new(|t| {
+        if let [first, second, ..] = t.shards.as_mut_slice() {
+            first.orgs.end = 1_500_000;
+            second.orgs.start = 1_500_000;
+        }
+    });
+    let options = RunOptions {
+        topology_edit: Some(shifted),
+        ..RunOptions::default()
+    };
+    failing_run(&s, &options, "org_routing");
+}
+
+#[test]
+fn failover_within_fails_with_the_default_health_interval() {
+    let mut s = lighter(load("health-check-detection"), 10);
+    s.router.health_interval = Duration::from_secs(30);
+    failing_run(&s, &RunOptions::default(), "failover_within");
+}
+
+#[test]
+fn replica_read_share_fails_without_read_replicas() {
+    let mut s = shorter(lighter(load("round-robin"), 10), Duration::from_secs(3));
+    s.router.use_read_replicas = false;
+    failing_run(&s, &RunOptions::default(), "replica_read_share");
+}
+
+#[test]
+fn no_failed_queries_fails_without_read_retries() {
+    let mut s = lighter(load("health-check-detection"), 20);
+    s.router.read_retries = 0;
+    for i in &mut s.invariants {
+        if let Invariant::NoFailedQueries { max_error_rate } = i {
+            *max_error_rate = 0.0;
+        }
+    }
+    failing_run(&s, &RunOptions::default(), "no_failed_queries");
+}
+
+#[test]
+fn latency_fails_below_the_round_trip() {
+    let mut s = shorter(lighter(load("mixed-load"), 10), Duration::from_secs(3));
+    for i in &mut s.invariants {
+        if let Invariant::Latency { max, .. } = i {
+            // Two 1 ms link crossings and 1 ms of service: no read can take under 3 ms.
+            *max = Duration::from_millis(2);
+        }
+    }
+    failing_run(&s, &RunOptions::default(), "latency");
+}
+
+#[test]
+fn max_staleness_fails_below_the_lag() {
+    let mut s = lighter(load("replica-lag"), 20);
+    for i in &mut s.invariants {
+        if let Invariant::MaxStaleness { max } = i {
+            *max = Duration::from_millis(200);
+        }
+    }
+    failing_run(&s, &RunOptions::default(), "max_staleness");
+}
+
+#[test]
+fn read_your_writes_fails_on_a_lagging_replica_without_the_feature() {
+    let mut s = lighter(load("replica-lag"), 20);
+    s.invariants = vec![Invariant::ReadYourWrites];
+    failing_run(&s, &RunOptions::default(), "read_your_writes");
+}
+
+#[test]
+fn caps_respected_catches_a_router_ignoring_its_caps() {
+    let s = shorter(load("connection-caps"), Duration::from_secs(3));
+    let loose: replisim::sim::harness::ConfigEdit = Arc::new(|c| {
+        c.max_connections_per_node = 100;
+        c.max_connections_per_user = 0;
+        c.max_connections_per_org = 0;
+    });
+    let options = RunOptions {
+        config_edit: Some(loose),
+        ..RunOptions::default()
+    };
+    failing_run(&s, &options, "caps_respected");
+}

@@ -13,10 +13,12 @@
 //! - [`check`]: one invariant checker per file, each reading [`sim::events::Events`].
 //! - [`report`]: the JSON and Markdown reports and the printed summary.
 //! - [`cli`]: `replisim run` and `replisim check`, mapped to exit codes.
+//! - [`real`]: a local PostgreSQL 15 replication cluster the crate runs itself, and a TCP fault proxy.
 #![forbid(unsafe_code)]
 
 pub mod check;
 pub mod cli;
+pub mod real;
 pub mod report;
 pub mod router;
 pub mod scenario;

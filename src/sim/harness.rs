@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crate::router::connector::{Connector, NodeAddress};
 use crate::router::topology::{ShardConfig, Topology};
-use crate::router::{Router, RouterStats};
+use crate::router::{Router, RouterConfig, RouterStats};
 use crate::scenario::Scenario;
 use crate::sim::connector::{LinkControl, SimConnector};
 use crate::sim::events::{EventLog, Events, FaultRecord, Micros, NodeRole};
@@ -33,11 +33,16 @@ pub enum HarnessError {
 /// Changes to the router's view of the cluster, for runs that prove a checker catches a broken router.
 pub type TopologyEdit = Arc<dyn Fn(&mut Topology) + Send + Sync>;
 
+/// Changes to the router's configuration that the checkers do not see (they judge the scenario's).
+pub type ConfigEdit = Arc<dyn Fn(&mut RouterConfig) + Send + Sync>;
+
 /// How to run, beyond the scenario and seed.
 #[derive(Clone, Default)]
 pub struct RunOptions {
     /// Applied to the topology the router is given (not to the simulated cluster).
     pub topology_edit: Option<TopologyEdit>,
+    /// Applied to the configuration the router is given (not to the scenario the checkers read).
+    pub config_edit: Option<ConfigEdit>,
 }
 
 /// What a run produced.
@@ -155,7 +160,10 @@ pub fn run_with(
             Arc::clone(&links),
             Arc::clone(&log),
         ));
-        let config = scenario.router.clone();
+        let mut config = scenario.router.clone();
+        if let Some(edit) = &options.config_edit {
+            edit(&mut config);
+        }
         let node_index: BTreeMap<String, usize> = node_names
             .iter()
             .enumerate()
