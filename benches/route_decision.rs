@@ -58,29 +58,6 @@ fn route_decision(c: &mut Criterion) {
             Some(choice.node)
         })
     });
-    let mut j = 0usize;
-    group.bench_function("shard_for_only", |b| {
-        b.iter(|| {
-            j = j.wrapping_add(1);
-            table.shard_for(black_box(orgs[j & 3])).map(|s| s.primary)
-        })
-    });
-    let shard0 = &table.shards()[0];
-    group.bench_function("choose_fixed_shard0", |b| {
-        b.iter(|| choose_read_node(black_box(shard0), true, Tried::default()).map(|c| c.node))
-    });
-    let shard1 = &table.shards()[1];
-    group.bench_function("choose_fixed_shard1", |b| {
-        b.iter(|| choose_read_node(black_box(shard1), true, Tried::default()).map(|c| c.node))
-    });
-    let mut k = 0usize;
-    group.bench_function("choose_rotating_shards", |b| {
-        b.iter(|| {
-            k = k.wrapping_add(1);
-            let shard = &table.shards()[[0, 1, 2, 0][k & 3]];
-            choose_read_node(black_box(shard), true, Tried::default()).map(|c| c.node)
-        })
-    });
     group.finish();
 }
 

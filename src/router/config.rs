@@ -146,7 +146,8 @@ impl RouterConfig {
         Ok(())
     }
 
-    /// Rejects valid settings whose feature the router does not implement yet, so none is silently ignored.
+    /// Rejects valid settings whose feature the router does not implement yet, so none is silently
+    /// ignored.
     pub fn check_supported(&self) -> Result<(), RouterError> {
         if self.balance != Balance::RoundRobin {
             return Err(invalid(format!(
@@ -205,7 +206,7 @@ setters! {
     use_read_replicas: bool,
     /// Lag above which a replica is kept out of reads (default none).
     max_replica_lag: Option<Duration>,
-    /// Reads of a session see at least its own writes (default false).
+    /// Reads of a connection see at least its own writes (default false).
     read_your_writes: bool,
     /// Most connections open to one node (default 100).
     max_connections_per_node: u32,

@@ -1,4 +1,4 @@
-//! One PostgreSQL session over a connector stream: its client, its prepared statements, and the
+//! One PostgreSQL connection over a connector stream: its client, its prepared statements, and the
 //! background task that drives it.
 
 use std::collections::BTreeMap;
@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, RowStream, Statement};
 
@@ -16,26 +17,26 @@ use crate::router::error::{ConnectFailure, RouterError};
 /// when an application sends many distinct statement texts.
 const STATEMENTS_MAX: usize = 256;
 
-/// How long a discarded session may take to say goodbye (finish its last response, send Terminate)
+/// How long a discarded connection may take to say goodbye (finish its last response, send Terminate)
 /// before its socket is dropped; a wedged socket must not keep a task alive.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// An open session.
+/// An open connection.
 pub(crate) struct Conn {
     client: Client,
     statements: BTreeMap<String, Statement>,
     opened_at: Instant,
-    /// Dropped with the session: tells the background task to finish within [`CLOSE_GRACE`].
+    /// Dropped with the connection: tells the background task to finish within [`CLOSE_GRACE`].
     _closing: oneshot::Sender<()>,
 }
 
 impl Conn {
-    /// Opens a stream with `connector` and starts a session on it, all within `timeout`.
+    /// Opens a stream with `connector` and starts a connection on it, all within `timeout`.
     pub(crate) async fn open(
         connector: &dyn Connector,
         node: &NodeAddress,
         purpose: ConnectPurpose,
-        session: &tokio_postgres::Config,
+        login: &tokio_postgres::Config,
         timeout: Duration,
     ) -> Result<Conn, RouterError> {
         let connect = async {
@@ -43,7 +44,7 @@ impl Conn {
                 .connect(node, purpose)
                 .await
                 .map_err(ConnectFailure::Stream)?;
-            session
+            login
                 .connect_raw(stream, NoTls)
                 .await
                 .map_err(ConnectFailure::Startup)
@@ -87,24 +88,26 @@ impl Conn {
         })
     }
 
-    /// When the session was opened.
+    /// When the connection was opened.
     pub(crate) fn opened_at(&self) -> Instant {
         self.opened_at
     }
 
-    /// True once the session is known dead (server gone, socket closed).
+    /// True once the connection is known dead (server gone, socket closed).
     pub(crate) fn is_closed(&self) -> bool {
         self.client.is_closed()
     }
 
-    /// Runs `sql` and collects its rows; the statement is prepared once per session.
+    /// Runs `sql` and collects its rows; the statement is prepared once per connection.
     pub(crate) async fn query(
         &mut self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, tokio_postgres::Error> {
         let statement = self.statement(sql).await?;
-        self.client.query(&statement, params).await
+        let result = self.client.query(&statement, params).await;
+        self.forget_if_stale(sql, &result);
+        result
     }
 
     /// Starts `sql` and returns its rows as they arrive.
@@ -114,9 +117,29 @@ impl Conn {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<RowStream, tokio_postgres::Error> {
         let statement = self.statement(sql).await?;
-        self.client
+        let result = self
+            .client
             .query_raw(&statement, params.iter().copied())
-            .await
+            .await;
+        self.forget_if_stale(sql, &result);
+        result
+    }
+
+    /// Drops the cached statement for `sql` if the server says it no longer matches: "cached plan must
+    /// not change result type" after a schema change (0A000), or the statement is gone (26000). The
+    /// next execution prepares it afresh.
+    fn forget_if_stale<T>(&mut self, sql: &str, result: &Result<T, tokio_postgres::Error>) {
+        let stale = result
+            .as_ref()
+            .err()
+            .and_then(|error| error.code())
+            .is_some_and(|code| {
+                *code == SqlState::FEATURE_NOT_SUPPORTED
+                    || *code == SqlState::INVALID_SQL_STATEMENT_NAME
+            });
+        if stale {
+            self.statements.remove(sql);
+        }
     }
 
     async fn statement(&mut self, sql: &str) -> Result<Statement, tokio_postgres::Error> {

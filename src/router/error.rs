@@ -24,7 +24,7 @@ pub enum RouterError {
         /// The limit that was hit.
         timeout: Duration,
     },
-    /// The stream could not be opened, or the server refused the session.
+    /// The stream could not be opened, or the server refused the connection.
     #[error("could not connect to node {node}: {source}")]
     Connect {
         /// The node connected to.
@@ -88,6 +88,14 @@ pub enum RouterError {
         /// Which nodes were considered and why none was usable.
         detail: String,
     },
+    /// A health check (connect and probe statement) took longer than `health_timeout`.
+    #[error("health check of node {node} timed out after {timeout:?} (health_timeout)")]
+    HealthCheckTimeout {
+        /// The node checked.
+        node: String,
+        /// The limit that was hit.
+        timeout: Duration,
+    },
     /// A node answered something a PostgreSQL server would not (e.g. no row to a probe).
     #[error("node {node} answered unexpectedly: {detail}")]
     Protocol {
@@ -138,7 +146,7 @@ pub enum ConnectFailure {
     /// The connector could not open a stream (refused, unreachable, ...).
     #[error("{0}")]
     Stream(#[source] io::Error),
-    /// The stream opened but the PostgreSQL startup failed (refused session, closed, ...).
+    /// The stream opened but the PostgreSQL startup failed (refused connection, closed, ...).
     #[error("{}", describe_pg(.0))]
     Startup(#[source] tokio_postgres::Error),
 }
@@ -164,6 +172,7 @@ impl RouterError {
             | RouterError::QueryTimeout { node, .. }
             | RouterError::Query { node, .. }
             | RouterError::PoolTimeout { node, .. }
+            | RouterError::HealthCheckTimeout { node, .. }
             | RouterError::Protocol { node, .. } => Some(node),
             _ => None,
         }
@@ -176,6 +185,7 @@ impl RouterError {
             RouterError::ConnectTimeout { .. }
                 | RouterError::QueryTimeout { .. }
                 | RouterError::PoolTimeout { .. }
+                | RouterError::HealthCheckTimeout { .. }
                 | RouterError::CapExceeded { .. }
         )
     }
@@ -187,6 +197,7 @@ impl RouterError {
             | RouterError::Connect { .. }
             | RouterError::QueryTimeout { .. }
             | RouterError::PoolTimeout { .. }
+            | RouterError::HealthCheckTimeout { .. }
             | RouterError::Protocol { .. } => true,
             RouterError::Query { source, .. } => is_node_failure(source),
             _ => false,
@@ -215,7 +226,7 @@ pub fn is_node_failure(error: &tokio_postgres::Error) -> bool {
 /// True if the connection that produced `error` can no longer be trusted with another statement.
 pub(crate) fn breaks_connection(error: &tokio_postgres::Error) -> bool {
     match error.code() {
-        // A statement error leaves the session usable, except when the server is ending it.
+        // A statement error leaves the connection usable, except when the server is ending it.
         Some(code) => {
             let code = code.code();
             code.starts_with("08") || code.starts_with("57P") || code.starts_with("XX")

@@ -11,10 +11,11 @@ use crate::router::connector::{ConnectPurpose, Connector, NodeAddress};
 use crate::router::error::RouterError;
 use crate::router::route::ServedRole;
 
-/// The statement a probe runs: it answers on every PostgreSQL server and tells a primary from a replica.
+/// The statement a probe runs: it answers on every PostgreSQL server and tells a primary from a
+/// replica.
 pub const PROBE_SQL: &str = "SELECT pg_is_in_recovery()";
 
-/// `application_name` of probe sessions, so servers (and tests) can tell them from workload sessions.
+/// `application_name` of probe connections, which servers can tell from workload ones by it.
 pub const PROBE_APPLICATION_NAME: &str = "replisim-health";
 
 /// How many consecutive results flip a node's health.
@@ -95,11 +96,12 @@ impl HealthState {
     }
 }
 
-/// The checker of one node: keeps a probe session open between checks and reopens it after a failure.
+/// The checker of one node: keeps a probe connection open between checks and reopens it after a
+/// failure.
 pub(crate) struct Probe {
     node: NodeAddress,
     connector: Arc<dyn Connector>,
-    session: tokio_postgres::Config,
+    login: tokio_postgres::Config,
     timeout: Duration,
     conn: Option<Conn>,
 }
@@ -109,13 +111,13 @@ impl Probe {
     pub(crate) fn new(
         node: NodeAddress,
         connector: Arc<dyn Connector>,
-        session: tokio_postgres::Config,
+        login: tokio_postgres::Config,
         timeout: Duration,
     ) -> Probe {
         Probe {
             node,
             connector,
-            session,
+            login,
             timeout,
             conn: None,
         }
@@ -125,13 +127,13 @@ impl Probe {
     pub(crate) async fn check(&mut self) -> Result<ServedRole, RouterError> {
         let result = match tokio::time::timeout(self.timeout, self.check_untimed()).await {
             Ok(result) => result,
-            Err(_) => Err(RouterError::QueryTimeout {
+            Err(_) => Err(RouterError::HealthCheckTimeout {
                 node: self.node.name.clone(),
                 timeout: self.timeout,
             }),
         };
         if result.is_err() {
-            // A failed probe session may be wedged; the next check starts from a fresh one.
+            // A failed probe connection may be wedged; the next check starts from a fresh one.
             self.conn = None;
         }
         result
@@ -146,7 +148,7 @@ impl Probe {
                     self.connector.as_ref(),
                     &self.node,
                     ConnectPurpose::HealthCheck,
-                    &self.session,
+                    &self.login,
                     self.timeout,
                 )
                 .await?,

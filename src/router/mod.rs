@@ -2,7 +2,7 @@
 //!
 //! An application asks [`Router`] to run a read or a write for an org (and user). The router finds the
 //! org's shard, enforces the user and org caps, picks the node (writes: the primary; reads: the next
-//! healthy replica, or the primary), runs the statement over a pooled session within its timeouts,
+//! healthy replica, or the primary), runs the statement over a pooled connection within its timeouts,
 //! retries a failed read on another node, and keeps statistics. Health checks run in the background.
 //!
 //! Map of the modules:
@@ -11,7 +11,7 @@
 //! - [`connector`]: the one seam between real and simulated networking.
 //! - [`route`]: the routing decision (pure, benchmarked); [`balance`]: the balancing policies.
 //! - [`health`]: the health state machine and the probe; `node`: a node's runtime state and check loop.
-//! - `pool`, `conn`: per-node session pools; `caps`: per-user and per-org caps.
+//! - `pool`, `conn`: per-node connection pools; `caps`: per-user and per-org caps.
 //! - [`stream`]: streaming reads; [`stats`]: counters and snapshots; [`error`]: [`RouterError`].
 
 pub mod balance;
@@ -56,7 +56,7 @@ use pool::{Pool, PoolLimits};
 use route::{Choice, NodeIdx, RouteTable, ShardRoute, Tried};
 use stats::{AttemptEnd, AttemptGuard};
 
-/// `application_name` of workload sessions.
+/// `application_name` of workload connections.
 pub const WORKLOAD_APPLICATION_NAME: &str = "replisim";
 
 /// A read for an org on behalf of a user.
@@ -109,7 +109,7 @@ struct Inner {
 
 impl Router {
     /// Validates config and topology, runs one round of health checks on every node (concurrently,
-    /// each within `health_timeout`), then starts the periodic checks. Sessions open on demand.
+    /// each within `health_timeout`), then starts the periodic checks. Connections open on demand.
     pub async fn start(
         config: RouterConfig,
         topology: Topology,
@@ -118,18 +118,18 @@ impl Router {
         config.validate()?;
         config.check_supported()?;
         let table = Arc::new(topology.validate()?);
-        let mut session = tokio_postgres::Config::new();
-        session
+        let mut login = tokio_postgres::Config::new();
+        login
             .user(topology.user.as_str())
             .dbname(topology.dbname.as_str())
             .ssl_mode(SslMode::Disable);
         if let Some(password) = &topology.password {
-            session.password(password);
+            login.password(password);
         }
-        let mut workload_session = session.clone();
-        workload_session.application_name(WORKLOAD_APPLICATION_NAME);
-        let mut probe_session = session;
-        probe_session.application_name(PROBE_APPLICATION_NAME);
+        let mut workload_login = login.clone();
+        workload_login.application_name(WORKLOAD_APPLICATION_NAME);
+        let mut probe_login = login;
+        probe_login.application_name(PROBE_APPLICATION_NAME);
         let limits = PoolLimits {
             max_connections: config.max_connections_per_node,
             min_connections: config.min_connections_per_node,
@@ -151,7 +151,7 @@ impl Router {
             let pool = Pool::new(
                 address.clone(),
                 Arc::clone(&connector),
-                workload_session.clone(),
+                workload_login.clone(),
                 limits,
             );
             nodes.push(Arc::new(Node::new(
@@ -164,7 +164,7 @@ impl Router {
             probes.push(Probe::new(
                 address,
                 Arc::clone(&connector),
-                probe_session.clone(),
+                probe_login.clone(),
                 config.health_timeout,
             ));
         }
@@ -206,9 +206,9 @@ impl Router {
         })
     }
 
-    /// Runs a read and collects its rows. A replica serves it if `prefer_replica` and `use_read_replicas`
-    /// allow and one is healthy, else the primary. If the node fails (not the statement), the read is
-    /// retried up to `read_retries` times on another node of the shard.
+    /// Runs a read and collects its rows. A replica serves it if `prefer_replica` and
+    /// `use_read_replicas` allow and one is healthy, else the primary. If the node fails (not the
+    /// statement), the read is retried up to `read_retries` times on another node of the shard.
     pub async fn read(
         &self,
         request: ReadRequest,
@@ -257,7 +257,7 @@ impl Router {
         let shard = inner.shard(request.org)?;
         let _caps = inner.caps.acquire(request.user, request.org).await?;
         let Some(choice) = route::choose_write_node(shard) else {
-            return Err(inner.no_healthy_node(shard, "write", Tried::default()));
+            return Err(inner.no_healthy_node(shard, "write", false, Tried::default()));
         };
         let rows = inner.collect(choice.node, sql, params).await?;
         Ok(inner.routed(rows, choice, 1))
@@ -324,9 +324,9 @@ impl Inner {
         let mut failure: Option<RouterError> = None;
         loop {
             let Some(choice) = route::choose_read_node(shard, prefer_replica, tried) else {
-                return Err(
-                    failure.unwrap_or_else(|| self.no_healthy_node(shard, operation, tried))
-                );
+                return Err(failure.unwrap_or_else(|| {
+                    self.no_healthy_node(shard, operation, prefer_replica, tried)
+                }));
             };
             match attempt(choice.node).await {
                 Ok(value) => return Ok(self.routed(value, choice, tried.count() + 1)),
@@ -400,21 +400,17 @@ impl Inner {
         }
     }
 
+    /// The error for a request no node of `shard` can serve, saying why each candidate was unusable.
     fn no_healthy_node(
         &self,
         shard: &ShardRoute,
         operation: &'static str,
+        replicas_allowed: bool,
         tried: Tried,
     ) -> RouterError {
         let mut positions = vec![(shard.primary, route::PRIMARY_POSITION)];
-        if operation == "read" {
-            positions.extend(
-                shard
-                    .replicas
-                    .iter()
-                    .zip(1..)
-                    .map(|(&node, position)| (node, position)),
-            );
+        if replicas_allowed {
+            positions.extend(shard.replicas.iter().copied().zip(1..));
         }
         let detail = positions
             .into_iter()

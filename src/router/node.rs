@@ -89,17 +89,15 @@ impl Node {
             if let Err(error) = result {
                 health.last_error = Some(error.to_string());
             }
-            if transition != Transition::Unchanged {
-                if let Some(shard) = self.route() {
-                    shard.set_usable(self.position, state.healthy);
-                }
+            if let (true, Some(shard)) = (transition != Transition::Unchanged, self.route()) {
+                shard.set_usable(self.position, state.healthy);
             }
             transition
         };
         match (transition, result) {
             (Transition::BecameUnhealthy, Err(error)) => {
                 tracing::warn!(node = self.name(), %error, "node is unhealthy: no new work goes to it");
-                // Its idle sessions most likely died with it; a recovered node gets fresh ones.
+                // Its idle connections most likely died with it; a recovered node gets fresh ones.
                 self.pool.clear_idle();
             }
             (Transition::BecameHealthy, _) => {
@@ -115,11 +113,10 @@ impl Node {
         if health.state.healthy {
             return "healthy".to_string();
         }
+        let failures = health.state.consecutive_failures;
         let last = health.last_error.as_deref().unwrap_or("no detail");
-        format!(
-            "unhealthy after {} failed checks (last: {last})",
-            health.state.consecutive_failures
-        )
+        let plural = if failures == 1 { "" } else { "s" };
+        format!("unhealthy after {failures} failed check{plural} (last: {last})")
     }
 
     /// The node's counters and state now.
@@ -149,7 +146,7 @@ impl Node {
 }
 
 /// Checks `node` every `interval` (the first check one interval from now) and closes its stale idle
-/// sessions, until the task is aborted.
+/// connections, until the task is aborted.
 pub(crate) async fn watch(
     node: Arc<Node>,
     mut probe: Probe,

@@ -1,10 +1,11 @@
-//! The connection pool of one node: at most `max_connections_per_node` sessions, handed out in the order
-//! they were asked for, idle ones reused most-recent first and closed when too old or idle too long.
+//! The connection pool of one node: at most `max_connections_per_node` connections, handed out in
+//! the order they were asked for, idle ones reused most-recent first and closed when too old or idle
+//! too long.
 //!
-//! A semaphore with one permit per allowed connection bounds the sessions in use and queues waiters
-//! fairly (tokio's semaphore is FIFO). Idle sessions hold no permit; a holder reuses an idle session
-//! when there is one and opens a new one only when there is none, so in-use plus idle never exceeds
-//! the maximum.
+//! A semaphore with one permit per allowed connection bounds the connections in use and queues
+//! waiters fairly (tokio's semaphore is FIFO). Idle connections hold no permit; a holder reuses an
+//! idle connection when there is one and opens a new one only when there is none, so in-use plus
+//! idle never exceeds the maximum.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -22,17 +23,17 @@ use crate::router::error::{RouterError, breaks_connection};
 /// Limits of one pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct PoolLimits {
-    /// Most sessions open at once.
+    /// Most connections open at once.
     pub(crate) max_connections: u32,
-    /// Idle sessions are not closed for idleness below this many open.
+    /// Idle connections are not closed for idleness below this many open.
     pub(crate) min_connections: u32,
-    /// Limit on waiting for a free slot, and on opening a session.
+    /// Limit on waiting for a free slot, and on opening a connection.
     pub(crate) connect_timeout: Duration,
     /// Limit on one statement.
     pub(crate) query_timeout: Duration,
-    /// An idle session is closed after this long.
+    /// An idle connection is closed after this long.
     pub(crate) max_idle_time: Duration,
-    /// A session is closed after this long in any case.
+    /// A connection is closed after this long in any case.
     pub(crate) max_lifetime: Duration,
 }
 
@@ -45,7 +46,7 @@ struct IdleConn {
 pub(crate) struct Pool {
     node: NodeAddress,
     connector: Arc<dyn Connector>,
-    session: tokio_postgres::Config,
+    login: tokio_postgres::Config,
     limits: PoolLimits,
     slots: Arc<Semaphore>,
     /// Most recently returned last.
@@ -56,17 +57,17 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    /// An empty pool; sessions are opened on demand.
+    /// An empty pool; connections are opened on demand.
     pub(crate) fn new(
         node: NodeAddress,
         connector: Arc<dyn Connector>,
-        session: tokio_postgres::Config,
+        login: tokio_postgres::Config,
         limits: PoolLimits,
     ) -> Pool {
         Pool {
             node,
             connector,
-            session,
+            login,
             limits,
             slots: Arc::new(Semaphore::new(limits.max_connections as usize)),
             idle: Mutex::new(Vec::new()),
@@ -76,12 +77,12 @@ impl Pool {
         }
     }
 
-    /// Sessions open, idle or in use.
+    /// Connections open, idle or in use.
     pub(crate) fn open_connections(&self) -> u32 {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Sessions open and idle.
+    /// Connections open and idle.
     pub(crate) fn idle_connections(&self) -> u32 {
         self.idle_count.load(Ordering::Relaxed)
     }
@@ -91,8 +92,8 @@ impl Pool {
         self.limits
     }
 
-    /// Waits (at most `connect_timeout`, in arrival order) for a slot, then hands out an idle session or
-    /// opens a new one (at most `connect_timeout` more).
+    /// Waits (at most `connect_timeout`, in arrival order) for a slot, then hands out an idle
+    /// connection or opens a new one (at most `connect_timeout` more).
     pub(crate) async fn checkout(self: &Arc<Self>) -> Result<Checkout, RouterError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(RouterError::ShutDown);
@@ -117,7 +118,7 @@ impl Pool {
                     self.connector.as_ref(),
                     &self.node,
                     ConnectPurpose::Workload,
-                    &self.session,
+                    &self.login,
                     wait,
                 )
                 .await?;
@@ -133,8 +134,8 @@ impl Pool {
         })
     }
 
-    /// Pops the most recently used idle session that is still open and young enough, closing the bad ones
-    /// met on the way.
+    /// Pops the most recently used idle connection that is still open and young enough, closing the bad
+    /// ones met on the way.
     fn take_idle(&self, now: Instant) -> Option<Conn> {
         loop {
             let idle = {
@@ -156,7 +157,7 @@ impl Pool {
             && now.saturating_duration_since(conn.opened_at()) < self.limits.max_lifetime
     }
 
-    /// Takes a session back from a checkout.
+    /// Takes a connection back from a checkout.
     fn check_in(&self, conn: Conn, reusable: bool) {
         let now = Instant::now();
         if !reusable || self.closed.load(Ordering::Acquire) || !self.still_good(&conn, now) {
@@ -171,14 +172,14 @@ impl Pool {
         self.idle_count.store(idle.len() as u32, Ordering::Relaxed);
     }
 
-    /// Closes idle sessions that died, outlived `max_lifetime`, or sat idle past `max_idle_time` (the
-    /// latter only while more than `min_connections` are open). Run periodically.
+    /// Closes idle connections that died, outlived `max_lifetime`, or sat idle past `max_idle_time`
+    /// (the latter only while more than `min_connections` are open). Run periodically.
     pub(crate) fn reap(&self, now: Instant) {
         let removed = {
             let mut idle = self.lock_idle();
             let mut open = self.open_connections();
             let mut removed = Vec::new();
-            // Oldest-idle first, so that the sessions kept for `min_connections` are the fresh ones.
+            // Oldest-idle first, so that the connections kept for `min_connections` are the fresh ones.
             let mut kept = Vec::with_capacity(idle.len());
             for entry in idle.drain(..) {
                 let idle_too_long = now.saturating_duration_since(entry.idle_since)
@@ -200,7 +201,7 @@ impl Pool {
         }
     }
 
-    /// Closes every idle session (the node just failed its health checks: they are likely dead).
+    /// Closes every idle connection (the node just failed its health checks: they are likely dead).
     pub(crate) fn clear_idle(&self) {
         let removed = {
             let mut idle = self.lock_idle();
@@ -212,8 +213,8 @@ impl Pool {
         }
     }
 
-    /// Refuses new checkouts, wakes waiters with `ShutDown`, closes idle sessions; sessions in use are
-    /// closed when returned.
+    /// Refuses new checkouts, wakes waiters with `ShutDown`, closes idle connections; connections in
+    /// use are closed when returned.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.slots.close();
@@ -232,13 +233,13 @@ impl Pool {
     }
 }
 
-/// A session lent out by a pool, returned to it when dropped (or closed, if it went bad).
+/// A connection lent out by a pool, returned to it when dropped (or closed, if it went bad).
 pub(crate) struct Checkout {
     pool: Arc<Pool>,
     conn: Option<Conn>,
     reusable: bool,
-    /// Released after the session is back in the idle list (fields drop after `Drop::drop`), so a waiter
-    /// woken by it finds the session.
+    /// Released after the connection is back in the idle list (fields drop after `Drop::drop`), so a
+    /// waiter woken by it finds the connection.
     _permit: OwnedSemaphorePermit,
 }
 
@@ -271,8 +272,8 @@ impl Checkout {
         self.settle(result)
     }
 
-    /// Turns a timed statement's outcome into the router's error, marking the session for closing when
-    /// it can no longer be trusted.
+    /// Turns a timed statement's outcome into the router's error, marking the connection for closing
+    /// when it can no longer be trusted.
     pub(crate) fn settle<T>(
         &mut self,
         result: Result<Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>,
@@ -299,7 +300,7 @@ impl Checkout {
         }
     }
 
-    /// Closes the session instead of returning it to the pool.
+    /// Closes the connection instead of returning it to the pool.
     pub(crate) fn discard(&mut self) {
         self.reusable = false;
     }

@@ -2,7 +2,7 @@
 //! allocation, so it is cheap enough for every statement and benchmarked on its own.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::router::balance::{self, Candidates};
 
@@ -48,7 +48,8 @@ pub struct ShardRoute {
     pub replicas: Vec<NodeIdx>,
     /// Positions of the nodes that may take work (bit 0 the primary, bit 1 + i replica i).
     usable: AtomicU64,
-    next_replica: AtomicUsize,
+    /// Round-robin cursor: the replica index the next read starts looking from.
+    next_replica: AtomicU32,
 }
 
 impl ShardRoute {
@@ -59,19 +60,28 @@ impl ShardRoute {
         primary: NodeIdx,
         replicas: Vec<NodeIdx>,
     ) -> ShardRoute {
+        let all = ShardRoute::positions(replicas.len());
         ShardRoute {
             name,
             orgs,
             primary,
             replicas,
-            usable: AtomicU64::new(u64::MAX),
-            next_replica: AtomicUsize::new(0),
+            usable: AtomicU64::new(all),
+            next_replica: AtomicU32::new(0),
         }
     }
 
-    /// Lets work go to the node at `position`, or stops it.
+    /// The set of every position of a shard with `replicas` replicas.
+    fn positions(replicas: usize) -> u64 {
+        let nodes = u32::try_from(replicas + 1).unwrap_or(u32::MAX);
+        1u64.checked_shl(nodes).map_or(u64::MAX, |bit| bit - 1)
+    }
+
+    /// Lets work go to the node at `position`, or stops it. Positions past the shard's nodes are
+    /// ignored.
     pub fn set_usable(&self, position: u32, usable: bool) {
-        let bit = 1u64.checked_shl(position).unwrap_or(0);
+        let bit =
+            1u64.checked_shl(position).unwrap_or(0) & ShardRoute::positions(self.replicas.len());
         if usable {
             self.usable.fetch_or(bit, Ordering::Relaxed);
         } else {
@@ -113,8 +123,9 @@ const LINEAR_SCAN_MAX: usize = 16;
 #[derive(Debug)]
 pub struct RouteTable {
     shards: Vec<ShardRoute>,
-    /// `shards[i].orgs`, packed apart so a lookup touches one or two cache lines.
-    ranges: Vec<Range<i64>>,
+    /// `shards[i].orgs.start` and `.end`, packed apart so a lookup touches one or two cache lines.
+    starts: Vec<i64>,
+    ends: Vec<i64>,
 }
 
 impl RouteTable {
@@ -150,8 +161,13 @@ impl RouteTable {
                 ));
             }
         }
-        let ranges = shards.iter().map(|shard| shard.orgs.clone()).collect();
-        Ok(RouteTable { shards, ranges })
+        let starts = shards.iter().map(|shard| shard.orgs.start).collect();
+        let ends = shards.iter().map(|shard| shard.orgs.end).collect();
+        Ok(RouteTable {
+            shards,
+            starts,
+            ends,
+        })
     }
 
     /// The shard whose range contains `org`.
@@ -159,17 +175,13 @@ impl RouteTable {
     pub fn shard_for(&self, org: i64) -> Option<&ShardRoute> {
         // Shards starting at or before `org`: a branch-free count for the usual handful of shards, a
         // binary search for many.
-        let before = if self.ranges.len() <= LINEAR_SCAN_MAX {
-            self.ranges
-                .iter()
-                .filter(|range| range.start <= org)
-                .count()
+        let before = if self.starts.len() <= LINEAR_SCAN_MAX {
+            self.starts.iter().filter(|&&start| start <= org).count()
         } else {
-            self.ranges.partition_point(|range| range.start <= org)
+            self.starts.partition_point(|&start| start <= org)
         };
         let index = before.checked_sub(1)?;
-        let range = self.ranges.get(index)?;
-        if org < range.end {
+        if org < *self.ends.get(index)? {
             self.shards.get(index)
         } else {
             None
@@ -213,8 +225,9 @@ impl Tried {
 
 /// Chooses the node for one read attempt in `shard`.
 ///
-/// With `prefer_replica`, the next usable replica in round-robin order; otherwise, or when no replica is
-/// usable, the primary if it is usable. Nodes in `tried` (earlier attempts of the same read) are skipped.
+/// With `prefer_replica`, the next usable replica in round-robin order; otherwise, or when no replica
+/// is usable, the primary if it is usable. Nodes in `tried` (earlier attempts of the same read) are
+/// skipped.
 /// `None` means no node may serve the read.
 #[inline]
 pub fn choose_read_node(shard: &ShardRoute, prefer_replica: bool, tried: Tried) -> Option<Choice> {
@@ -222,16 +235,15 @@ pub fn choose_read_node(shard: &ShardRoute, prefer_replica: bool, tried: Tried) 
     if prefer_replica {
         // Replica i sits at bit 1 + i; shifted down, bit i is replica i.
         let replicas = Candidates(eligible >> 1);
-        if !replicas.is_empty() {
-            if let Some(index) = shard.rotate(replicas) {
-                if let Some(&node) = shard.replicas.get(index as usize) {
-                    return Some(Choice {
-                        node,
-                        role: ServedRole::Replica,
-                        position: index + 1,
-                    });
-                }
-            }
+        let picked = shard
+            .rotate(replicas)
+            .and_then(|index| Some((index, *shard.replicas.get(index as usize)?)));
+        if let Some((index, node)) = picked {
+            return Some(Choice {
+                node,
+                role: ServedRole::Replica,
+                position: index + 1,
+            });
         }
     }
     (eligible & 1 != 0).then_some(Choice {
@@ -440,6 +452,26 @@ mod tests {
         assert_eq!(table.locate(7), Some((1, 3)));
         assert_eq!(table.locate(8), Some((2, 0)));
         assert_eq!(table.locate(12), None);
+    }
+
+    #[test]
+    fn only_existing_positions_are_usable() {
+        let shard = ShardRoute::new("s".into(), 0..10, 0, vec![1, 2]);
+        assert!(shard.is_usable(2) && !shard.is_usable(3));
+        shard.set_usable(3, true);
+        assert!(!shard.is_usable(3), "no node at position 3");
+        let picks: Vec<_> = (0..4)
+            .filter_map(|_| choose_read_node(&shard, true, Tried::default()))
+            .map(|choice| choice.node)
+            .collect();
+        assert_eq!(picks, vec![1, 2, 1, 2]);
+        let full = ShardRoute::new(
+            "full".into(),
+            0..10,
+            0,
+            (1..=REPLICAS_PER_SHARD_MAX).collect(),
+        );
+        assert!(full.is_usable(63));
     }
 
     #[test]

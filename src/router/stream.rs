@@ -1,4 +1,4 @@
-//! Streaming reads: rows reach the caller as the server sends them, over a pooled session the stream
+//! Streaming reads: rows reach the caller as the server sends them, over a pooled connection the stream
 //! holds until it ends or is dropped.
 
 use std::pin::Pin;
@@ -15,13 +15,13 @@ use crate::router::stats::{AttemptEnd, AttemptGuard};
 ///
 /// The router waits for the first row (or the end) before handing the stream out, so a read is retried
 /// on another node only while no row has reached the caller. Each wait for a row lasts at most
-/// `query_timeout`. Dropping the stream before its end closes the session rather than returning a
+/// `query_timeout`. Dropping the stream before its end closes the connection rather than returning a
 /// half-read one to the pool.
 pub struct ReadStream {
     rows: Pin<Box<RowStream>>,
     first: Option<Row>,
     ended: bool,
-    // Dropped in this order: the session goes back to its pool before the caller's cap slots free.
+    // Dropped in this order: the connection goes back to its pool before the caller's cap slots free.
     checkout: Checkout,
     attempt: Option<AttemptGuard>,
     caps: Option<CapPermits>,
@@ -91,10 +91,20 @@ impl ReadStream {
     }
 }
 
+impl std::fmt::Debug for ReadStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadStream")
+            .field("first_row_buffered", &self.first.is_some())
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for ReadStream {
     fn drop(&mut self) {
         if !self.ended {
-            // The server is still sending rows: a session in that state is no use to the next caller.
+            // The server is still sending rows: a connection in that state is no use to the next
+            // caller.
             self.checkout.discard();
         }
     }

@@ -1,4 +1,4 @@
-//! The cluster the router serves: shards (org ranges), their nodes, and the session settings.
+//! The cluster the router serves: shards (org ranges), their nodes, and the connection settings.
 
 use std::collections::BTreeSet;
 use std::ops::Range;

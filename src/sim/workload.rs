@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp, Zipf};
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use crate::router::{ReadRequest, Router, WriteRequest};
 use crate::scenario::Workload;
@@ -128,10 +129,7 @@ async fn closed_loop(clients: Arc<Clients>) {
         }));
     }
     for task in tasks {
-        // A client task only ends by returning; a panic would be a bug worth surfacing.
-        if let Err(e) = task.await {
-            std::panic::resume_unwind(e.into_panic());
-        }
+        surface_panic(task.await);
     }
 }
 
@@ -143,7 +141,8 @@ async fn open_loop(clients: Arc<Clients>, rate: f64) {
     };
     let free = Arc::new(Semaphore::new(clients.spec.clients as usize));
     let idle: Arc<Mutex<VecDeque<u32>>> = Arc::new(Mutex::new((0..clients.spec.clients).collect()));
-    let mut tasks = Vec::new();
+    // Finished operations are reaped as the loop goes, so memory stays bounded by `clients`.
+    let mut tasks = JoinSet::new();
     let mut arrival_us = now_us() as f64;
     loop {
         arrival_us += gap.sample(&mut rng) * 1e6;
@@ -165,18 +164,28 @@ async fn open_loop(clients: Arc<Clients>, rate: f64) {
         };
         let clients = Arc::clone(&clients);
         let idle = Arc::clone(&idle);
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             execute(&clients, client, plan, intended_us).await;
             idle.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push_back(client);
             drop(permit);
-        }));
-    }
-    for task in tasks {
-        if let Err(e) = task.await {
-            std::panic::resume_unwind(e.into_panic());
+        });
+        while let Some(done) = tasks.try_join_next() {
+            surface_panic(done);
         }
+    }
+    while let Some(done) = tasks.join_next().await {
+        surface_panic(done);
+    }
+}
+
+/// An operation task only ends by returning; a panic in one is a bug worth surfacing as such.
+fn surface_panic(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done
+        && e.is_panic()
+    {
+        std::panic::resume_unwind(e.into_panic());
     }
 }
 
