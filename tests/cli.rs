@@ -1,0 +1,193 @@
+//! The command line's contract: exit codes, one-line errors with positions, nothing half-written.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn replisim(args: &[&str]) -> Output {
+    match Command::new(env!("CARGO_BIN_EXE_replisim"))
+        .args(args)
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => panic!("cannot run replisim: {e}"),
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        panic!("{}: {e}", dir.display());
+    }
+    dir
+}
+
+fn write(dir: &Path, file: &str, text: &str) -> String {
+    let path = dir.join(file);
+    if let Err(e) = std::fs::write(&path, text) {
+        panic!("{}: {e}", path.display());
+    }
+    path.display().to_string()
+}
+
+const TINY: &str = r#"
+name = "tiny"
+duration = "2s"
+[[shard]]
+name = "s1"
+orgs = [0, 100]
+primary = "primary-1"
+replicas = ["replica-1"]
+[workload]
+clients = 4
+think_time = "10ms"
+orgs = 100
+[[invariant]]
+kind = "writes_only_primary"
+"#;
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn check_accepts_every_shipped_scenario() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    assert!(files.len() >= 10, "only {} scenarios", files.len());
+    let mut args = vec!["check"];
+    args.extend(files.iter().map(String::as_str));
+    let o = replisim(&args);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+}
+
+#[test]
+fn a_syntax_error_is_exit_2_with_file_line_and_column() {
+    let dir = scratch("syntax");
+    let path = write(
+        &dir,
+        "bad.toml",
+        "name = \"x\"\nduration = \"1s\nseed = 3\n",
+    );
+    let o = replisim(&["check", &path]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    assert!(err.contains(&format!("{path}:2:")), "no position: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unknown_key_is_exit_2_and_names_the_key() {
+    let dir = scratch("unknown-key");
+    let text = TINY.replace("clients = 4", "clients = 4\nthreads = 9");
+    let path = write(&dir, "bad.toml", &text);
+    let o = replisim(&["check", &path]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("threads") && err.contains(&format!("{path}:")),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unreadable_file_is_exit_2() {
+    let o = replisim(&["run", "/nonexistent/scenario.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("/nonexistent/scenario.toml"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn bad_usage_is_exit_2() {
+    assert_eq!(replisim(&[]).status.code(), Some(2));
+    assert_eq!(replisim(&["fly"]).status.code(), Some(2));
+    assert_eq!(
+        replisim(&["run", "x.toml", "--seed", "minus-one"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn a_bad_scenario_writes_no_report() {
+    let dir = scratch("no-report");
+    let path = write(
+        &dir,
+        "bad.toml",
+        &TINY.replace("\"replica-1\"]", "\"replica-1\", \"primary-1\"]"),
+    );
+    let out = dir.join("out");
+    let o = replisim(&["run", &path, "--out", &out.display().to_string()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        !out.exists(),
+        "a report directory was created for bad input"
+    );
+}
+
+#[test]
+fn a_passing_run_is_exit_0_and_writes_both_reports() {
+    let dir = scratch("pass");
+    let path = write(&dir, "tiny.toml", TINY);
+    let out = dir.join("out");
+    let o = replisim(&[
+        "run",
+        &path,
+        "--seed",
+        "3",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(out.join("tiny-seed3.json").is_file() && out.join("tiny-seed3.md").is_file());
+    assert!(
+        stdout(&o).contains("PASS writes_only_primary"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn a_failing_run_is_exit_1_and_prints_the_replay_command() {
+    let dir = scratch("fail");
+    // No read can take under the two link crossings and the service time (3 ms).
+    let text = format!(
+        "{TINY}\n[[invariant]]\nkind = \"latency\"\nop = \"read\"\npercentile = 50\nmax = \"1ms\"\n"
+    );
+    let path = write(&dir, "tiny.toml", &text);
+    let out = dir.join("out");
+    let o = replisim(&[
+        "run",
+        &path,
+        "--seed",
+        "4",
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("replay: replisim run {path} --seed 4")),
+        "{}",
+        stdout(&o)
+    );
+}
