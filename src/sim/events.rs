@@ -181,6 +181,18 @@ pub struct EventLog {
 }
 
 impl EventLog {
+    /// A log with room for about `ops` client operations, so that recording never stops the
+    /// simulation to copy a long list into a bigger one.
+    pub fn with_capacity(ops: usize) -> EventLog {
+        EventLog {
+            statements: Mutex::new(Vec::with_capacity(ops + ops / 8)),
+            server_conns: Mutex::default(),
+            net: Mutex::new(Vec::with_capacity(ops + ops / 8)),
+            ops: Mutex::new(Vec::with_capacity(ops)),
+            wal_applies: Mutex::default(),
+        }
+    }
+
     /// Appends a server-side statement.
     pub fn statement(&self, event: StatementEvent) {
         push(&self.statements, event);

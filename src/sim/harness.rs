@@ -92,13 +92,26 @@ pub fn topology_of(scenario: &Scenario) -> Topology {
     }
 }
 
+/// About how many operations the workload will start (an upper estimate, capped), for reserving memory.
+fn expected_ops(scenario: &Scenario) -> usize {
+    const CAP: f64 = 4_000_000.0;
+    let secs = scenario.duration.as_secs_f64();
+    let w = &scenario.workload;
+    let ops = match w.rate {
+        Some(rate) => rate * secs * 1.1,
+        // A closed-loop client does at most one operation per think time plus a 2 ms round trip.
+        None => f64::from(w.clients) * secs / (w.think_time.as_secs_f64() + 0.002),
+    };
+    ops.clamp(0.0, CAP) as usize
+}
+
 /// Runs `scenario` with `seed` and `options`.
 pub fn run_with(
     scenario: &Scenario,
     seed: u64,
     options: &RunOptions,
 ) -> Result<RunOutcome, HarnessError> {
-    let log = Arc::new(EventLog::default());
+    let log = Arc::new(EventLog::with_capacity(expected_ops(scenario)));
     let links = Arc::new(LinkControl::new(scenario.nodes.len()));
     let node_names: Vec<String> = scenario.nodes.iter().map(|n| n.name.clone()).collect();
 
