@@ -11,7 +11,9 @@ use pgwire::error::PgWireError;
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::server::{PgWireMessageServerCodec, process_error, process_message};
-use tokio::time::{Instant, sleep, timeout, timeout_at};
+use std::pin::Pin;
+
+use tokio::time::{Instant, Sleep, sleep, timeout, timeout_at};
 use tokio_util::codec::Framed;
 use turmoil::net::TcpStream;
 
@@ -84,18 +86,24 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
     let startup_deadline = Instant::now() + STARTUP_TIMEOUT;
     let generation = node.conn_generation();
     let mut open: Option<OpenConnection> = None;
+    // One registration for the connection's whole life: the loop ends as soon as it fires.
+    let dropped = node.conns_dropped().notified();
+    tokio::pin!(dropped);
+    // Registered before the generation check, so a drop in between is not missed.
+    dropped.as_mut().enable();
+    // One idle-probe timer for the whole connection, re-armed only when it fires: creating a timer
+    // per message would cost more than the message itself.
+    let idle_probe = sleep(IDLE_PROBE_INTERVAL);
+    tokio::pin!(idle_probe);
+    let mut active_since_probe = false;
     loop {
-        let dropped = node.conns_dropped().notified();
-        tokio::pin!(dropped);
-        // Registered before the generation check, so a drop in between is not missed.
-        dropped.as_mut().enable();
         if node.conn_generation() != generation {
             break;
         }
         let message = tokio::select! {
             biased;
             () = &mut dropped => break,
-            message = next_message(&mut socket, &node, open.is_some(), startup_deadline) => message,
+            message = next_message(&mut socket, &node, open.is_some(), startup_deadline, idle_probe.as_mut(), &mut active_since_probe) => message,
         };
         let Some(Ok(message)) = message else {
             break;
@@ -157,9 +165,11 @@ async fn next_message(
     node: &SimNode,
     started: bool,
     startup_deadline: Instant,
+    idle_probe: Pin<&mut Sleep>,
+    active_since_probe: &mut bool,
 ) -> Option<Result<PgWireFrontendMessage, PgWireError>> {
     if started {
-        next_or_probe(socket, node).await
+        next_or_probe(socket, node, idle_probe, active_since_probe).await
     } else {
         timeout_at(startup_deadline, socket.next())
             .await
@@ -168,16 +178,25 @@ async fn next_message(
     }
 }
 
-/// The next client message; while the connection is idle, probes the client now and then.
+/// The next client message; a connection that stayed idle for a whole probe interval gets a probe.
 async fn next_or_probe(
     socket: &mut Socket,
     node: &SimNode,
+    mut idle_probe: Pin<&mut Sleep>,
+    active_since_probe: &mut bool,
 ) -> Option<Result<PgWireFrontendMessage, PgWireError>> {
     loop {
         tokio::select! {
             biased;
-            message = socket.next() => return message,
-            () = sleep(IDLE_PROBE_INTERVAL) => {
+            message = socket.next() => {
+                *active_since_probe = true;
+                return message;
+            }
+            () = idle_probe.as_mut() => {
+                idle_probe.as_mut().reset(Instant::now() + IDLE_PROBE_INTERVAL);
+                if std::mem::take(active_since_probe) {
+                    continue;
+                }
                 let probe = PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
                     "in_hot_standby".to_owned(),
                     in_hot_standby(node),
