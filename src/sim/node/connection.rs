@@ -95,7 +95,7 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
     // per message would cost more than the message itself.
     let idle_probe = sleep(IDLE_PROBE_INTERVAL);
     tokio::pin!(idle_probe);
-    let mut active_since_probe = false;
+    let mut last_active = Instant::now();
     loop {
         if node.conn_generation() != generation {
             break;
@@ -103,7 +103,7 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
         let message = tokio::select! {
             biased;
             () = &mut dropped => break,
-            message = next_message(&mut socket, &node, open.is_some(), startup_deadline, idle_probe.as_mut(), &mut active_since_probe) => message,
+            message = next_message(&mut socket, &node, open.is_some(), startup_deadline, idle_probe.as_mut(), &mut last_active) => message,
         };
         let Some(Ok(message)) = message else {
             break;
@@ -166,10 +166,10 @@ async fn next_message(
     started: bool,
     startup_deadline: Instant,
     idle_probe: Pin<&mut Sleep>,
-    active_since_probe: &mut bool,
+    last_active: &mut Instant,
 ) -> Option<Result<PgWireFrontendMessage, PgWireError>> {
     if started {
-        next_or_probe(socket, node, idle_probe, active_since_probe).await
+        next_or_probe(socket, node, idle_probe, last_active).await
     } else {
         timeout_at(startup_deadline, socket.next())
             .await
@@ -178,25 +178,28 @@ async fn next_message(
     }
 }
 
-/// The next client message; a connection that stayed idle for a whole probe interval gets a probe.
+/// The next client message; a connection idle for a whole probe interval gets a probe.
 async fn next_or_probe(
     socket: &mut Socket,
     node: &SimNode,
     mut idle_probe: Pin<&mut Sleep>,
-    active_since_probe: &mut bool,
+    last_active: &mut Instant,
 ) -> Option<Result<PgWireFrontendMessage, PgWireError>> {
     loop {
         tokio::select! {
             biased;
             message = socket.next() => {
-                *active_since_probe = true;
+                *last_active = Instant::now();
                 return message;
             }
             () = idle_probe.as_mut() => {
-                idle_probe.as_mut().reset(Instant::now() + IDLE_PROBE_INTERVAL);
-                if std::mem::take(active_since_probe) {
+                let due = *last_active + IDLE_PROBE_INTERVAL;
+                if due > Instant::now() {
+                    // Traffic since the timer was armed: wait out the rest of the idle interval.
+                    idle_probe.as_mut().reset(due);
                     continue;
                 }
+                idle_probe.as_mut().reset(Instant::now() + IDLE_PROBE_INTERVAL);
                 let probe = PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
                     "in_hot_standby".to_owned(),
                     in_hot_standby(node),
