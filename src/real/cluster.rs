@@ -14,6 +14,7 @@ use crate::real::command::{PG_BIN_DIR, Runner};
 use crate::real::error::ClusterError;
 use crate::real::node::{DATABASE, RealNode, RealRole, replica_settings, server_settings};
 use crate::real::ports::pick_free_ports;
+use crate::real::settings::ServerSettings;
 use crate::real::sql::{Admin, SUPERUSER, literal};
 use crate::scenario::model::Scenario;
 
@@ -117,7 +118,16 @@ impl Cluster {
     /// Creates, starts and connects every server; returns once every replica is streaming.
     /// On failure everything started so far is torn down.
     pub async fn start(spec: &ClusterSpec) -> Result<Cluster, ClusterError> {
+        Cluster::start_with(spec, &ServerSettings::default()).await
+    }
+
+    /// [`Cluster::start`] with extra server settings on every node (e.g. a preloaded extension).
+    pub async fn start_with(
+        spec: &ClusterSpec,
+        settings: &ServerSettings,
+    ) -> Result<Cluster, ClusterError> {
         spec.validate()?;
+        settings.validate()?;
         let runner = Runner::detect(Path::new(PG_BIN_DIR))?;
         let (root, tag) = create_root(&runner)?;
         let mut members: Vec<(&str, &str, RealRole)> = Vec::new();
@@ -147,7 +157,11 @@ impl Cluster {
             ops: tokio::sync::Mutex::new(()),
             torn_down: AtomicBool::new(false),
         };
-        match try_join_all(spec.shards.iter().map(|shard| cluster.start_shard(shard))).await {
+        let shards = spec
+            .shards
+            .iter()
+            .map(|shard| cluster.start_shard(shard, settings));
+        match try_join_all(shards).await {
             Ok(_) => Ok(cluster),
             Err(e) => {
                 // The start error is the one worth reporting; teardown is best effort here.
@@ -192,7 +206,11 @@ impl Cluster {
             .ok_or_else(|| ClusterError::UnknownNode(name.to_string()))
     }
 
-    async fn start_shard(&self, shard: &ShardSpec) -> Result<(), ClusterError> {
+    async fn start_shard(
+        &self,
+        shard: &ShardSpec,
+        settings: &ServerSettings,
+    ) -> Result<(), ClusterError> {
         let primary = self.node_or_err(&shard.primary)?;
         let args: Vec<OsString> = vec![
             "-D".into(),
@@ -214,6 +232,7 @@ impl Cluster {
             "postgresql.conf",
             &server_settings(primary.port, &self.cluster_name(primary), max_wal_senders),
         )?;
+        primary.append_config("postgresql.conf", &settings.config_text())?;
         primary.pg_start(&self.runner, &self.root).await?;
 
         let admin = Admin::connect(&primary.name, primary.port, "postgres").await?;

@@ -7,6 +7,7 @@
 //! - `teardown`: stopping everything and removing the data, async or from `Drop`.
 //! - `command`: the server binaries run as `postgres` under time limits; processes via `/proc`.
 //! - `ports`: free ports below the ephemeral range.
+//! - `settings`: [`ServerSettings`], extra `postgresql.conf` settings for every node.
 //! - `sql`: the cluster's own SQL sessions, each step under a time limit.
 //! - `error`: [`ClusterError`].
 //! - `proxy`: [`FaultProxy`]: latency, partition, connection resets, records.
@@ -22,6 +23,7 @@ pub mod node;
 mod ports;
 pub mod proxy;
 mod relay;
+pub mod settings;
 mod sql;
 mod teardown;
 
@@ -31,3 +33,4 @@ pub use error::ClusterError;
 pub use frames::StatementMessage;
 pub use node::{DATABASE, RealNode, RealRole};
 pub use proxy::{FaultProxy, ProxyRecord, ProxyRecordKind};
+pub use settings::ServerSettings;
