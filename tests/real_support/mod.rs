@@ -1,21 +1,22 @@
 //! Shared pieces of the router tests against a real cluster: a cluster whose servers count the
-//! statements they execute (`pg_stat_statements`), those counts per node, topologies, and read
-//! loops that record who served each read.
+//! statements they execute (`pg_stat_statements`), those counts per node, topologies and router
+//! settings; read loops ([`loops`]) and proxies with their records ([`proxied`]).
 
 #![allow(dead_code)]
 
+pub mod loops;
+pub mod proxied;
+
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use replisim::real::{Cluster, ClusterSpec, PG_BIN_DIR, RealNode, ServerSettings, ShardSpec};
 use replisim::router::{
-    NodeAddress, ReadRequest, Router, RouterConfig, ShardConfig, Topology, WriteRequest,
+    NodeAddress, Router, RouterConfig, ShardConfig, TcpConnector, Topology, WriteRequest,
 };
 use replisim::sim::workload::{READ_SQL, WRITE_SQL};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_postgres::{Client, NoTls};
 
@@ -32,8 +33,6 @@ pub const ORGS: std::ops::Range<i64> = 0..1_000_000;
 pub const READ_ONLY_ERROR: &str = "cannot execute INSERT in a read-only transaction";
 /// `application_name` of the tests' own connections to the servers, apart from the router's.
 const STATS_APPLICATION_NAME: &str = "replisim-stats";
-/// Records kept by one set of read loops; beyond it reads still run but are only counted.
-const READ_LOGS_MAX: usize = 200_000;
 
 /// The start of the workload read of SPEC 2a, as `pg_stat_statements` stores it.
 fn read_prefix() -> &'static str {
@@ -188,6 +187,24 @@ pub async fn executed_all(cluster: &Cluster) -> Result<BTreeMap<String, Executed
     Ok(all)
 }
 
+/// The first column of the first row, as a workload statement's `version`.
+pub fn version_of(rows: &[tokio_postgres::Row]) -> Result<i64, AnyError> {
+    Ok(rows
+        .first()
+        .ok_or("no row where one was expected")?
+        .try_get(0)?)
+}
+
+/// What every node of `counts` executed, added up.
+pub fn totals(counts: &BTreeMap<String, Executed>) -> Executed {
+    counts
+        .values()
+        .fold(Executed::default(), |sum, e| Executed {
+            reads: sum.reads + e.reads,
+            writes: sum.writes + e.writes,
+        })
+}
+
 /// Whether `node`'s server log contains `text`.
 pub fn log_mentions(node: &RealNode, text: &str) -> Result<bool, AnyError> {
     let bytes = std::fs::read(&node.log_file)?;
@@ -245,158 +262,37 @@ pub async fn seed(router: &Router, org: i64, keys: i64) -> TestResult {
     Ok(())
 }
 
-/// One read of a read loop, as the client saw it.
-#[derive(Clone, Debug)]
-pub struct ReadLog {
-    /// When it started.
-    pub start: Instant,
-    /// How long it took.
-    pub took: Duration,
-    /// The node that served it, if it succeeded.
-    pub node: Option<String>,
-    /// Attempts it took (retries included).
-    pub attempts: u32,
-    /// Why it failed, if it did.
-    pub error: Option<String>,
+/// Starts a router over plain TCP.
+pub async fn start_router(config: RouterConfig, topology: Topology) -> Result<Router, AnyError> {
+    step(Router::start(config, topology, Arc::new(TcpConnector))).await
 }
 
-/// Concurrent clients that read through a router until stopped.
-pub struct ReadLoops {
-    stop: Arc<AtomicBool>,
-    logs: Arc<Mutex<Vec<ReadLog>>>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-/// Starts `clients` loops, each reading key `i mod keys` of `org` (replica allowed), pausing
-/// `pause` between reads.
-pub fn spawn_read_loops(
-    router: &Router,
-    clients: usize,
-    org: i64,
-    keys: i64,
-    pause: Duration,
-) -> ReadLoops {
-    let stop = Arc::new(AtomicBool::new(false));
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let tasks = (0..clients)
-        .map(|client| {
-            let router = router.clone();
-            let stop = Arc::clone(&stop);
-            let logs = Arc::clone(&logs);
-            let user = i64::try_from(client).unwrap_or(i64::MAX);
-            tokio::spawn(async move {
-                let mut key = user % keys.max(1);
-                while !stop.load(Ordering::Relaxed) {
-                    let log = read_once(&router, org, key, user).await;
-                    {
-                        let mut logs = logs.lock().unwrap_or_else(PoisonError::into_inner);
-                        if logs.len() < READ_LOGS_MAX {
-                            logs.push(log);
-                        }
-                    }
-                    key = (key + 1) % keys.max(1);
-                    tokio::time::sleep(pause).await;
-                }
-            })
-        })
-        .collect();
-    ReadLoops { stop, logs, tasks }
-}
-
-async fn read_once(router: &Router, org: i64, key: i64, user: i64) -> ReadLog {
-    let start = Instant::now();
-    let request = ReadRequest {
-        org,
-        user,
-        prefer_replica: true,
-    };
-    let result = step(router.read(request, READ_SQL, &[&org, &key, &user])).await;
-    let took = start.elapsed();
-    match result {
-        Ok(routed) => ReadLog {
-            start,
-            took,
-            node: Some(routed.node),
-            attempts: routed.attempts,
-            error: None,
-        },
-        Err(error) => ReadLog {
-            start,
-            took,
-            node: None,
-            attempts: 0,
-            error: Some(error.to_string()),
-        },
-    }
-}
-
-impl ReadLoops {
-    /// Reads served by `node` that started at or after `since`, so far.
-    pub fn served_since(&self, node: &str, since: Instant) -> usize {
-        let logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
-        served(&logs, node, since, None)
-    }
-
-    /// Stops every loop after its current read and returns every read, in completion order.
-    pub async fn stop(self) -> Result<Vec<ReadLog>, AnyError> {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            step(task).await?;
-        }
-        let logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(logs.clone())
-    }
-}
-
-/// Reads served by `node` that started in `[since, until)` (`until` open when `None`).
-pub fn served(logs: &[ReadLog], node: &str, since: Instant, until: Option<Instant>) -> usize {
-    logs.iter()
-        .filter(|log| log.node.as_deref() == Some(node))
-        .filter(|log| log.start >= since && until.is_none_or(|until| log.start < until))
-        .count()
-}
-
-/// The failed reads, as their error messages.
-pub fn failures(logs: &[ReadLog]) -> Vec<String> {
-    logs.iter().filter_map(|log| log.error.clone()).collect()
-}
-
-/// Reads per serving node (failed reads under `failed`).
-pub fn per_node(logs: &[ReadLog]) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for log in logs {
-        let node = log.node.clone().unwrap_or_else(|| "failed".to_string());
-        *counts.entry(node).or_insert(0) += 1;
-    }
-    counts
-}
-
-/// The median of `times` (zero when empty).
-pub fn median(times: &mut [Duration]) -> Duration {
-    times.sort_unstable();
-    times.get(times.len() / 2).copied().unwrap_or_default()
-}
-
-/// Polls the router's view of `node` every 5 ms until its health is `healthy`; returns how long
-/// that took.
-pub async fn wait_health(
-    router: &Router,
-    node: &str,
-    healthy: bool,
-    limit: Duration,
-) -> Result<Duration, AnyError> {
-    let start = Instant::now();
+/// Polls every node's counts until `done` accepts them (the last statements of a client may be
+/// counted a moment after it saw their results), then returns them.
+pub async fn settled_counts(
+    cluster: &Cluster,
+    done: impl Fn(&BTreeMap<String, Executed>) -> bool,
+) -> Result<BTreeMap<String, Executed>, AnyError> {
+    let limit = Instant::now() + Duration::from_secs(2);
     loop {
-        let now_healthy = router.stats().node(node).map(|n| n.healthy);
-        if now_healthy == Some(healthy) {
-            return Ok(start.elapsed());
+        let counts = executed_all(cluster).await?;
+        if done(&counts) || Instant::now() > limit {
+            return Ok(counts);
         }
-        if start.elapsed() > limit {
-            return Err(format!(
-                "the router did not see {node} as healthy = {healthy} within {limit:?}"
-            )
-            .into());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What `name` executed between the counts `before` and `after`.
+pub fn delta(
+    after: &BTreeMap<String, Executed>,
+    before: &BTreeMap<String, Executed>,
+    name: &str,
+) -> Executed {
+    let a = after.get(name).copied().unwrap_or_default();
+    let b = before.get(name).copied().unwrap_or_default();
+    Executed {
+        reads: a.reads - b.reads,
+        writes: a.writes - b.writes,
     }
 }
