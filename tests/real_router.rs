@@ -16,6 +16,7 @@ use real_support::{
     executed_all, fast_failover_config, log_mentions, node, postgres_missing, seed, settled_counts,
     start_cluster, start_router, step, topology, totals, version_of, wait_for,
 };
+use replisim::real::Cluster;
 use replisim::router::{ReadRequest, Router, RouterConfig, ServedRole, WriteRequest};
 use replisim::sim::workload::{READ_SQL, WRITE_SQL};
 use tokio::time::Instant;
@@ -28,17 +29,29 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const ORG: i64 = 4_242;
 /// Keys written before the reads start.
 const KEYS: i64 = 40;
+/// The replicas of the cluster the routing checks share.
+const REPLICAS: [&str; 3] = ["replica-1", "replica-2", "replica-3"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_run_on_replicas_and_writes_on_the_primary_by_the_servers_count() -> TestResult {
+async fn where_statements_run_judged_by_the_servers() -> TestResult {
     if postgres_missing() {
         return Ok(());
     }
     let _serial = SERIAL.lock().await;
-    let replicas = ["replica-1", "replica-2", "replica-3"];
-    let cluster = start_cluster("primary-1", &replicas).await?;
-    let router = start_router(RouterConfig::default(), direct_topology(&cluster)?).await?;
-    let before = executed_all(&cluster).await?;
+    let cluster = start_cluster("primary-1", &REPLICAS).await?;
+    // Each part judges from count differences, so they can share one cluster.
+    reads_on_replicas_and_writes_on_the_primary(&cluster).await?;
+    critical_reads_on_the_primary(&cluster).await?;
+    a_write_reaching_a_replica_is_refused(&cluster).await?;
+    cluster.teardown().await?;
+    Ok(())
+}
+
+/// Reads spread round robin over the replicas and none runs on the primary; every write runs on
+/// the primary and none reaches a replica.
+async fn reads_on_replicas_and_writes_on_the_primary(cluster: &Cluster) -> TestResult {
+    let router = start_router(RouterConfig::default(), direct_topology(cluster)?).await?;
+    let before = executed_all(cluster).await?;
 
     // 8 clients, 100 operations each, every fifth a write: 640 reads and 160 writes at once.
     let clients: i64 = 8;
@@ -94,7 +107,7 @@ async fn reads_run_on_replicas_and_writes_on_the_primary_by_the_servers_count() 
     let reads = clients * ops * 4 / 5;
     let writes = clients * ops / 5;
     let start = totals(&before);
-    let after = settled_counts(&cluster, |counts| {
+    let after = settled_counts(cluster, |counts| {
         let now = totals(counts);
         now.reads >= start.reads + reads && now.writes >= start.writes + writes
     })
@@ -110,9 +123,9 @@ async fn reads_run_on_replicas_and_writes_on_the_primary_by_the_servers_count() 
     );
     assert_eq!(primary.reads, 0, "the primary executed workload reads");
     assert_eq!(primary.writes, writes, "writes the primary executed");
-    let fair = reads as f64 / replicas.len() as f64;
+    let fair = reads as f64 / REPLICAS.len() as f64;
     let mut replica_reads = 0;
-    for name in replicas {
+    for name in REPLICAS {
         let executed = delta(&after, &before, name);
         let claimed = router_says
             .get(&(false, name.to_string()))
@@ -135,7 +148,7 @@ async fn reads_run_on_replicas_and_writes_on_the_primary_by_the_servers_count() 
             executed.reads
         );
         assert!(
-            !log_mentions(node(&cluster, name)?, READ_ONLY_ERROR)?,
+            !log_mentions(node(cluster, name)?, READ_ONLY_ERROR)?,
             "a write reached {name}"
         );
         replica_reads += executed.reads;
@@ -143,19 +156,13 @@ async fn reads_run_on_replicas_and_writes_on_the_primary_by_the_servers_count() 
     assert_eq!(replica_reads, reads, "reads the replicas executed");
 
     router.shutdown();
-    cluster.teardown().await?;
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn critical_reads_run_on_the_primary_by_the_servers_count() -> TestResult {
-    if postgres_missing() {
-        return Ok(());
-    }
-    let _serial = SERIAL.lock().await;
-    let cluster = start_cluster("primary-1", &["replica-1", "replica-2"]).await?;
-    let router = start_router(RouterConfig::default(), direct_topology(&cluster)?).await?;
-    let before = executed_all(&cluster).await?;
+/// Critical reads (`prefer_replica = false`) run on the primary and see the write just before them.
+async fn critical_reads_on_the_primary(cluster: &Cluster) -> TestResult {
+    let router = start_router(RouterConfig::default(), direct_topology(cluster)?).await?;
+    let before = executed_all(cluster).await?;
 
     // Read-after-write: a critical read sees the version the write just returned.
     let critical = |user: i64| ReadRequest {
@@ -215,52 +222,47 @@ async fn critical_reads_run_on_the_primary_by_the_servers_count() -> TestResult 
     }
     let critical_reads = rounds + 100;
     let start = totals(&before).reads;
-    let after = settled_counts(&cluster, |counts| {
+    let after = settled_counts(cluster, |counts| {
         totals(counts).reads >= start + critical_reads + replica_reads
     })
     .await?;
     let primary = delta(&after, &before, "primary-1");
-    let replica_1 = delta(&after, &before, "replica-1");
-    let replica_2 = delta(&after, &before, "replica-2");
+    let on_replicas: Vec<i64> = REPLICAS
+        .iter()
+        .map(|name| delta(&after, &before, name).reads)
+        .collect();
     println!(
         "{critical_reads} critical reads + {replica_reads} replica reads sent; executed: \
-         primary-1 {} reads / {} writes, replica-1 {} reads, replica-2 {} reads",
-        primary.reads, primary.writes, replica_1.reads, replica_2.reads
+         primary-1 {} reads / {} writes, replicas {on_replicas:?} reads",
+        primary.reads, primary.writes
     );
     assert_eq!(primary.reads, critical_reads, "reads the primary executed");
     assert_eq!(primary.writes, rounds, "writes the primary executed");
     assert_eq!(
-        replica_1.reads + replica_2.reads,
+        on_replicas.iter().sum::<i64>(),
         replica_reads,
         "reads the replicas executed"
     );
-    assert!(
-        replica_1.reads > 0 && replica_2.reads > 0,
-        "a replica was left out"
-    );
+    assert!(on_replicas.iter().all(|&n| n > 0), "a replica was left out");
 
     router.shutdown();
-    cluster.teardown().await?;
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_that_reaches_a_replica_is_refused_by_the_server() -> TestResult {
-    if postgres_missing() {
-        return Ok(());
-    }
-    let _serial = SERIAL.lock().await;
-    let cluster = start_cluster("primary-1", &["replica-1"]).await?;
-    let replica = node(&cluster, "replica-1")?;
+/// A write that reaches a replica (through a primary address that is in fact a replica's) is
+/// refused by the server with SQLSTATE 25006, which logs it; nothing is written anywhere.
+async fn a_write_reaching_a_replica_is_refused(cluster: &Cluster) -> TestResult {
+    let replica = node(cluster, "replica-3")?;
     // Miswired on purpose: the router's "primary-1" is in fact the replica.
     let miswired = topology(("primary-1", replica.port), &[]);
     let router = start_router(RouterConfig::default(), miswired).await?;
 
-    let key = 9i64;
-    let request = WriteRequest { org: ORG, user: 1 };
+    // An org nothing was written for: any row of it would be the refused write's.
+    let (org, key) = (ORG + 1, 9i64);
+    let request = WriteRequest { org, user: 1 };
     let result = tokio::time::timeout(
         STEP_TIMEOUT,
-        router.write(request, WRITE_SQL, &[&ORG, &key, &1i64]),
+        router.write(request, WRITE_SQL, &[&org, &key, &1i64]),
     )
     .await?;
     let error = match result {
@@ -299,18 +301,17 @@ async fn a_write_that_reaches_a_replica_is_refused_by_the_server() -> TestResult
         "the replica did not log the refusal"
     );
     assert_eq!(executed(replica).await?.writes, 0);
-    let primary = node(&cluster, "primary-1")?;
+    let primary = node(cluster, "primary-1")?;
     assert!(!log_mentions(primary, READ_ONLY_ERROR)?);
     let direct = connect(primary).await?;
     let rows = step(direct.query_one(
         "SELECT count(*) FROM replisim_kv WHERE org_id = $1 AND key = $2",
-        &[&ORG, &key],
+        &[&org, &key],
     ))
     .await?;
     assert_eq!(rows.get::<_, i64>(0), 0, "the refused write left a row");
 
     router.shutdown();
-    cluster.teardown().await?;
     Ok(())
 }
 
