@@ -2,8 +2,6 @@
 //! statements they execute (`pg_stat_statements`), those counts per node, topologies and router
 //! settings; read loops ([`loops`]) and proxies with their records ([`proxied`]).
 
-#![allow(dead_code)]
-
 pub mod loops;
 pub mod proxied;
 
