@@ -1,13 +1,18 @@
 //! The simulation suite: every shipped scenario over eight seeds with its expected outcome, runs that
 //! must fail (each invariant caught on a deliberately broken router or a feature switched off), and
 //! the determinism check. Reports land in `target/sim-reports/` for the independent report checker.
+//! The router's own metrics are checked against the servers in `metrics`.
+
+mod metrics;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use replisim::report::{self, Report};
+use replisim::router::render_prometheus;
 use replisim::scenario::{self, Invariant, Scenario};
+use replisim::sim::RunOutcome;
 use replisim::sim::harness::{RunOptions, run_with};
 
 const SEEDS: [u64; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
@@ -30,6 +35,16 @@ fn report_dir() -> PathBuf {
 
 /// Runs a scenario and writes its report; `tag` marks variants whose file is not the shipped one.
 fn simulate(s: &Scenario, seed: u64, options: &RunOptions, tag: &str) -> Report {
+    simulate_outcome(s, seed, options, tag).1
+}
+
+/// [`simulate`], keeping the run's outcome too.
+fn simulate_outcome(
+    s: &Scenario,
+    seed: u64,
+    options: &RunOptions,
+    tag: &str,
+) -> (RunOutcome, Report) {
     let outcome = match run_with(s, seed, options) {
         Ok(o) => o,
         Err(e) => panic!("{} seed {seed}: {e}", s.name),
@@ -39,7 +54,7 @@ fn simulate(s: &Scenario, seed: u64, options: &RunOptions, tag: &str) -> Report 
     if let Err(e) = report::write(&dir, &r) {
         panic!("writing the report of {} to {}: {e}", s.name, dir.display());
     }
-    r
+    (outcome, r)
 }
 
 fn describe(r: &Report) -> String {
@@ -249,9 +264,15 @@ fn connection_caps_under_a_burst() {
 #[test]
 fn the_same_seed_gives_a_byte_identical_report() {
     let s = shorter(lighter(load("mixed-load"), 20), Duration::from_secs(3));
-    let a = report::to_json(&simulate(&s, 11, &RunOptions::default(), "determinism"));
-    let b = report::to_json(&simulate(&s, 11, &RunOptions::default(), "determinism"));
+    let (first, a) = simulate_outcome(&s, 11, &RunOptions::default(), "determinism");
+    let (second, b) = simulate_outcome(&s, 11, &RunOptions::default(), "determinism");
+    let (a, b) = (report::to_json(&a), report::to_json(&b));
     assert_eq!(a, b, "two runs of seed 11 differ");
+    assert_eq!(
+        render_prometheus(&first.router_metrics),
+        render_prometheus(&second.router_metrics),
+        "two runs of seed 11 give different metrics"
+    );
     let c = simulate(&s, 12, &RunOptions::default(), "determinism");
     assert!(
         !a.contains(&format!("\"trace_hash\": \"{}\"", c.trace_hash)),
@@ -262,9 +283,27 @@ fn the_same_seed_gives_a_byte_identical_report() {
 #[test]
 fn the_same_seed_gives_the_same_report_under_faults() {
     let s = lighter(load("health-check-detection"), 10);
-    let a = report::to_json(&simulate(&s, 5, &RunOptions::default(), "determinism"));
-    let b = report::to_json(&simulate(&s, 5, &RunOptions::default(), "determinism"));
-    assert_eq!(a, b, "two runs of seed 5 differ");
+    let (first, a) = simulate_outcome(&s, 5, &RunOptions::default(), "determinism");
+    let (second, b) = simulate_outcome(&s, 5, &RunOptions::default(), "determinism");
+    assert_eq!(
+        report::to_json(&a),
+        report::to_json(&b),
+        "two runs of seed 5 differ"
+    );
+    let text = render_prometheus(&first.router_metrics);
+    assert_eq!(
+        text,
+        render_prometheus(&second.router_metrics),
+        "two runs of seed 5 give different metrics"
+    );
+    assert!(
+        first
+            .router_metrics
+            .nodes
+            .iter()
+            .all(|n| n.stats.attempts > 0),
+        "a node saw no attempt:\n{text}"
+    );
 }
 
 // ---- every checker fails end to end on a broken router or with a feature switched off ----

@@ -1,4 +1,4 @@
-//! The command line: `replisim run` and `replisim check`, and the mapping of every outcome to an exit
+//! The command line: `replisim run` (with `--metrics FILE`) and `replisim check`, and the mapping of every outcome to an exit
 //! code (0 held / valid, 1 an invariant failed, 2 bad input or usage, 3 internal error).
 
 use std::path::{Path, PathBuf};
@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::report;
+use crate::router::{MetricsSnapshot, render_prometheus};
 use crate::scenario;
 use crate::sim;
 
@@ -37,6 +38,9 @@ enum Command {
         /// Print only the verdict line.
         #[arg(long)]
         quiet: bool,
+        /// Also write the router's Prometheus text exposition, as it stood at the end of the run.
+        #[arg(long, value_name = "FILE")]
+        metrics: Option<PathBuf>,
     },
     /// Validate scenario files without running them.
     Check {
@@ -103,7 +107,8 @@ fn execute(command: Command) -> Outcome {
             seed,
             out,
             quiet,
-        } => run(&scenario, seed, &out, quiet),
+            metrics,
+        } => run(&scenario, seed, &out, quiet, metrics.as_deref()),
         Command::Check { scenarios } => check_files(&scenarios),
     }
 }
@@ -125,7 +130,7 @@ fn check_files(paths: &[PathBuf]) -> Outcome {
     }
 }
 
-fn run(path: &Path, seed: Option<u64>, out: &Path, quiet: bool) -> Outcome {
+fn run(path: &Path, seed: Option<u64>, out: &Path, quiet: bool, metrics: Option<&Path>) -> Outcome {
     let scenario = match scenario::load(path) {
         Ok(s) => s,
         Err(e) => return Outcome::BadInput(e.to_string()),
@@ -143,6 +148,11 @@ fn run(path: &Path, seed: Option<u64>, out: &Path, quiet: bool) -> Outcome {
             return Outcome::BadInput(format!("{}: cannot write reports: {e}", out.display()));
         }
     };
+    if let Some(file) = metrics
+        && let Err(e) = write_metrics(file, &outcome.router_metrics)
+    {
+        return Outcome::BadInput(format!("{}: cannot write metrics: {e}", file.display()));
+    }
     if quiet {
         let verdict = if report.passed { "PASS" } else { "FAIL" };
         println!(
@@ -156,10 +166,22 @@ fn run(path: &Path, seed: Option<u64>, out: &Path, quiet: bool) -> Outcome {
     } else {
         print!("{}", report::summary::render(&report, &replay));
         println!("reports: {} {}", json.display(), md.display());
+        if let Some(file) = metrics {
+            println!("metrics: {}", file.display());
+        }
     }
     if report.passed {
         Outcome::Passed
     } else {
         Outcome::InvariantFailed
     }
+}
+
+/// Writes the Prometheus exposition of `snapshot` to `file` (whole or not at all), creating its
+/// directory if needed.
+fn write_metrics(file: &Path, snapshot: &MetricsSnapshot) -> std::io::Result<()> {
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    report::write_whole(file, render_prometheus(snapshot).as_bytes())
 }

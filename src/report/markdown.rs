@@ -56,6 +56,29 @@ pub fn render(r: &Report) -> String {
     out.push_str("\n## Latency (ms, client-observed)\n\n| op | p50 | p95 | p99 | max |\n|---|---|---|---|---|\n");
     latency_row(&mut out, "read", &r.latency_ms.read);
     latency_row(&mut out, "write", &r.latency_ms.write);
+    if !r.router.is_empty() {
+        out.push_str("\n## Router (as the router counted itself)\n\n");
+        out.push_str("| node | attempts | ok | errors | round robin | fallback primary | primary requested | retry | write | cap wait | p99 ms |\n");
+        out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for n in &r.router {
+            let routes = &n.routes;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3} |",
+                n.name,
+                n.attempts,
+                n.ok,
+                n.errors,
+                routes.round_robin,
+                routes.fallback_primary,
+                routes.primary_requested,
+                routes.retry,
+                routes.write,
+                routes.cap_wait,
+                n.latency_ms.p99
+            );
+        }
+    }
     if !r.faults.is_empty() {
         out.push_str("\n## Faults\n\n| kind | target | at ms | until ms | took effect |\n|---|---|---|---|---|\n");
         for f in &r.faults {

@@ -2,6 +2,7 @@
 //! Nothing here reads the wall clock, so the same scenario and seed give byte-identical files.
 
 pub mod markdown;
+pub mod router;
 pub mod summary;
 pub mod trace_hash;
 
@@ -48,6 +49,8 @@ pub struct Report {
     pub run_end_ms: u64,
     /// The first few distinct client error messages with their counts.
     pub errors: Vec<ErrorCount>,
+    /// Per node, what the router counted about itself (attempts, outcomes, routing reasons).
+    pub router: Vec<router::RouterNode>,
 }
 
 /// Counts of client operations.
@@ -280,6 +283,7 @@ pub fn build(
         invariants,
         run_end_ms: outcome.run_end_us / 1000,
         errors: error_counts(events),
+        router: router::summarise(&outcome.router_metrics),
     }
 }
 
@@ -309,14 +313,17 @@ pub fn write(dir: &Path, report: &Report) -> std::io::Result<(PathBuf, PathBuf)>
     Ok((json_path, md_path))
 }
 
-fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `bytes` to `path` whole or not at all: aside first, then renamed over it.
+pub fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        // Nothing half-written stays behind; the error says what went wrong.
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path)
+    written
 }

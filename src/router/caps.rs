@@ -5,6 +5,7 @@
 //! waits for it, so memory follows the number of active users and orgs, not every id ever seen.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -12,12 +13,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::router::error::{CapScope, RouterError};
+use crate::router::metrics::CapTimeouts;
 
 /// The semaphores of one kind of cap.
 struct CapTable {
     scope: CapScope,
     max: u32,
     entries: Mutex<BTreeMap<i64, Arc<Semaphore>>>,
+    /// Requests refused after waiting `wait` for a slot.
+    timeouts: AtomicU64,
 }
 
 impl CapTable {
@@ -72,6 +76,14 @@ impl Drop for CapSlot {
 pub(crate) struct CapPermits {
     _user: Option<CapSlot>,
     _org: Option<CapSlot>,
+    waited: bool,
+}
+
+impl CapPermits {
+    /// Whether the request had to wait for a slot (the cap was full when it asked).
+    pub(crate) fn waited(&self) -> bool {
+        self.waited
+    }
 }
 
 impl Caps {
@@ -83,6 +95,7 @@ impl Caps {
                     scope,
                     max,
                     entries: Mutex::new(BTreeMap::new()),
+                    timeouts: AtomicU64::new(0),
                 })
             })
         };
@@ -97,25 +110,42 @@ impl Caps {
     /// other in a cycle), both within one `wait`.
     pub(crate) async fn acquire(&self, user: i64, org: i64) -> Result<CapPermits, RouterError> {
         let deadline = Instant::now() + self.wait;
+        let mut waited = false;
         let user = match &self.users {
-            Some(table) => Some(self.take(table, user, deadline).await?),
+            Some(table) => Some(self.take(table, user, deadline, &mut waited).await?),
             None => None,
         };
         let org = match &self.orgs {
-            Some(table) => Some(self.take(table, org, deadline).await?),
+            Some(table) => Some(self.take(table, org, deadline, &mut waited).await?),
             None => None,
         };
         Ok(CapPermits {
             _user: user,
             _org: org,
+            waited,
         })
     }
 
+    /// Requests refused so far because a cap stayed full.
+    pub(crate) fn timeouts(&self) -> CapTimeouts {
+        let count = |table: &Option<Arc<CapTable>>| {
+            table
+                .as_ref()
+                .map_or(0, |t| t.timeouts.load(Ordering::Relaxed))
+        };
+        CapTimeouts {
+            user: count(&self.users),
+            org: count(&self.orgs),
+        }
+    }
+
+    /// Takes a slot of `id`, setting `waited` if none was free at once.
     async fn take(
         &self,
         table: &Arc<CapTable>,
         id: i64,
         deadline: Instant,
+        waited: &mut bool,
     ) -> Result<CapSlot, RouterError> {
         let semaphore = table.semaphore(id);
         let mut slot = CapSlot {
@@ -124,6 +154,13 @@ impl Caps {
             permit: None,
             semaphore: Some(Arc::clone(&semaphore)),
         };
+        // A free permit means nobody queues before us (tokio hands released permits to waiters
+        // first), so taking it at once keeps the order fair.
+        if let Ok(permit) = Arc::clone(&semaphore).try_acquire_owned() {
+            slot.permit = Some(permit);
+            return Ok(slot);
+        }
+        *waited = true;
         // `slot` already counts as a user of the semaphore, so an early return (timeout, cancelled
         // future) releases the map entry through its Drop.
         match tokio::time::timeout_at(deadline, semaphore.acquire_owned()).await {
@@ -132,12 +169,15 @@ impl Caps {
                 Ok(slot)
             }
             // Never closed: only a timeout ends the wait.
-            Ok(Err(_)) | Err(_) => Err(RouterError::CapExceeded {
-                scope: table.scope,
-                id,
-                max: table.max,
-                timeout: self.wait,
-            }),
+            Ok(Err(_)) | Err(_) => {
+                table.timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(RouterError::CapExceeded {
+                    scope: table.scope,
+                    id,
+                    max: table.max,
+                    timeout: self.wait,
+                })
+            }
         }
     }
 
@@ -185,6 +225,7 @@ mod tests {
                         .to_string()
                 )
             );
+            assert_eq!(caps.timeouts(), CapTimeouts { user: 1, org: 0 });
             drop(first);
             assert!(caps.acquire(7, 3).await.is_ok(), "a freed slot is reusable");
         });
@@ -235,6 +276,34 @@ mod tests {
             }
             let order = order.lock().unwrap_or_else(PoisonError::into_inner).clone();
             assert_eq!(order, vec![0, 1, 2, 3]);
+        });
+    }
+
+    #[test]
+    fn a_request_knows_whether_it_waited() {
+        runtime().block_on(async {
+            let caps = Arc::new(Caps::new(1, 2, Duration::from_secs(1)));
+            let first = caps.acquire(1, 9).await;
+            assert!(
+                matches!(&first, Ok(p) if !p.waited()),
+                "a free cap: no wait"
+            );
+            let other_user = caps.acquire(2, 9).await;
+            assert!(
+                matches!(&other_user, Ok(p) if !p.waited()),
+                "the org has room"
+            );
+            let waiter = {
+                let caps = Arc::clone(&caps);
+                tokio::spawn(async move { caps.acquire(1, 9).await.map(|p| p.waited()) })
+            };
+            tokio::task::yield_now().await;
+            drop(first);
+            assert!(
+                matches!(waiter.await, Ok(Ok(true))),
+                "a full user cap: waited"
+            );
+            assert_eq!(caps.timeouts(), CapTimeouts::default());
         });
     }
 

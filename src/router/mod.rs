@@ -6,13 +6,16 @@
 //! retries a failed read on another node, and keeps statistics. Health checks run in the background.
 //!
 //! Map of the modules:
-//! - [`config`], [`env`]: [`RouterConfig`], its builder and defaults, reading it from the environment.
+//! - [`config`], [`env`](mod@env): [`RouterConfig`], its builder and defaults, reading it from the
+//!   environment.
 //! - [`topology`]: shards, org ranges, node addresses; validated into a [`route::RouteTable`].
 //! - [`connector`]: the one seam between real and simulated networking.
 //! - [`route`]: the routing decision (pure, benchmarked); [`balance`]: the balancing policies.
 //! - [`health`]: the health state machine and the probe; `node`: a node's runtime state and check loop.
 //! - `pool`, `conn`: per-node connection pools; `caps`: per-user and per-org caps.
 //! - [`stream`]: streaming reads; [`stats`]: counters and snapshots; [`error`]: [`RouterError`].
+//! - [`metrics`]: [`MetricsSnapshot`] and its Prometheus exposition; [`route_reason`]: why a request
+//!   went where it went; [`latency`]: per-node statement latency.
 
 pub mod balance;
 mod caps;
@@ -22,9 +25,12 @@ pub mod connector;
 pub mod env;
 pub mod error;
 pub mod health;
+pub mod latency;
+pub mod metrics;
 mod node;
 mod pool;
 pub mod route;
+pub mod route_reason;
 pub mod stats;
 pub mod stream;
 pub mod topology;
@@ -44,6 +50,7 @@ pub use connector::{
     BoxedStream, ConnectPurpose, Connector, NodeAddress, NodeStream, TcpConnector,
 };
 pub use error::{CapScope, ConnectFailure, RouterError};
+pub use metrics::{MetricsSnapshot, render_prometheus};
 pub use route::ServedRole;
 pub use stats::{NodeStatsSnapshot, RouterStats};
 pub use stream::ReadStream;
@@ -54,6 +61,7 @@ use health::{HealthThresholds, PROBE_APPLICATION_NAME, Probe};
 use node::Node;
 use pool::{Pool, PoolLimits};
 use route::{Choice, NodeIdx, RouteTable, ShardRoute, Tried};
+use route_reason::RouteReason;
 use stats::{AttemptEnd, AttemptGuard};
 
 /// `application_name` of workload connections.
@@ -217,9 +225,11 @@ impl Router {
     ) -> Result<Routed<Vec<Row>>, RouterError> {
         let inner = self.running()?;
         let shard = inner.shard(request.org)?;
-        let _caps = inner.caps.acquire(request.user, request.org).await?;
+        let caps = inner.caps.acquire(request.user, request.org).await?;
+        let mut cap_waited = caps.waited();
         inner
             .read_with_retries(shard, request.prefer_replica, |node| {
+                inner.count_cap_wait(node, &mut cap_waited);
                 inner.collect(node, sql, params)
             })
             .await
@@ -236,8 +246,10 @@ impl Router {
         let inner = self.running()?;
         let shard = inner.shard(request.org)?;
         let caps = inner.caps.acquire(request.user, request.org).await?;
+        let mut cap_waited = caps.waited();
         let mut routed = inner
             .read_with_retries(shard, request.prefer_replica, |node| {
+                inner.count_cap_wait(node, &mut cap_waited);
                 inner.stream(node, sql, params)
             })
             .await?;
@@ -255,10 +267,14 @@ impl Router {
     ) -> Result<Routed<Vec<Row>>, RouterError> {
         let inner = self.running()?;
         let shard = inner.shard(request.org)?;
-        let _caps = inner.caps.acquire(request.user, request.org).await?;
+        let caps = inner.caps.acquire(request.user, request.org).await?;
         let Some(choice) = route::choose_write_node(shard) else {
             return Err(inner.no_healthy_node(shard, "write", false, Tried::default()));
         };
+        inner.count_route(choice.node, RouteReason::Write);
+        if caps.waited() {
+            inner.count_route(choice.node, RouteReason::CapWait);
+        }
         let rows = inner.collect(choice.node, sql, params).await?;
         Ok(inner.routed(rows, choice, 1))
     }
@@ -273,6 +289,12 @@ impl Router {
                 .map(|node| node.snapshot())
                 .collect(),
         }
+    }
+
+    /// A snapshot of every node's counters, pool use, routing reasons and statement latency, in
+    /// topology order; [`render_prometheus`] turns it into the Prometheus text format.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        metrics::snapshot(&self.inner.nodes, self.inner.caps.timeouts())
     }
 
     /// The configuration the router runs with.
@@ -328,6 +350,8 @@ impl Inner {
                     self.no_healthy_node(shard, operation, prefer_replica, tried)
                 }));
             };
+            let reason = RouteReason::for_read(prefer_replica, choice.role, tried);
+            self.count_route(choice.node, reason);
             match attempt(choice.node).await {
                 Ok(value) => return Ok(self.routed(value, choice, tried.count() + 1)),
                 Err(error) => {
@@ -341,6 +365,17 @@ impl Inner {
                     failure = Some(error);
                 }
             }
+        }
+    }
+
+    fn count_route(&self, node: NodeIdx, reason: RouteReason) {
+        self.nodes[node].stats.routes.count(reason);
+    }
+
+    /// Counts a request's wait for its user or org cap on `node`, the node of its first attempt.
+    fn count_cap_wait(&self, node: NodeIdx, waited: &mut bool) {
+        if std::mem::take(waited) {
+            self.count_route(node, RouteReason::CapWait);
         }
     }
 

@@ -7,11 +7,11 @@
 //! idle connection when there is one and opens a new one only when there is none, so in-use plus
 //! idle never exceeds the maximum.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, RowStream};
@@ -53,6 +53,8 @@ pub(crate) struct Pool {
     idle: Mutex<Vec<IdleConn>>,
     open: AtomicU32,
     idle_count: AtomicU32,
+    /// Checkouts that found every slot taken and had to wait.
+    slot_waits: AtomicU64,
     closed: AtomicBool,
 }
 
@@ -73,6 +75,7 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             open: AtomicU32::new(0),
             idle_count: AtomicU32::new(0),
+            slot_waits: AtomicU64::new(0),
             closed: AtomicBool::new(false),
         }
     }
@@ -87,6 +90,11 @@ impl Pool {
         self.idle_count.load(Ordering::Relaxed)
     }
 
+    /// Checkouts so far that had to wait for a slot.
+    pub(crate) fn slot_waits(&self) -> u64 {
+        self.slot_waits.load(Ordering::Relaxed)
+    }
+
     /// The pool's limits.
     pub(crate) fn limits(&self) -> PoolLimits {
         self.limits
@@ -99,17 +107,10 @@ impl Pool {
             return Err(RouterError::ShutDown);
         }
         let wait = self.limits.connect_timeout;
-        let permit = match tokio::time::timeout(wait, Arc::clone(&self.slots).acquire_owned()).await
-        {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err(RouterError::ShutDown),
-            Err(_) => {
-                return Err(RouterError::PoolTimeout {
-                    node: self.node.name.clone(),
-                    max: self.limits.max_connections,
-                    timeout: wait,
-                });
-            }
+        let permit = match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::NoPermits) => self.wait_for_slot(wait).await?,
+            Err(TryAcquireError::Closed) => return Err(RouterError::ShutDown),
         };
         let conn = match self.take_idle(Instant::now()) {
             Some(conn) => conn,
@@ -132,6 +133,20 @@ impl Pool {
             reusable: true,
             _permit: permit,
         })
+    }
+
+    /// Waits at most `wait`, in arrival order, for a slot; counts the wait.
+    async fn wait_for_slot(&self, wait: Duration) -> Result<OwnedSemaphorePermit, RouterError> {
+        self.slot_waits.fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout(wait, Arc::clone(&self.slots).acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(RouterError::ShutDown),
+            Err(_) => Err(RouterError::PoolTimeout {
+                node: self.node.name.clone(),
+                max: self.limits.max_connections,
+                timeout: wait,
+            }),
+        }
     }
 
     /// Pops the most recently used idle connection that is still open and young enough, closing the bad

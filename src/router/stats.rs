@@ -4,7 +4,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
+use tokio::time::Instant;
+
+use crate::router::latency::StatementLatency;
 use crate::router::route::ServedRole;
+use crate::router::route_reason::RouteCounters;
 
 /// Counters of one node. Relaxed atomics: each counter is exact, but a snapshot is not one instant.
 #[derive(Debug, Default)]
@@ -23,6 +27,10 @@ pub struct NodeStats {
     pub checks_ok: AtomicU64,
     /// Health checks that failed or timed out.
     pub checks_failed: AtomicU64,
+    /// Why attempts came to this node.
+    pub routes: RouteCounters,
+    /// Time of the attempts that ended (succeeded or failed), pool wait and connect included.
+    pub latency: StatementLatency,
     reported_role: AtomicU8,
 }
 
@@ -87,11 +95,12 @@ impl NodeStats {
 }
 
 /// Counts an attempt as ended when dropped, as cancelled unless told otherwise, so an abandoned future
-/// never leaves `in_flight` raised.
+/// never leaves `in_flight` raised. An attempt that ends records its time in the node's latency.
 /// It owns its counters so that it can travel with a streaming read.
 #[derive(Debug)]
 pub struct AttemptGuard {
     stats: Arc<NodeStats>,
+    started: Instant,
     ended: bool,
 }
 
@@ -101,6 +110,7 @@ impl AttemptGuard {
         stats.start_attempt();
         AttemptGuard {
             stats: Arc::clone(stats),
+            started: Instant::now(),
             ended: false,
         }
     }
@@ -109,6 +119,10 @@ impl AttemptGuard {
     pub fn end(mut self, end: AttemptEnd) {
         self.ended = true;
         self.stats.end_attempt(end);
+        // A cancelled attempt's time says how long the caller waited, not how long the node took.
+        if end != AttemptEnd::Cancelled {
+            self.stats.latency.record(self.started.elapsed());
+        }
     }
 }
 
@@ -190,6 +204,11 @@ mod tests {
         assert_eq!(load(&stats.in_flight), 1);
         running.end(AttemptEnd::Success);
         assert_eq!(load(&stats.in_flight), 0);
+        assert_eq!(
+            stats.latency.snapshot().count,
+            3,
+            "ended attempts are timed, the cancelled one is not"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crate::router::connector::{Connector, NodeAddress};
 use crate::router::topology::{ShardConfig, Topology};
-use crate::router::{Router, RouterConfig, RouterStats};
+use crate::router::{MetricsSnapshot, Router, RouterConfig, RouterStats};
 use crate::scenario::Scenario;
 use crate::sim::connector::{LinkControl, SimConnector};
 use crate::sim::events::{EventLog, Events, FaultRecord, Micros, NodeRole};
@@ -58,6 +58,15 @@ pub struct RunOutcome {
     pub run_end_us: Micros,
     /// The router's own statistics at the end of the run.
     pub router_stats: RouterStats,
+    /// The router's metrics at the end of the run (what `--metrics` writes).
+    pub router_metrics: MetricsSnapshot,
+}
+
+/// What the application host hands back when its workload is done.
+struct Finished {
+    end_us: Micros,
+    stats: RouterStats,
+    metrics: MetricsSnapshot,
 }
 
 /// Runs `scenario` with `seed`.
@@ -162,7 +171,7 @@ pub fn run_with(
         sim.host(node.name().to_string(), move || Arc::clone(&node).serve());
     }
 
-    let finished: Arc<Mutex<Option<(Micros, RouterStats)>>> = Arc::new(Mutex::new(None));
+    let finished: Arc<Mutex<Option<Finished>>> = Arc::new(Mutex::new(None));
     {
         let mut topology = topology_of(scenario);
         if let Some(edit) = &options.topology_edit {
@@ -198,8 +207,13 @@ pub fn run_with(
             });
             workload::run(clients).await;
             let stats = router.stats();
+            let metrics = router.metrics();
             router.shutdown();
-            *finished.lock().unwrap_or_else(|e| e.into_inner()) = Some((now_us(), stats));
+            *finished.lock().unwrap_or_else(|e| e.into_inner()) = Some(Finished {
+                end_us: now_us(),
+                stats,
+                metrics,
+            });
             Ok(())
         });
     }
@@ -233,7 +247,11 @@ pub fn run_with(
         }
     }
 
-    let (run_end_us, router_stats) = finished
+    let Finished {
+        end_us: run_end_us,
+        stats: router_stats,
+        metrics: router_metrics,
+    } = finished
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take()
@@ -247,5 +265,6 @@ pub fn run_with(
         faults: records,
         run_end_us,
         router_stats,
+        router_metrics,
     })
 }
