@@ -11,6 +11,7 @@
 //! - [`connector`]: the one seam between real and simulated networking.
 //! - [`route`]: the routing decision (pure, benchmarked); [`balance`]: the balancing policies.
 //! - [`health`]: the health state machine and the probe; `node`: a node's runtime state and check loop.
+//! - [`eject`]: the passive ejection policy.
 //! - `pool`, `conn`: per-node connection pools; `caps`: per-user and per-org caps.
 //! - [`stream`]: streaming reads; [`stats`]: counters and snapshots; [`error`]: [`RouterError`].
 
@@ -19,6 +20,7 @@ mod caps;
 pub mod config;
 mod conn;
 pub mod connector;
+pub mod eject;
 pub mod env;
 pub mod error;
 pub mod health;
