@@ -59,6 +59,9 @@ max_connections_per_org = 7
 connect_timeout = "1s"
 query_timeout = "2s"
 read_retries = 0
+ejection_time = "2s"
+ejection_time_max = "20s"
+slow_request_ejection = "500ms"
 
 [workload]
 clients = 20
@@ -259,6 +262,9 @@ fn a_file_with_every_key_resolves_to_the_expected_model() {
             connect_timeout: secs(1),
             query_timeout: secs(2),
             read_retries: 0,
+            ejection_time: secs(2),
+            ejection_time_max: secs(20),
+            slow_request_ejection: ms(500),
             replica_count: None,
         },
         workload: Workload {

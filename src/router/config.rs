@@ -61,6 +61,15 @@ pub struct RouterConfig {
     pub query_timeout: Duration,
     /// Retries of a failed read on another node; writes are never retried. Default 1.
     pub read_retries: u32,
+    /// First ban of a replica ejected because a request on it failed; each ejection in a row doubles
+    /// it. `0` turns passive ejection off (then only health checks take nodes out). Default 1 s.
+    pub ejection_time: Duration,
+    /// Longest ban of an ejected replica. Default 30 s.
+    pub ejection_time_max: Duration,
+    /// A replica whose request has waited this long (after getting a pool slot) is ejected, and reads
+    /// still waiting on it are retried elsewhere: this is what detects a blackholed node well before
+    /// `query_timeout`. `0` turns it off. Default 1 s.
+    pub slow_request_ejection: Duration,
     /// Replicas the deployment expects per shard (`REPLICA_COUNT`); informational. Default: unset.
     pub replica_count: Option<u32>,
 }
@@ -85,6 +94,9 @@ impl Default for RouterConfig {
             connect_timeout: Duration::from_secs(5),
             query_timeout: Duration::from_secs(30),
             read_retries: 1,
+            ejection_time: Duration::from_secs(1),
+            ejection_time_max: Duration::from_secs(30),
+            slow_request_ejection: Duration::from_secs(1),
             replica_count: None,
         }
     }
@@ -101,7 +113,8 @@ impl RouterConfig {
         }
     }
 
-    /// Checks every value: thresholds at least 1, durations above zero, `max >= min` connections.
+    /// Checks every value: thresholds at least 1, durations above zero (except the ejection ones, where
+    /// zero means off), `max >= min` connections and ban lengths.
     pub fn validate(&self) -> Result<(), RouterError> {
         let durations = [
             ("health_interval", self.health_interval),
@@ -135,6 +148,12 @@ impl RouterConfig {
             return Err(invalid(format!(
                 "min_connections_per_node ({}) must not exceed max_connections_per_node ({})",
                 self.min_connections_per_node, self.max_connections_per_node
+            )));
+        }
+        if self.ejection_time_max < self.ejection_time {
+            return Err(invalid(format!(
+                "ejection_time_max ({:?}) must not be below ejection_time ({:?})",
+                self.ejection_time_max, self.ejection_time
             )));
         }
         if self.read_retries > READ_RETRIES_MAX {
@@ -226,6 +245,12 @@ setters! {
     query_timeout: Duration,
     /// Retries of a failed read on another node (default 1).
     read_retries: u32,
+    /// First ban of an ejected replica, 0 = no passive ejection (default 1 s).
+    ejection_time: Duration,
+    /// Longest ban of an ejected replica (default 30 s).
+    ejection_time_max: Duration,
+    /// Outstanding time after which a replica is ejected, 0 = never (default 1 s).
+    slow_request_ejection: Duration,
     /// Replicas the deployment expects per shard (default unset).
     replica_count: Option<u32>,
 }
@@ -343,6 +368,21 @@ mod tests {
             .min_connections_per_node(5)
             .build();
         assert!(equal.is_ok(), "min == max is valid");
+    }
+
+    #[test]
+    fn ejection_bans_must_not_shrink() {
+        let message = build_error(|b| {
+            b.ejection_time(Duration::from_secs(5))
+                .ejection_time_max(Duration::from_secs(2));
+        });
+        assert!(message.contains("ejection_time_max (2s)"), "{message}");
+        let off = RouterConfig::builder()
+            .ejection_time(Duration::ZERO)
+            .ejection_time_max(Duration::ZERO)
+            .slow_request_ejection(Duration::ZERO)
+            .build();
+        assert!(off.is_ok(), "zero turns ejection off: {off:?}");
     }
 
     #[test]

@@ -50,6 +50,18 @@ pub enum RouterError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// A read attempt was given up because its node was ejected while it waited (a failed or slow
+    /// request there); the read is retried on another node if it has a retry left.
+    #[error(
+        "read on node {node} given up after {waited:?}: the node was ejected while the read waited \
+         (read_retries, slow_request_ejection)"
+    )]
+    Abandoned {
+        /// The ejected node.
+        node: String,
+        /// How long the attempt had waited on the node.
+        waited: Duration,
+    },
     /// Every connection to the node stayed busy for `connect_timeout`.
     #[error(
         "no connection to node {node} became free within {timeout:?}: all {max} \
@@ -171,6 +183,7 @@ impl RouterError {
             | RouterError::Connect { node, .. }
             | RouterError::QueryTimeout { node, .. }
             | RouterError::Query { node, .. }
+            | RouterError::Abandoned { node, .. }
             | RouterError::PoolTimeout { node, .. }
             | RouterError::HealthCheckTimeout { node, .. }
             | RouterError::Protocol { node, .. } => Some(node),
@@ -196,6 +209,7 @@ impl RouterError {
             RouterError::ConnectTimeout { .. }
             | RouterError::Connect { .. }
             | RouterError::QueryTimeout { .. }
+            | RouterError::Abandoned { .. }
             | RouterError::PoolTimeout { .. }
             | RouterError::HealthCheckTimeout { .. }
             | RouterError::Protocol { .. } => true,

@@ -3,7 +3,9 @@
 //! An application asks [`Router`] to run a read or a write for an org (and user). The router finds the
 //! org's shard, enforces the user and org caps, picks the node (writes: the primary; reads: the next
 //! healthy replica, or the primary), runs the statement over a pooled connection within its timeouts,
-//! retries a failed read on another node, and keeps statistics. Health checks run in the background.
+//! retries a failed read on another node, and keeps statistics. Health checks run in the background;
+//! a replica on which a request fails (or hangs) is ejected from reads at once, without waiting for
+//! them (passive ejection).
 //!
 //! Map of the modules:
 //! - [`config`], [`env`](mod@env): [`RouterConfig`], its builder and defaults, reading it from the
@@ -12,6 +14,7 @@
 //! - [`connector`]: the one seam between real and simulated networking.
 //! - [`route`]: the routing decision (pure, benchmarked); [`balance`]: the balancing policies.
 //! - [`health`]: the health state machine and the probe; `node`: a node's runtime state and check loop.
+//! - [`eject`]: the passive ejection policy; `hedge`: giving up a read whose node was ejected.
 //! - `pool`, `conn`: per-node connection pools; `caps`: per-user and per-org caps.
 //! - [`stream`]: streaming reads; [`stats`]: counters and snapshots; [`error`]: [`RouterError`].
 //! - [`metrics`]: [`MetricsSnapshot`] and its Prometheus exposition; [`route_reason`]: why a request
@@ -22,9 +25,11 @@ mod caps;
 pub mod config;
 mod conn;
 pub mod connector;
+pub mod eject;
 pub mod env;
 pub mod error;
 pub mod health;
+mod hedge;
 pub mod latency;
 pub mod metrics;
 mod node;
@@ -57,7 +62,9 @@ pub use stream::ReadStream;
 pub use topology::{ShardConfig, Topology};
 
 use caps::Caps;
+use eject::EjectionPolicy;
 use health::{HealthThresholds, PROBE_APPLICATION_NAME, Probe};
+use hedge::{Elsewhere, Watch};
 use node::Node;
 use pool::{Pool, PoolLimits};
 use route::{Choice, NodeIdx, RouteTable, ShardRoute, Tried};
@@ -156,6 +163,15 @@ impl Router {
                 )));
             };
             let address = placed.address.clone();
+            // Primaries are never ejected: a failed write must not make the router refuse the next
+            // ones before the health checks say the primary is down.
+            let ejection_policy = (!config.ejection_time.is_zero()
+                && placed.role == ServedRole::Replica)
+                .then_some(EjectionPolicy {
+                    ejection_time: config.ejection_time,
+                    ejection_time_max: config.ejection_time_max,
+                    recovery_threshold: config.recovery_threshold,
+                });
             let pool = Pool::new(
                 address.clone(),
                 Arc::clone(&connector),
@@ -168,6 +184,7 @@ impl Router {
                 Arc::clone(&table),
                 shard,
                 position,
+                ejection_policy,
             )));
             probes.push(Probe::new(
                 address,
@@ -180,10 +197,11 @@ impl Router {
             failure_threshold: config.failure_threshold,
             recovery_threshold: config.recovery_threshold,
         };
+        let started = Instant::now();
         let first_round = futures::future::join_all(probes.iter_mut().map(Probe::check)).await;
         let now = Instant::now();
         for (node, result) in nodes.iter().zip(&first_round) {
-            node.record_check(result, now, thresholds);
+            node.record_check(result, started, now, thresholds);
         }
         let health_tasks = nodes
             .iter()
@@ -215,8 +233,9 @@ impl Router {
     }
 
     /// Runs a read and collects its rows. A replica serves it if `prefer_replica` and
-    /// `use_read_replicas` allow and one is healthy, else the primary. If the node fails (not the
-    /// statement), the read is retried up to `read_retries` times on another node of the shard.
+    /// `use_read_replicas` allow and one is healthy and not ejected, else the primary. If the node
+    /// fails (not the statement), or is ejected while the read waits on it, the read is retried up to
+    /// `read_retries` times on another node of the shard.
     pub async fn read(
         &self,
         request: ReadRequest,
@@ -228,9 +247,9 @@ impl Router {
         let caps = inner.caps.acquire(request.user, request.org).await?;
         let mut cap_waited = caps.waited();
         inner
-            .read_with_retries(shard, request.prefer_replica, |node| {
+            .read_with_retries(shard, request.prefer_replica, |node, watch| {
                 inner.count_cap_wait(node, &mut cap_waited);
-                inner.collect(node, sql, params)
+                inner.collect(node, watch, sql, params)
             })
             .await
     }
@@ -248,9 +267,9 @@ impl Router {
         let caps = inner.caps.acquire(request.user, request.org).await?;
         let mut cap_waited = caps.waited();
         let mut routed = inner
-            .read_with_retries(shard, request.prefer_replica, |node| {
+            .read_with_retries(shard, request.prefer_replica, |node, watch| {
                 inner.count_cap_wait(node, &mut cap_waited);
-                inner.stream(node, sql, params)
+                inner.stream(node, watch, sql, params)
             })
             .await?;
         routed.value.hold(caps);
@@ -258,7 +277,7 @@ impl Router {
     }
 
     /// Runs a write on the org's primary. Never retried: a write whose outcome is unknown must not run
-    /// twice.
+    /// twice. A failed write never ejects the primary; only its health checks take it out.
     pub async fn write(
         &self,
         request: WriteRequest,
@@ -275,7 +294,7 @@ impl Router {
         if caps.waited() {
             inner.count_route(choice.node, RouteReason::CapWait);
         }
-        let rows = inner.collect(choice.node, sql, params).await?;
+        let rows = inner.collect(choice.node, Watch::OFF, sql, params).await?;
         Ok(inner.routed(rows, choice, 1))
     }
 
@@ -323,7 +342,9 @@ impl Inner {
     }
 
     /// Tries `attempt` on the nodes the read may use, one after another, while the failures are the
-    /// node's and retries are left.
+    /// node's and retries are left. Each failure of a replica ejects it, and each attempt on a replica
+    /// is watched (see `hedge`). An attempt given up because its node was ejected does not use up a
+    /// retry: nothing failed, and as no node is tried twice a read makes at most one attempt per node.
     async fn read_with_retries<'a, T, F, Fut>(
         &'a self,
         shard: &'a ShardRoute,
@@ -331,7 +352,7 @@ impl Inner {
         mut attempt: F,
     ) -> Result<Routed<T>, RouterError>
     where
-        F: FnMut(NodeIdx) -> Fut,
+        F: FnMut(NodeIdx, Watch<'a>) -> Fut,
         Fut: Future<Output = Result<T, RouterError>> + 'a,
     {
         let prefer_replica = prefer_replica && self.config.use_read_replicas;
@@ -341,6 +362,7 @@ impl Inner {
             "primary read"
         };
         let mut tried = Tried::default();
+        let mut failures: u32 = 0;
         // The error of the last failed attempt: if no other node is left, it says more than
         // "no healthy node".
         let mut failure: Option<RouterError> = None;
@@ -352,22 +374,37 @@ impl Inner {
             };
             let reason = RouteReason::for_read(prefer_replica, choice.role, tried);
             self.count_route(choice.node, reason);
-            match attempt(choice.node).await {
-                Ok(value) => return Ok(self.routed(value, choice, tried.count() + 1)),
+            let node = &self.nodes[choice.node];
+            let watch = self.watch(node, shard, prefer_replica, tried, choice);
+            let started = Instant::now();
+            match attempt(choice.node, watch).await {
+                Ok(value) => {
+                    node.report_success(started);
+                    return Ok(self.routed(value, choice, tried.count() + 1));
+                }
                 Err(error) => {
+                    // A given-up attempt is no news about its node: whatever took the node out of
+                    // rotation was reported already.
+                    let abandoned = matches!(error, RouterError::Abandoned { .. });
+                    if error.is_node_failure() && !abandoned {
+                        node.report_failure(started, &error);
+                    }
                     tried.add(choice);
-                    let retries_left = tried.count() <= self.config.read_retries;
+                    if !abandoned {
+                        failures = failures.saturating_add(1);
+                    }
+                    let retries_left = abandoned || failures <= self.config.read_retries;
                     if !(error.is_node_failure() && retries_left) {
                         return Err(error);
                     }
-                    let node = self.nodes[choice.node].name();
-                    tracing::debug!(node, %error, "read failed on a node; retrying on another");
+                    tracing::debug!(node = node.name(), %error, "read failed on a node; retrying on another");
                     failure = Some(error);
                 }
             }
         }
     }
 
+    /// Counts why `node` was chosen for one attempt.
     fn count_route(&self, node: NodeIdx, reason: RouteReason) {
         self.nodes[node].stats.routes.count(reason);
     }
@@ -379,24 +416,55 @@ impl Inner {
         }
     }
 
+    /// How an attempt on `node` (`choice` of a read of `shard` that already `tried` some nodes) is
+    /// watched: only on replicas that eject.
+    fn watch<'a>(
+        &self,
+        node: &Node,
+        shard: &'a ShardRoute,
+        prefer_replica: bool,
+        mut tried: Tried,
+        choice: Choice,
+    ) -> Watch<'a> {
+        if !node.ejects() {
+            return Watch::OFF;
+        }
+        tried.add(choice);
+        let slow = self.config.slow_request_ejection;
+        Watch {
+            slow_after: (!slow.is_zero()).then_some(slow),
+            elsewhere: Some(Elsewhere {
+                shard,
+                prefer_replica,
+                tried,
+            }),
+        }
+    }
+
     /// One attempt of a statement on `node`, rows collected.
     async fn collect(
         &self,
         node: NodeIdx,
+        watch: Watch<'_>,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, RouterError> {
         let node = &self.nodes[node];
         let attempt = AttemptGuard::start(&node.stats);
         let result = async {
-            let mut checkout = node.pool.checkout().await?;
-            checkout.query(sql, params).await
+            let slot = node.pool.acquire().await?;
+            let work = async {
+                let mut checkout = slot.open(|closed| node.report_closed(closed)).await?;
+                checkout.query(sql, params).await
+            };
+            watch.run(node, work).await
         }
         .await;
-        attempt.end(if result.is_ok() {
-            AttemptEnd::Success
-        } else {
-            AttemptEnd::Error
+        attempt.end(match &result {
+            Ok(_) => AttemptEnd::Success,
+            // Given up by the router, not failed by the node: like a caller dropping the future.
+            Err(RouterError::Abandoned { .. }) => AttemptEnd::Cancelled,
+            Err(_) => AttemptEnd::Error,
         });
         result
     }
@@ -405,25 +473,38 @@ impl Inner {
     async fn stream(
         &self,
         node: NodeIdx,
+        watch: Watch<'_>,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<ReadStream, RouterError> {
         let node = &self.nodes[node];
         let attempt = AttemptGuard::start(&node.stats);
-        let started = async {
-            let mut checkout = node.pool.checkout().await?;
-            let rows = checkout.query_stream(sql, params).await?;
-            Ok((checkout, rows))
-        }
-        .await;
-        match started {
-            // `begin` ends the attempt itself when the stream fails or ends.
-            Ok((checkout, rows)) => ReadStream::begin(checkout, rows, attempt).await,
+        let slot = match node.pool.acquire().await {
+            Ok(slot) => slot,
             Err(error) => {
                 attempt.end(AttemptEnd::Error);
-                Err(error)
+                return Err(error);
             }
-        }
+        };
+        // The attempt travels with the work: if the watch gives the work up, dropping it counts the
+        // attempt as cancelled.
+        let work = async move {
+            let started = async {
+                let mut checkout = slot.open(|closed| node.report_closed(closed)).await?;
+                let rows = checkout.query_stream(sql, params).await?;
+                Ok((checkout, rows))
+            }
+            .await;
+            match started {
+                // `begin` ends the attempt itself when the stream fails or ends.
+                Ok((checkout, rows)) => ReadStream::begin(checkout, rows, attempt).await,
+                Err(error) => {
+                    attempt.end(AttemptEnd::Error);
+                    Err(error)
+                }
+            }
+        };
+        watch.run(node, work).await
     }
 
     fn routed<T>(&self, value: T, choice: Choice, attempts: u32) -> Routed<T> {

@@ -1,12 +1,16 @@
 //! A node as the router sees it: where it is, its pool, its health, its counters, and the loop that
 //! keeps checking it.
 
-use std::sync::atomic::Ordering;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
+use tokio::time::Instant;
 
+use crate::router::eject::{Ejection, EjectionChange, EjectionPolicy};
 use crate::router::error::RouterError;
 use crate::router::health::{HealthState, HealthThresholds, Probe, Transition};
 use crate::router::pool::Pool;
@@ -14,11 +18,21 @@ use crate::router::route::{RouteTable, ServedRole, ShardRoute};
 use crate::router::stats::{NodeStats, NodeStatsSnapshot};
 use crate::router::topology::PlacedNode;
 
-/// What the health checks know about a node.
+/// What the health checks and passive ejection know about a node.
 #[derive(Debug, Default)]
 struct Health {
     state: HealthState,
     last_error: Option<String>,
+    ejection: Ejection,
+    /// Why the node was last ejected.
+    ejection_reason: Option<String>,
+}
+
+impl Health {
+    /// Whether routing may send work to the node.
+    fn usable(&self) -> bool {
+        self.state.healthy && !self.ejection.is_ejected()
+    }
 }
 
 /// One node of the topology with its runtime state.
@@ -26,22 +40,34 @@ pub(crate) struct Node {
     pub(crate) placed: PlacedNode,
     pub(crate) pool: Arc<Pool>,
     pub(crate) stats: Arc<NodeStats>,
-    /// The routing table, whose usable bit for this node mirrors `health.state.healthy` so that a
-    /// routing decision reads one word per shard instead of one flag per node.
+    /// The routing table, whose usable bit for this node mirrors [`Health::usable`] so that a routing
+    /// decision reads one word per shard instead of one flag per node.
     routes: Arc<RouteTable>,
     shard: usize,
     position: u32,
     health: Mutex<Health>,
+    /// Whether the ejection doubling is under way (`ejections > 0`), so that a successful read only
+    /// takes the lock when it has something to reset.
+    ejections_pending: AtomicBool,
+    /// `None`: failed requests never eject this node (ejection is off, or the node is a primary, which
+    /// must keep taking writes until its health checks say otherwise).
+    ejection_policy: Option<EjectionPolicy>,
+    /// Wakes the attempts waiting on the node when it leaves rotation, so that they can go elsewhere.
+    ejected: Notify,
+    /// Wakes the check loop when a ban starts: the time of its next probe moved.
+    ban_started: Notify,
 }
 
 impl Node {
-    /// A node that starts healthy, with an empty pool, at `position` of `routes.shards()[shard]`.
+    /// A node that starts healthy, with an empty pool, at `position` of `routes.shards()[shard]`;
+    /// failed requests eject it under `ejection_policy`, if any.
     pub(crate) fn new(
         placed: PlacedNode,
         pool: Pool,
         routes: Arc<RouteTable>,
         shard: usize,
         position: u32,
+        ejection_policy: Option<EjectionPolicy>,
     ) -> Node {
         Node {
             placed,
@@ -51,6 +77,10 @@ impl Node {
             shard,
             position,
             health: Mutex::new(Health::default()),
+            ejections_pending: AtomicBool::new(false),
+            ejection_policy,
+            ejected: Notify::new(),
+            ban_started: Notify::new(),
         }
     }
 
@@ -69,34 +99,120 @@ impl Node {
             .is_some_and(|shard| shard.is_usable(self.position))
     }
 
+    /// Whether failed requests eject this node.
+    pub(crate) fn ejects(&self) -> bool {
+        self.ejection_policy.is_some()
+    }
+
+    /// Completes when the node next leaves rotation (ejected, or unhealthy). Enable it (or poll it)
+    /// before checking [`Node::is_healthy`], so that a change in between is not missed.
+    pub(crate) fn ejection_signal(&self) -> Notified<'_> {
+        self.ejected.notified()
+    }
+
     fn lock_health(&self) -> MutexGuard<'_, Health> {
         // Never held across an await; each critical section replaces the state whole.
         self.health.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Feeds one check result to the state machine and acts on a change of health.
+    /// Mirrors the node's usability into the routing table.
+    fn publish(&self, health: &Health) {
+        if let Some(shard) = self.route() {
+            shard.set_usable(self.position, health.usable());
+        }
+    }
+
+    /// A workload attempt that started at `started` failed because of the node (`reason`): ejects it
+    /// from reads, unless ejection is off for it or it is out already.
+    pub(crate) fn report_failure(&self, started: Instant, reason: &dyn fmt::Display) {
+        let Some(policy) = self.ejection_policy else {
+            return;
+        };
+        let change = {
+            let mut health = self.lock_health();
+            let (next, change) = health.ejection.on_failure(started, Instant::now(), &policy);
+            health.ejection = next;
+            if change != EjectionChange::Unchanged {
+                health.ejection_reason = Some(reason.to_string());
+                self.ejections_pending.store(true, Ordering::Relaxed);
+                self.publish(&health);
+            }
+            change
+        };
+        if let EjectionChange::Ejected(ban) = change {
+            tracing::warn!(node = self.name(), %reason, ?ban, "request failed: node ejected from reads");
+            self.ejected.notify_waiters();
+            self.ban_started.notify_one();
+        }
+    }
+
+    /// A checkout found `closed` idle connections closed by the node's end: as good as a failed
+    /// statement (the node crashed, restarted, or a proxy in between dropped everything), found
+    /// before a statement or a connect had to fail or hang.
+    pub(crate) fn report_closed(&self, closed: u32) {
+        if self.ejection_policy.is_none() {
+            return;
+        }
+        let plural = if closed == 1 { "" } else { "s" };
+        let reason = format!("{closed} idle connection{plural} found closed by the server");
+        self.report_failure(Instant::now(), &reason);
+    }
+
+    /// A workload attempt that started at `started` succeeded.
+    pub(crate) fn report_success(&self, started: Instant) {
+        if !self.ejections_pending.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut health = self.lock_health();
+        health.ejection = health.ejection.on_success(started);
+        if health.ejection.ejections == 0 {
+            self.ejections_pending.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// When the node's ban runs out (its probe is then due); `None` if it is not ejected.
+    fn ban_end(&self) -> Option<Instant> {
+        self.lock_health().ejection.until
+    }
+
+    /// Feeds one check, started at `started` and ended at `now`, to the health state machine and to
+    /// passive ejection, and acts on a change.
     pub(crate) fn record_check(
         &self,
         result: &Result<ServedRole, RouterError>,
+        started: Instant,
         now: Instant,
         thresholds: HealthThresholds,
     ) {
         self.stats.record_check(result.as_ref().ok().copied());
-        let transition = {
+        let (transition, ejection) = {
             let mut health = self.lock_health();
             let (state, transition) = health.state.observe(result.is_ok(), now, thresholds);
             health.state = state;
             if let Err(error) = result {
                 health.last_error = Some(error.to_string());
             }
-            if let (true, Some(shard)) = (transition != Transition::Unchanged, self.route()) {
-                shard.set_usable(self.position, state.healthy);
+            let ejection = match self.ejection_policy {
+                Some(policy) => {
+                    let (next, change) =
+                        health
+                            .ejection
+                            .on_check(result.is_ok(), started, now, &policy);
+                    health.ejection = next;
+                    change
+                }
+                None => EjectionChange::Unchanged,
+            };
+            if transition != Transition::Unchanged || ejection != EjectionChange::Unchanged {
+                self.publish(&health);
             }
-            transition
+            (transition, ejection)
         };
         match (transition, result) {
             (Transition::BecameUnhealthy, Err(error)) => {
                 tracing::warn!(node = self.name(), %error, "node is unhealthy: no new work goes to it");
+                // Reads still waiting on it may go elsewhere (see `hedge`).
+                self.ejected.notify_waiters();
                 // Its idle connections most likely died with it; a recovered node gets fresh ones.
                 self.pool.clear_idle();
             }
@@ -105,18 +221,36 @@ impl Node {
             }
             _ => {}
         }
+        match (ejection, result) {
+            (EjectionChange::Ejected(ban), Err(error)) => {
+                tracing::info!(node = self.name(), %error, ?ban, "probe failed: node stays ejected");
+            }
+            (EjectionChange::Readmitted, _) => {
+                tracing::info!(
+                    node = self.name(),
+                    "probe passed: ejected node takes reads again"
+                );
+            }
+            _ => {}
+        }
     }
 
     /// Why the node is not usable, for error messages.
     pub(crate) fn describe_health(&self) -> String {
         let health = self.lock_health();
-        if health.state.healthy {
-            return "healthy".to_string();
+        if !health.state.healthy {
+            let failures = health.state.consecutive_failures;
+            let last = health.last_error.as_deref().unwrap_or("no detail");
+            let plural = if failures == 1 { "" } else { "s" };
+            return format!("unhealthy after {failures} failed check{plural} (last: {last})");
         }
-        let failures = health.state.consecutive_failures;
-        let last = health.last_error.as_deref().unwrap_or("no detail");
-        let plural = if failures == 1 { "" } else { "s" };
-        format!("unhealthy after {failures} failed check{plural} (last: {last})")
+        if health.ejection.is_ejected() {
+            let ejections = health.ejection.ejections;
+            let last = health.ejection_reason.as_deref().unwrap_or("no detail");
+            let plural = if ejections == 1 { "" } else { "s" };
+            return format!("ejected ({ejections} ejection{plural} in a row; last: {last})");
+        }
+        "healthy".to_string()
     }
 
     /// The node's counters and state now.
@@ -145,7 +279,8 @@ impl Node {
     }
 }
 
-/// Checks `node` every `interval` (the first check one interval from now) and closes its stale idle
+/// Checks `node` every `interval` (the first check one interval from now), and also whenever its ban
+/// runs out while it is ejected (that probe decides whether it comes back), and closes its stale idle
 /// connections, until the task is aborted.
 pub(crate) async fn watch(
     node: Arc<Node>,
@@ -153,14 +288,31 @@ pub(crate) async fn watch(
     interval: Duration,
     thresholds: HealthThresholds,
 ) {
-    let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
-    // A slow check pushes the next one back instead of firing a burst to catch up.
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut next_check = Instant::now() + interval;
     loop {
-        ticker.tick().await;
+        let wake_at = node.ban_end().map_or(next_check, |end| end.min(next_check));
+        tokio::select! {
+            biased;
+            // A new ban: its end may come before `wake_at`.
+            () = node.ban_started.notified() => continue,
+            () = tokio::time::sleep_until(wake_at) => {}
+        }
+        let started = Instant::now();
+        let check_due = started >= next_check;
+        let probe_due = node.lock_health().ejection.probe_due(started);
+        if !(check_due || probe_due) {
+            continue;
+        }
         let result = probe.check().await;
         let now = Instant::now();
-        node.record_check(&result, now, thresholds);
+        node.record_check(&result, started, now, thresholds);
         node.pool.reap(now);
+        if check_due {
+            next_check += interval;
+            // A slow check pushes the next one back instead of firing a burst to catch up.
+            if next_check <= now {
+                next_check = now + interval;
+            }
+        }
     }
 }

@@ -100,9 +100,10 @@ impl Pool {
         self.limits
     }
 
-    /// Waits (at most `connect_timeout`, in arrival order) for a slot, then hands out an idle
-    /// connection or opens a new one (at most `connect_timeout` more).
-    pub(crate) async fn checkout(self: &Arc<Self>) -> Result<Checkout, RouterError> {
+    /// Waits (at most `connect_timeout`, in arrival order) for a slot: the right to use one connection.
+    /// The wait is queueing in the router, not work on the node, so it is kept apart from
+    /// [`Slot::open`].
+    pub(crate) async fn acquire(self: &Arc<Self>) -> Result<Slot, RouterError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(RouterError::ShutDown);
         }
@@ -112,26 +113,9 @@ impl Pool {
             Err(TryAcquireError::NoPermits) => self.wait_for_slot(wait).await?,
             Err(TryAcquireError::Closed) => return Err(RouterError::ShutDown),
         };
-        let conn = match self.take_idle(Instant::now()) {
-            Some(conn) => conn,
-            None => {
-                let conn = Conn::open(
-                    self.connector.as_ref(),
-                    &self.node,
-                    ConnectPurpose::Workload,
-                    &self.login,
-                    wait,
-                )
-                .await?;
-                self.open.fetch_add(1, Ordering::Relaxed);
-                conn
-            }
-        };
-        Ok(Checkout {
+        Ok(Slot {
             pool: Arc::clone(self),
-            conn: Some(conn),
-            reusable: true,
-            _permit: permit,
+            permit,
         })
     }
 
@@ -150,18 +134,24 @@ impl Pool {
     }
 
     /// Pops the most recently used idle connection that is still open and young enough, closing the bad
-    /// ones met on the way.
-    fn take_idle(&self, now: Instant) -> Option<Conn> {
+    /// ones met on the way; also says how many of those the other end had closed.
+    fn take_idle(&self, now: Instant) -> (Option<Conn>, u32) {
+        let mut closed = 0u32;
         loop {
             let idle = {
                 let mut idle = self.lock_idle();
-                let entry = idle.pop()?;
+                let Some(entry) = idle.pop() else {
+                    return (None, closed);
+                };
                 self.idle_count.store(idle.len() as u32, Ordering::Relaxed);
                 entry
             };
             // Idleness is the reaper's business: it keeps `min_connections` open past `max_idle_time`.
             if self.still_good(&idle.conn, now) {
-                return Some(idle.conn);
+                return (Some(idle.conn), closed);
+            }
+            if idle.conn.is_closed() {
+                closed = closed.saturating_add(1);
             }
             self.discard(idle.conn);
         }
@@ -248,11 +238,58 @@ impl Pool {
     }
 }
 
+/// The right to one connection of a pool, held until the checkout made from it is dropped.
+pub(crate) struct Slot {
+    pool: Arc<Pool>,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Slot {
+    /// Hands out an idle connection, or opens a new one within `connect_timeout`. Idle connections
+    /// found closed by the other end (a sign that the node went away) are counted to `closed_found`
+    /// before any connect starts, so that a caller can act on them without waiting for it.
+    pub(crate) async fn open(
+        self,
+        closed_found: impl FnOnce(u32),
+    ) -> Result<Checkout, RouterError> {
+        let pool = self.pool;
+        let (idle, closed) = pool.take_idle(Instant::now());
+        if closed > 0 {
+            closed_found(closed);
+        }
+        let conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let conn = Conn::open(
+                    pool.connector.as_ref(),
+                    &pool.node,
+                    ConnectPurpose::Workload,
+                    &pool.login,
+                    pool.limits.connect_timeout,
+                )
+                .await?;
+                pool.open.fetch_add(1, Ordering::Relaxed);
+                conn
+            }
+        };
+        Ok(Checkout {
+            pool,
+            conn: Some(conn),
+            reusable: true,
+            busy: false,
+            _permit: self.permit,
+        })
+    }
+}
+
 /// A connection lent out by a pool, returned to it when dropped (or closed, if it went bad).
 pub(crate) struct Checkout {
     pool: Arc<Pool>,
     conn: Option<Conn>,
     reusable: bool,
+    /// A statement was sent and its outcome not yet seen: if the checkout is dropped now (the caller
+    /// gave up on it), a response may still be on its way, so the connection must not be reused.
+    busy: bool,
     /// Released after the connection is back in the idle list (fields drop after `Drop::drop`), so a
     /// waiter woken by it finds the connection.
     _permit: OwnedSemaphorePermit,
@@ -269,6 +306,7 @@ impl Checkout {
         let Some(conn) = self.conn.as_mut() else {
             return Err(RouterError::ShutDown);
         };
+        self.busy = true;
         let result = tokio::time::timeout(timeout, conn.query(sql, params)).await;
         self.settle(result)
     }
@@ -283,6 +321,7 @@ impl Checkout {
         let Some(conn) = self.conn.as_mut() else {
             return Err(RouterError::ShutDown);
         };
+        self.busy = true;
         let result = tokio::time::timeout(timeout, conn.query_stream(sql, params)).await;
         self.settle(result)
     }
@@ -293,6 +332,7 @@ impl Checkout {
         &mut self,
         result: Result<Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>,
     ) -> Result<T, RouterError> {
+        self.busy = false;
         match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(source)) => {
@@ -329,7 +369,7 @@ impl Checkout {
 impl Drop for Checkout {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.pool.check_in(conn, self.reusable);
+            self.pool.check_in(conn, self.reusable && !self.busy);
         }
     }
 }

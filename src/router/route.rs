@@ -253,6 +253,14 @@ pub fn choose_read_node(shard: &ShardRoute, prefer_replica: bool, tried: Tried) 
     })
 }
 
+/// Whether some node outside `tried` could serve a read in `shard` now: what
+/// [`choose_read_node`] would find, without moving the rotation.
+#[inline]
+pub fn can_read_elsewhere(shard: &ShardRoute, prefer_replica: bool, tried: Tried) -> bool {
+    let eligible = shard.usable.load(Ordering::Relaxed) & !tried.0;
+    (prefer_replica && eligible >> 1 != 0) || eligible & 1 != 0
+}
+
 /// Chooses the node for a write in `shard`: its primary, if usable.
 #[inline]
 pub fn choose_write_node(shard: &ShardRoute) -> Option<Choice> {
@@ -434,6 +442,32 @@ mod tests {
             (after_2.count(), after_2.contains(2), after_2.contains(1)),
             (1, true, false)
         );
+    }
+
+    #[test]
+    fn a_read_can_go_elsewhere_while_an_untried_usable_node_is_left() {
+        let table = table();
+        let shard = shard_of(&table, 0);
+        let on_1 = tried(&[replica(1, 1)]);
+        assert!(can_read_elsewhere(shard, true, on_1));
+        let cursor = shard.next_replica.load(Ordering::Relaxed);
+        let all_replicas = tried(&[replica(1, 1), replica(2, 2), replica(3, 3)]);
+        assert!(can_read_elsewhere(shard, true, all_replicas), "the primary");
+        assert_eq!(
+            shard.next_replica.load(Ordering::Relaxed),
+            cursor,
+            "the rotation did not move"
+        );
+        shard.set_usable(PRIMARY_POSITION, false);
+        assert!(!can_read_elsewhere(shard, true, all_replicas));
+        assert!(
+            !can_read_elsewhere(shard, false, on_1),
+            "a primary-only read may not use replica 2 or 3"
+        );
+        shard.set_usable(3, false);
+        shard.set_usable(2, false);
+        assert!(!can_read_elsewhere(shard, true, on_1));
+        assert!(can_read_elsewhere(shard, true, Tried::default()));
     }
 
     #[test]

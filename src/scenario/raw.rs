@@ -72,6 +72,9 @@ pub(crate) struct RawRouter {
     pub(crate) connect_timeout: Option<Spanned<String>>,
     pub(crate) query_timeout: Option<Spanned<String>>,
     pub(crate) read_retries: Option<u32>,
+    pub(crate) ejection_time: Option<Spanned<String>>,
+    pub(crate) ejection_time_max: Option<Spanned<String>>,
+    pub(crate) slow_request_ejection: Option<Spanned<String>>,
 }
 
 /// `[workload]`.

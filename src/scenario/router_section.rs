@@ -4,7 +4,7 @@ use toml::Spanned;
 
 use super::error::Issue;
 use super::raw::RawRouter;
-use super::validate::{at_least_one, or_default, positive_duration};
+use super::validate::{at_least_one, duration_value, or_default, positive_duration};
 use crate::router::{Balance, RouterConfig};
 
 /// Every balancing policy by the name scenario files use.
@@ -24,6 +24,29 @@ pub(crate) fn resolve(raw: &RawRouter) -> Result<RouterConfig, Issue> {
         defaults.max_connections_per_node,
         |v| at_least_one(v, "router.max_connections_per_node"),
     )?;
+    let ejection_time = or_default(raw.ejection_time.as_ref(), defaults.ejection_time, |v| {
+        duration_value(v, "router.ejection_time")
+    })?;
+    let ejection_time_max = or_default(
+        raw.ejection_time_max.as_ref(),
+        defaults.ejection_time_max,
+        |v| duration_value(v, "router.ejection_time_max"),
+    )?;
+    if ejection_time_max < ejection_time {
+        let span = raw
+            .ejection_time_max
+            .as_ref()
+            .or(raw.ejection_time.as_ref())
+            .map(Spanned::span);
+        let message = format!(
+            "router.ejection_time_max ({ejection_time_max:?}) must not be below \
+             router.ejection_time ({ejection_time:?})"
+        );
+        return Err(match span {
+            Some(span) => Issue::at(span, message),
+            None => Issue::nowhere(message),
+        });
+    }
     Ok(RouterConfig {
         balance: or_default(raw.balance.as_ref(), defaults.balance, balance)?,
         health_interval: or_default(
@@ -74,6 +97,13 @@ pub(crate) fn resolve(raw: &RawRouter) -> Result<RouterConfig, Issue> {
             positive_duration(v, "router.query_timeout")
         })?,
         read_retries: raw.read_retries.unwrap_or(defaults.read_retries),
+        ejection_time,
+        ejection_time_max,
+        slow_request_ejection: or_default(
+            raw.slow_request_ejection.as_ref(),
+            defaults.slow_request_ejection,
+            |v| duration_value(v, "router.slow_request_ejection"),
+        )?,
         ..defaults
     })
 }
@@ -117,6 +147,49 @@ mod tests {
     #[test]
     fn an_empty_section_gives_the_library_defaults() {
         assert_eq!(resolve(&RawRouter::default()), Ok(RouterConfig::default()));
+    }
+
+    #[test]
+    fn ejection_keys_are_read_and_zero_turns_ejection_off() {
+        let text = |value: &str| Some(Spanned::new(0..1, value.to_owned()));
+        let raw = RawRouter {
+            ejection_time: text("250ms"),
+            ejection_time_max: text("4s"),
+            slow_request_ejection: text("0s"),
+            ..RawRouter::default()
+        };
+        let config = resolve(&raw).expect("valid");
+        assert_eq!(
+            (
+                config.ejection_time,
+                config.ejection_time_max,
+                config.slow_request_ejection
+            ),
+            (
+                std::time::Duration::from_millis(250),
+                std::time::Duration::from_secs(4),
+                std::time::Duration::ZERO
+            )
+        );
+        let off = RawRouter {
+            ejection_time: text("0s"),
+            ..RawRouter::default()
+        };
+        assert!(resolve(&off).expect("valid").ejection_time.is_zero());
+    }
+
+    #[test]
+    fn a_ban_maximum_below_the_first_ban_is_refused() {
+        let raw = RawRouter {
+            ejection_time: Some(Spanned::new(10..15, "60s".to_owned())),
+            ..RawRouter::default()
+        };
+        let issue = resolve(&raw).expect_err("60 s is above the default 30 s maximum");
+        assert_eq!(issue.offset, Some(10), "points at the key the file set");
+        assert!(
+            issue.message.contains("router.ejection_time_max (30s)"),
+            "{issue:?}"
+        );
     }
 
     #[test]

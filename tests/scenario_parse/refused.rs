@@ -328,6 +328,22 @@ fn router_values_must_be_in_range() {
             "use_read_replicas = \"yes\"",
             "t.toml:9:21: invalid type: string",
         ),
+        (
+            "ejection_time = \"1 s\"",
+            "t.toml:9:17: router.ejection_time: \"1 s\"",
+        ),
+        (
+            "slow_request_ejection = \"-1s\"",
+            "t.toml:9:25: router.slow_request_ejection: \"-1s\"",
+        ),
+        (
+            "ejection_time_max = \"500ms\"",
+            "t.toml:9:21: router.ejection_time_max (500ms) must not be below router.ejection_time (1s)",
+        ),
+        (
+            "ejection_time = \"1m\"",
+            "t.toml:9:17: router.ejection_time_max (30s) must not be below router.ejection_time (60s)",
+        ),
     ];
     for (line, expected) in cases {
         assert_refused(&with(&format!("[router]\n{line}\n")), expected);
@@ -340,6 +356,10 @@ fn router_values_must_be_in_range() {
         parse(&text, "t.toml").expect("valid").router.read_retries,
         0
     );
+    // Zero switches passive ejection, or only its slow-request part, off.
+    let text = with("[router]\nejection_time = \"0s\"\nslow_request_ejection = \"0s\"\n");
+    let router = parse(&text, "t.toml").expect("valid").router;
+    assert!(router.ejection_time.is_zero() && router.slow_request_ejection.is_zero());
 }
 
 #[test]
