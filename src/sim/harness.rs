@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crate::router::connector::{Connector, NodeAddress};
 use crate::router::topology::{ShardConfig, Topology};
-use crate::router::{MetricsSnapshot, Router, RouterConfig, RouterStats};
+use crate::router::{MetricsSnapshot, Router, RouterConfig};
 use crate::scenario::Scenario;
 use crate::sim::connector::{LinkControl, SimConnector};
 use crate::sim::events::{EventLog, Events, FaultRecord, Micros, NodeRole};
@@ -56,16 +56,14 @@ pub struct RunOutcome {
     pub faults: Vec<FaultRecord>,
     /// When the last operation finished (simulated microseconds).
     pub run_end_us: Micros,
-    /// The router's own statistics at the end of the run.
-    pub router_stats: RouterStats,
-    /// The router's metrics at the end of the run (what `--metrics` writes).
+    /// The router's metrics at the end of the run (what `--metrics` writes; its per-node `stats` are
+    /// the router's own statistics).
     pub router_metrics: MetricsSnapshot,
 }
 
 /// What the application host hands back when its workload is done.
 struct Finished {
     end_us: Micros,
-    stats: RouterStats,
     metrics: MetricsSnapshot,
 }
 
@@ -206,12 +204,10 @@ pub fn run_with(
                 end_us,
             });
             workload::run(clients).await;
-            let stats = router.stats();
             let metrics = router.metrics();
             router.shutdown();
             *finished.lock().unwrap_or_else(|e| e.into_inner()) = Some(Finished {
                 end_us: now_us(),
-                stats,
                 metrics,
             });
             Ok(())
@@ -249,7 +245,6 @@ pub fn run_with(
 
     let Finished {
         end_us: run_end_us,
-        stats: router_stats,
         metrics: router_metrics,
     } = finished
         .lock()
@@ -264,7 +259,6 @@ pub fn run_with(
         events,
         faults: records,
         run_end_us,
-        router_stats,
         router_metrics,
     })
 }
