@@ -56,17 +56,8 @@ async fn a_failed_read_ejects_the_replica_until_its_probe_passes() {
     )
     .await;
     assert!(FakeNode::get(&replica.probes) > probes_before);
-    let mut served = Vec::new();
-    for value in 0..4 {
-        if let Ok((node, _)) = read_once(&router, replica_read(5, 1), value).await {
-            served.push(node);
-        }
-    }
-    assert_eq!(
-        served.iter().filter(|n| *n == "replica-1").count(),
-        2,
-        "{served:?}"
-    );
+    let served = serving_nodes(&router, 4).await;
+    assert_eq!(served_by(&served, "replica-1"), 2, "{served:?}");
     router.shutdown();
 }
 
@@ -76,10 +67,7 @@ async fn a_replica_that_keeps_failing_is_banned_for_longer_each_time() {
     let router = start(ejecting(), &cluster).await;
     // Its probes pass but its reads fail: each return ends at the first read sent to it, in a new ban
     // twice as long as the one before.
-    cluster
-        .node("replica-1")
-        .drop_on_execute
-        .store(true, Ordering::SeqCst);
+    drop_executes(&cluster, "replica-1", true);
     let start = Instant::now();
     let mut tries = Vec::new();
     while tries.len() < 4 && start.elapsed() < Duration::from_secs(5) {
@@ -157,11 +145,11 @@ async fn a_slow_read_with_nowhere_else_to_go_is_not_given_up() {
     }
     let mut config = ejecting();
     config.failure_threshold = 1;
+    // A ban that outlasts the read: with the 200 ms default it would end, and the probe readmit the
+    // node, just as the 300 ms read returns.
+    config.ejection_time = Duration::from_secs(2);
     let router = start(config, &cluster).await;
-    cluster
-        .node("replica-1")
-        .delay_ms
-        .store(300, Ordering::SeqCst);
+    delay_executes(&cluster, "replica-1", 300);
     let started = Instant::now();
     let read = read_once(&router, replica_read(5, 1), 8).await;
     assert_eq!(read.ok(), Some(("replica-1".into(), 8)));
@@ -203,10 +191,7 @@ async fn with_ejection_off_a_failing_replica_stays_in_rotation() {
     config.ejection_time = Duration::ZERO;
     config.ejection_time_max = Duration::ZERO;
     let router = start(config, &cluster).await;
-    cluster
-        .node("replica-1")
-        .drop_on_execute
-        .store(true, Ordering::SeqCst);
+    drop_executes(&cluster, "replica-1", true);
     for value in 0..4i64 {
         let read = router.read(replica_read(5, 1), READ, &[&value]).await;
         assert_eq!(read.map(|r| r.node).ok(), Some("replica-2".to_string()));

@@ -3,12 +3,11 @@
 
 mod router_support;
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use replisim::router::metrics::{CapTimeouts, MetricsSnapshot, NodeMetrics};
 use replisim::router::route_reason::RouteReason;
-use replisim::router::{ReadRequest, Router, WriteRequest, render_prometheus};
+use replisim::router::{ReadRequest, render_prometheus};
 use router_support::*;
 
 fn node<'a>(metrics: &'a MetricsSnapshot, name: &str) -> &'a NodeMetrics {
@@ -23,13 +22,6 @@ fn reasons(metrics: &MetricsSnapshot, name: &str) -> Vec<u64> {
     node(metrics, name).routes.iter().map(|(_, n)| n).collect()
 }
 
-async fn write(router: &Router, org: i64, user: i64) {
-    let written = router
-        .write(WriteRequest { org, user }, WRITE, &[&1i64])
-        .await;
-    assert!(written.is_ok(), "{written:?}");
-}
-
 #[tokio::test]
 async fn each_decision_is_counted_on_the_node_it_chose() {
     let cluster = cluster();
@@ -42,8 +34,8 @@ async fn each_decision_is_counted_on_the_node_it_chose() {
         ..replica_read(5, 1)
     };
     assert!(read_once(&router, primary_read, 1).await.is_ok());
-    write(&router, 5, 1).await;
-    write(&router, 5, 1).await;
+    assert!(write(&router, 5, 1, 1).await.is_ok());
+    assert!(write(&router, 5, 1, 1).await.is_ok());
     // A shard without replicas: its reads fall back to the primary.
     assert!(read_once(&router, replica_read(1500, 1), 1).await.is_ok());
 
@@ -76,10 +68,7 @@ async fn each_decision_is_counted_on_the_node_it_chose() {
 async fn retries_and_use_read_replicas_are_told_apart() {
     let cluster = cluster();
     let router = start(config(), &cluster).await;
-    cluster
-        .node("replica-1")
-        .drop_on_execute
-        .store(true, Ordering::SeqCst);
+    drop_executes(&cluster, "replica-1", true);
     let routed = router.read(replica_read(5, 1), READ, &[&7i64]).await;
     assert_eq!(routed.map(|r| r.node).ok(), Some("replica-2".to_string()));
     let metrics = router.metrics();
@@ -121,19 +110,10 @@ async fn waits_for_caps_and_pool_slots_are_counted() {
     config.max_connections_per_node = 1;
     config.connect_timeout = Duration::from_secs(2);
     let router = start(config, &cluster).await;
-    cluster
-        .node("primary-1")
-        .delay_ms
-        .store(50, Ordering::SeqCst);
+    delay_executes(&cluster, "primary-1", 50);
     // Same user: the second waits for the user cap. Different users: the fourth waits for the
     // primary's only connection.
-    let writes = [(5, 1), (6, 1), (7, 2), (8, 3)].map(|(org, user)| {
-        let router = router.clone();
-        tokio::spawn(async move { write(&router, org, user).await })
-    });
-    for done in futures::future::join_all(writes).await {
-        assert!(done.is_ok());
-    }
+    concurrent_writes(&router, [(5, 1), (6, 1), (7, 2), (8, 3)]).await;
     let metrics = router.metrics();
     let primary = node(&metrics, "primary-1");
     assert_eq!(primary.routes.get(RouteReason::Write), 4);
@@ -150,20 +130,8 @@ async fn requests_refused_at_a_cap_are_counted() {
     config.max_connections_per_org = 1;
     config.connect_timeout = Duration::from_millis(50);
     let router = start(config, &cluster).await;
-    cluster
-        .node("primary-1")
-        .delay_ms
-        .store(250, Ordering::SeqCst);
-    let slow = {
-        let router = router.clone();
-        tokio::spawn(async move { write(&router, 3, 1).await })
-    };
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let blocked = router
-        .write(WriteRequest { org: 3, user: 2 }, WRITE, &[&2i64])
-        .await;
+    let blocked = write_behind_a_slow_one(&router, &cluster, (3, 1), (3, 2)).await;
     assert!(blocked.is_err());
-    assert!(slow.await.is_ok());
     let metrics = router.metrics();
     assert_eq!(metrics.cap_timeouts, CapTimeouts { user: 0, org: 1 });
     assert_eq!(

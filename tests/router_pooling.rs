@@ -53,24 +53,7 @@ async fn the_user_cap_bounds_concurrent_statements() {
     let router = start(config, &cluster).await;
     let primary = cluster.node("primary-1");
     primary.delay_ms.store(30, Ordering::SeqCst);
-    let writes = (0..6).map(|value: i64| {
-        let router = router.clone();
-        tokio::spawn(async move {
-            router
-                .write(
-                    WriteRequest {
-                        org: value,
-                        user: 7,
-                    },
-                    WRITE,
-                    &[&value],
-                )
-                .await
-        })
-    });
-    for write in futures::future::join_all(writes).await {
-        assert!(matches!(write, Ok(Ok(_))), "{write:?}");
-    }
+    concurrent_writes(&router, (0..6).map(|org| (org, 7))).await;
     assert_eq!(
         primary.running_max.load(Ordering::SeqCst),
         2,
@@ -86,22 +69,7 @@ async fn a_full_cap_fails_with_a_clear_message() {
     config.max_connections_per_org = 1;
     config.connect_timeout = Duration::from_millis(50);
     let router = start(config, &cluster).await;
-    cluster
-        .node("primary-1")
-        .delay_ms
-        .store(250, Ordering::SeqCst);
-    let slow = {
-        let router = router.clone();
-        tokio::spawn(async move {
-            router
-                .write(WriteRequest { org: 3, user: 1 }, WRITE, &[&1i64])
-                .await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let blocked = router
-        .write(WriteRequest { org: 3, user: 2 }, WRITE, &[&2i64])
-        .await;
+    let blocked = write_behind_a_slow_one(&router, &cluster, (3, 1), (3, 2)).await;
     let Err(error) = blocked else {
         panic!("the org cap let a second statement through");
     };
@@ -109,7 +77,6 @@ async fn a_full_cap_fails_with_a_clear_message() {
         error.to_string(),
         "org 3 already holds 1 connections (max_connections_per_org = 1); waited 50ms for one to free"
     );
-    assert!(matches!(slow.await, Ok(Ok(_))));
     router.shutdown();
 }
 
@@ -122,24 +89,7 @@ async fn the_pool_never_opens_more_than_its_maximum() {
     let router = start(config, &cluster).await;
     let primary = cluster.node("primary-1");
     primary.delay_ms.store(20, Ordering::SeqCst);
-    let writes = (0..8).map(|value: i64| {
-        let router = router.clone();
-        tokio::spawn(async move {
-            router
-                .write(
-                    WriteRequest {
-                        org: 1,
-                        user: value,
-                    },
-                    WRITE,
-                    &[&value],
-                )
-                .await
-        })
-    });
-    for write in futures::future::join_all(writes).await {
-        assert!(matches!(write, Ok(Ok(_))), "{write:?}");
-    }
+    concurrent_writes(&router, (0..8).map(|user| (1, user))).await;
     assert_eq!(primary.open_workload_max.load(Ordering::SeqCst), 2);
     assert_eq!(primary.logins_named("replisim"), 2);
     router.shutdown();
@@ -152,22 +102,7 @@ async fn a_busy_pool_times_out_naming_its_limit() {
     config.max_connections_per_node = 1;
     config.connect_timeout = Duration::from_millis(50);
     let router = start(config, &cluster).await;
-    cluster
-        .node("primary-1")
-        .delay_ms
-        .store(250, Ordering::SeqCst);
-    let slow = {
-        let router = router.clone();
-        tokio::spawn(async move {
-            router
-                .write(WriteRequest { org: 1, user: 1 }, WRITE, &[&1i64])
-                .await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let blocked = router
-        .write(WriteRequest { org: 1, user: 2 }, WRITE, &[&2i64])
-        .await;
+    let blocked = write_behind_a_slow_one(&router, &cluster, (1, 1), (1, 2)).await;
     let Err(error) = blocked else {
         panic!("a second connection opened past max_connections_per_node = 1");
     };
@@ -175,7 +110,6 @@ async fn a_busy_pool_times_out_naming_its_limit() {
         error.to_string(),
         "no connection to node primary-1 became free within 50ms: all 1 (max_connections_per_node) are in use"
     );
-    assert!(matches!(slow.await, Ok(Ok(_))));
     router.shutdown();
 }
 
@@ -282,10 +216,7 @@ async fn streaming_reads_yield_rows_in_order_and_return_the_connection() {
 async fn a_streaming_read_is_retried_before_its_first_row() {
     let cluster = cluster();
     let router = start(config(), &cluster).await;
-    cluster
-        .node("replica-1")
-        .drop_on_execute
-        .store(true, Ordering::SeqCst);
+    drop_executes(&cluster, "replica-1", true);
     let stream = router
         .read_stream(replica_read(5, 1), "SELECT many $1", &[&2i64])
         .await;

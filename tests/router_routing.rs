@@ -162,17 +162,8 @@ async fn a_crashed_replica_is_avoided_then_used_again_after_recovery() {
         router.stats().node("replica-1").is_some_and(|n| n.healthy)
     })
     .await;
-    let mut served = Vec::new();
-    for value in 0..4 {
-        if let Ok((node, _)) = read_once(&router, replica_read(5, 1), value).await {
-            served.push(node);
-        }
-    }
-    assert_eq!(
-        served.iter().filter(|n| *n == "replica-1").count(),
-        2,
-        "{served:?}"
-    );
+    let served = serving_nodes(&router, 4).await;
+    assert_eq!(served_by(&served, "replica-1"), 2, "{served:?}");
     router.shutdown();
 }
 
@@ -180,10 +171,7 @@ async fn a_crashed_replica_is_avoided_then_used_again_after_recovery() {
 async fn a_read_that_loses_its_node_is_retried_elsewhere() {
     let cluster = cluster();
     let router = start(config(), &cluster).await;
-    cluster
-        .node("replica-1")
-        .drop_on_execute
-        .store(true, Ordering::SeqCst);
+    drop_executes(&cluster, "replica-1", true);
     let routed = router.read(replica_read(5, 1), READ, &[&7i64]).await;
     let Ok(routed) = routed else {
         panic!("read was not retried: {routed:?}");
@@ -226,10 +214,7 @@ async fn retries_stop_at_read_retries() {
 async fn writes_are_never_retried() {
     let cluster = cluster();
     let router = start(config(), &cluster).await;
-    cluster
-        .node("primary-1")
-        .drop_on_execute
-        .store(true, Ordering::SeqCst);
+    drop_executes(&cluster, "primary-1", true);
     let write = router
         .write(WriteRequest { org: 5, user: 1 }, WRITE, &[&1i64])
         .await;

@@ -6,11 +6,14 @@
 pub mod fake_pg;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use replisim::router::{
-    NodeAddress, ReadRequest, Router, RouterConfig, RouterError, ShardConfig, Topology,
+    NodeAddress, ReadRequest, Routed, Router, RouterConfig, RouterError, ShardConfig, Topology,
+    WriteRequest,
 };
+use tokio_postgres::Row;
 
 pub use fake_pg::{FakeCluster, FakeNode};
 
@@ -116,4 +119,78 @@ pub async fn read_once(
         "the row came from the node the router reports"
     );
     Ok((routed.node, row.get(1)))
+}
+
+/// Makes `name` drop its connection on every statement it is asked to execute (`on`), or stop doing so.
+pub fn drop_executes(cluster: &FakeCluster, name: &str, on: bool) {
+    cluster
+        .node(name)
+        .drop_on_execute
+        .store(on, Ordering::SeqCst);
+}
+
+/// Makes every statement on `name` take `delay_ms` before it is answered.
+pub fn delay_executes(cluster: &FakeCluster, name: &str, delay_ms: u64) {
+    cluster
+        .node(name)
+        .delay_ms
+        .store(delay_ms, Ordering::SeqCst);
+}
+
+/// The nodes that served `reads` replica reads of org 5 by user 1, in order; failed reads are left out.
+pub async fn serving_nodes(router: &Router, reads: i64) -> Vec<String> {
+    let mut served = Vec::new();
+    for value in 0..reads {
+        if let Ok((node, _)) = read_once(router, replica_read(5, 1), value).await {
+            served.push(node);
+        }
+    }
+    served
+}
+
+/// How many entries of `served` are `name`.
+pub fn served_by(served: &[String], name: &str) -> usize {
+    served.iter().filter(|node| *node == name).count()
+}
+
+/// A write of `value` for `org` by `user`.
+pub async fn write(
+    router: &Router,
+    org: i64,
+    user: i64,
+    value: i64,
+) -> Result<Routed<Vec<Row>>, RouterError> {
+    router
+        .write(WriteRequest { org, user }, WRITE, &[&value])
+        .await
+}
+
+/// Runs one write per `(org, user)` at once (the value is its index) and panics if any failed.
+pub async fn concurrent_writes(router: &Router, requests: impl IntoIterator<Item = (i64, i64)>) {
+    let writes = requests.into_iter().zip(0..).map(|((org, user), value)| {
+        let router = router.clone();
+        tokio::spawn(async move { write(&router, org, user, value).await })
+    });
+    for written in futures::future::join_all(writes).await {
+        assert!(matches!(written, Ok(Ok(_))), "{written:?}");
+    }
+}
+
+/// Starts a write for `slow` (org, user), which `primary-1` holds for 250 ms, then 20 ms later a
+/// write for `blocked`; returns the second's outcome once the first has succeeded.
+pub async fn write_behind_a_slow_one(
+    router: &Router,
+    cluster: &FakeCluster,
+    slow: (i64, i64),
+    blocked: (i64, i64),
+) -> Result<Routed<Vec<Row>>, RouterError> {
+    delay_executes(cluster, "primary-1", 250);
+    let first = {
+        let router = router.clone();
+        tokio::spawn(async move { write(&router, slow.0, slow.1, 1).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = write(router, blocked.0, blocked.1, 2).await;
+    assert!(matches!(first.await, Ok(Ok(_))), "the slow write failed");
+    second
 }
