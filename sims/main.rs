@@ -1,8 +1,10 @@
 //! The simulation suite: every shipped scenario over eight seeds with its expected outcome, runs that
 //! must fail (each invariant caught on a deliberately broken router or a feature switched off), and
 //! the determinism check. Reports land in `target/sim-reports/` for the independent report checker.
-//! The router's own metrics are checked against the servers in `metrics`.
+//! The router's own metrics are checked against the servers in `metrics`; the balancing policies
+//! against each other in `balance`.
 
+mod balance;
 mod metrics;
 
 use std::path::{Path, PathBuf};

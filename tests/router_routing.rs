@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use replisim::router::{Balance, ReadRequest, Router, RouterError, ServedRole, WriteRequest};
+use replisim::router::{ReadRequest, Router, RouterError, ServedRole, WriteRequest};
 use router_support::*;
 use tokio_postgres::error::SqlState;
 
@@ -347,7 +347,7 @@ async fn nothing_healthy_is_reported_with_each_node_state() {
 }
 
 #[tokio::test]
-async fn unknown_orgs_unsupported_settings_and_shutdown_are_errors() {
+async fn unknown_orgs_invalid_topologies_and_shutdown_are_errors() {
     let cluster = cluster();
     let router = start(config(), &cluster).await;
     let read = router.read(replica_read(2000, 1), READ, &[&1i64]).await;
@@ -356,12 +356,10 @@ async fn unknown_orgs_unsupported_settings_and_shutdown_are_errors() {
         "{read:?}"
     );
 
-    let mut random = config();
-    random.balance = Balance::Random;
-    let refused = Router::start(random, topology(), Arc::clone(&cluster) as _).await;
-    assert!(
-        matches!(refused, Err(RouterError::InvalidConfig(m)) if m.contains("not supported yet"))
-    );
+    let mut weightless = topology();
+    weightless.shards[0].replicas[0].weight = 0;
+    let refused = Router::start(config(), weightless, Arc::clone(&cluster) as _).await;
+    assert!(matches!(refused, Err(RouterError::InvalidConfig(m)) if m.contains("weight 0")));
     let mut overlapping = topology();
     overlapping.shards[1].orgs = 999..2000;
     let refused = Router::start(config(), overlapping, Arc::clone(&cluster) as _).await;

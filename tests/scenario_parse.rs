@@ -197,6 +197,7 @@ fn node(name: &str, shard: usize, role: NodeRole, model: [u64; 3]) -> Node {
         query_time: Duration::from_micros(model[0]),
         replication_delay: Duration::from_micros(model[1]),
         link_latency: Duration::from_micros(model[2]),
+        weight: 1,
     }
 }
 
@@ -246,6 +247,7 @@ fn a_file_with_every_key_resolves_to_the_expected_model() {
         ],
         router: RouterConfig {
             balance: Balance::RoundRobin,
+            balance_seed: 0,
             health_interval: ms(500),
             health_timeout: ms(250),
             failure_threshold: 2,

@@ -76,6 +76,7 @@ impl TestRun {
             query_time: Duration::from_millis(1),
             replication_delay: Duration::from_millis(5),
             link_latency: Duration::from_millis(1),
+            weight: 1,
         };
         let nodes = vec![
             node("primary-1", 0, NodeRole::Primary),

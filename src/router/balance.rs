@@ -1,7 +1,24 @@
-//! Read balancing policies: pure functions from the usable candidates (and a cursor) to one node.
+//! Read balancing policies: pure functions from the usable candidates (and a cursor, a random draw or
+//! per-candidate load signals) to one node.
 //!
 //! Candidates are a bit set of positions in a shard, so filtering by health and by earlier attempts is
-//! one `and`, counting them one `popcnt`, and a decision touches no memory besides the cursor.
+//! one `and`, counting them one `popcnt`, and a round-robin decision touches no memory besides the
+//! cursor. The other policies live in their own modules: [`random`], [`least_outstanding`],
+//! [`weighted`] and [`p2c`] (over the latency signal of [`ewma`]), with seeded draws from [`draw`];
+//! `select` feeds them the router's live signals.
+
+pub mod draw;
+pub mod ewma;
+pub mod least_outstanding;
+pub mod p2c;
+pub mod random;
+pub(crate) mod select;
+pub mod weighted;
+
+pub use least_outstanding::least_outstanding;
+pub use p2c::p2c;
+pub use random::random;
+pub use weighted::weighted;
 
 /// A set of positions (0..64) in a shard's node list.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -28,6 +45,19 @@ impl Candidates {
     #[inline]
     pub fn is_empty(self) -> bool {
         self.0 == 0
+    }
+
+    /// The position of the `k`-th candidate (from 0, in position order), if there are more than `k`.
+    #[inline]
+    pub fn nth(self, k: u32) -> Option<u32> {
+        let mut bits = self.0;
+        for _ in 0..k {
+            if bits == 0 {
+                return None;
+            }
+            bits &= bits - 1;
+        }
+        (bits != 0).then(|| bits.trailing_zeros())
     }
 }
 
@@ -75,6 +105,15 @@ mod tests {
         assert_eq!(set(&[1, 3, 63, 64]).len(), 3, "64 is out of range");
         assert!(set(&[]).is_empty());
         assert!(!set(&[0]).is_empty());
+    }
+
+    #[test]
+    fn nth_counts_candidates_in_position_order() {
+        let candidates = set(&[2, 5, 63]);
+        let found: Vec<_> = (0..4).map(|k| candidates.nth(k)).collect();
+        assert_eq!(found, vec![Some(2), Some(5), Some(63), None]);
+        assert_eq!(Candidates::default().nth(0), None);
+        assert_eq!(candidates.nth(u32::MAX), None);
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub enum Balance {
 pub struct RouterConfig {
     /// Read balancing policy. Default: round robin.
     pub balance: Balance,
+    /// Seed of the random draws of the `random`, `least_outstanding`, `weighted` and `p2c_ewma`
+    /// policies (each shard draws its own stream from it): the same seed and order of requests give
+    /// the same picks. Default 0.
+    pub balance_seed: u64,
     /// Time between two health checks of a node (`REPLICA_HEALTH_CHECK_INTERVAL`). Default 30 s.
     pub health_interval: Duration,
     /// Limit on one health check, connect included. Default 1 s.
@@ -78,6 +82,7 @@ impl Default for RouterConfig {
     fn default() -> Self {
         RouterConfig {
             balance: Balance::RoundRobin,
+            balance_seed: 0,
             health_interval: Duration::from_secs(30),
             health_timeout: Duration::from_secs(1),
             failure_threshold: 3,
@@ -168,12 +173,6 @@ impl RouterConfig {
     /// Rejects valid settings whose feature the router does not implement yet, so none is silently
     /// ignored.
     pub fn check_supported(&self) -> Result<(), RouterError> {
-        if self.balance != Balance::RoundRobin {
-            return Err(invalid(format!(
-                "balance = {:?} is not supported yet (only RoundRobin)",
-                self.balance
-            )));
-        }
         if self.max_replica_lag.is_some() {
             return Err(invalid("max_replica_lag is not supported yet".to_string()));
         }
@@ -213,6 +212,8 @@ macro_rules! setters {
 setters! {
     /// Read balancing policy (default round robin).
     balance: Balance,
+    /// Seed of the balancing policies' random draws (default 0).
+    balance_seed: u64,
     /// Time between two health checks of a node (default 30 s).
     health_interval: Duration,
     /// Limit on one health check, connect included (default 1 s).
@@ -402,7 +403,7 @@ mod tests {
             balance: Balance::P2cEwma,
             ..RouterConfig::default()
         };
-        assert!(config.check_supported().is_err());
+        assert!(config.check_supported().is_ok(), "every policy exists");
         let config = RouterConfig {
             max_replica_lag: Some(Duration::from_secs(1)),
             ..RouterConfig::default()

@@ -35,6 +35,9 @@ pub struct NodeAddress {
     pub host: String,
     /// TCP port.
     pub port: u16,
+    /// Share of reads under the `weighted` balancing policy, relative to the shard's other replicas;
+    /// at least 1. Default 1.
+    pub weight: u32,
 }
 
 impl NodeAddress {
@@ -44,6 +47,7 @@ impl NodeAddress {
             name: name.into(),
             host: host.into(),
             port,
+            weight: 1,
         }
     }
 }

@@ -133,6 +133,7 @@ impl Router {
         config.validate()?;
         config.check_supported()?;
         let table = Arc::new(topology.validate()?);
+        balance::select::seed_shards(&table, config.balance_seed);
         let mut login = tokio_postgres::Config::new();
         login
             .user(topology.user.as_str())
@@ -367,7 +368,13 @@ impl Inner {
         // "no healthy node".
         let mut failure: Option<RouterError> = None;
         loop {
-            let Some(choice) = route::choose_read_node(shard, prefer_replica, tried) else {
+            let Some(choice) = balance::select::choose_read_node(
+                self.config.balance,
+                shard,
+                &self.nodes,
+                prefer_replica,
+                tried,
+            ) else {
                 return Err(failure.unwrap_or_else(|| {
                     self.no_healthy_node(shard, operation, prefer_replica, tried)
                 }));

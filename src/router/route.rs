@@ -4,6 +4,7 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use crate::router::balance::draw::Draws;
 use crate::router::balance::{self, Candidates};
 
 /// Index of a node in the router's node list (topology order: per shard, primary then replicas).
@@ -50,6 +51,8 @@ pub struct ShardRoute {
     usable: AtomicU64,
     /// Round-robin cursor: the replica index the next read starts looking from.
     next_replica: AtomicU32,
+    /// Random draws of the balancing policies that use them; the router seeds them.
+    pub draws: Draws,
 }
 
 impl ShardRoute {
@@ -68,6 +71,7 @@ impl ShardRoute {
             replicas,
             usable: AtomicU64::new(all),
             next_replica: AtomicU32::new(0),
+            draws: Draws::default(),
         }
     }
 
@@ -231,13 +235,26 @@ impl Tried {
 /// `None` means no node may serve the read.
 #[inline]
 pub fn choose_read_node(shard: &ShardRoute, prefer_replica: bool, tried: Tried) -> Option<Choice> {
+    choose_read_node_by(shard, prefer_replica, tried, |replicas| {
+        shard.rotate(replicas)
+    })
+}
+
+/// [`choose_read_node`] with the replica picked by `pick`, a balancing policy over the eligible
+/// replica indexes (bit i is replica i), instead of round robin.
+#[inline]
+pub fn choose_read_node_by(
+    shard: &ShardRoute,
+    prefer_replica: bool,
+    tried: Tried,
+    pick: impl FnOnce(Candidates) -> Option<u32>,
+) -> Option<Choice> {
     let eligible = shard.usable.load(Ordering::Relaxed) & !tried.0;
     if prefer_replica {
         // Replica i sits at bit 1 + i; shifted down, bit i is replica i.
         let replicas = Candidates(eligible >> 1);
-        let picked = shard
-            .rotate(replicas)
-            .and_then(|index| Some((index, *shard.replicas.get(index as usize)?)));
+        let picked =
+            pick(replicas).and_then(|index| Some((index, *shard.replicas.get(index as usize)?)));
         if let Some((index, node)) = picked {
             return Some(Choice {
                 node,

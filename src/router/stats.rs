@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use tokio::time::Instant;
 
+use crate::router::balance::ewma::LatencyEwma;
 use crate::router::latency::StatementLatency;
 use crate::router::route::ServedRole;
 use crate::router::route_reason::RouteCounters;
@@ -31,6 +32,8 @@ pub struct NodeStats {
     pub routes: RouteCounters,
     /// Time of the attempts that ended (succeeded or failed), pool wait and connect included.
     pub latency: StatementLatency,
+    /// Latency signal of the `p2c_ewma` balancing policy, fed by the same attempts.
+    pub ewma: LatencyEwma,
     reported_role: AtomicU8,
 }
 
@@ -119,9 +122,17 @@ impl AttemptGuard {
     pub fn end(mut self, end: AttemptEnd) {
         self.ended = true;
         self.stats.end_attempt(end);
-        // A cancelled attempt's time says how long the caller waited, not how long the node took.
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.started);
+        // A cancelled attempt's time says how long the caller waited, not how long the node took: the
+        // node took at least that long.
+        match end {
+            AttemptEnd::Success => self.stats.ewma.observe(elapsed, now),
+            AttemptEnd::Error => self.stats.ewma.observe_error(elapsed, now),
+            AttemptEnd::Cancelled => self.stats.ewma.observe_at_least(elapsed, now),
+        }
         if end != AttemptEnd::Cancelled {
-            self.stats.latency.record(self.started.elapsed());
+            self.stats.latency.record(elapsed);
         }
     }
 }
@@ -130,6 +141,9 @@ impl Drop for AttemptGuard {
     fn drop(&mut self) {
         if !self.ended {
             self.stats.end_attempt(AttemptEnd::Cancelled);
+            let now = Instant::now();
+            let waited = now.saturating_duration_since(self.started);
+            self.stats.ewma.observe_at_least(waited, now);
         }
     }
 }

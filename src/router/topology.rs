@@ -100,6 +100,12 @@ impl Topology {
                 if !node_names.insert(node.name.as_str()) {
                     return Err(invalid(format!("node name {} is used twice", node.name)));
                 }
+                if node.weight == 0 {
+                    return Err(invalid(format!(
+                        "node {} has weight 0: weights start at 1",
+                        node.name
+                    )));
+                }
                 if node.host.is_empty() || node.port == 0 {
                     return Err(invalid(format!(
                         "node {} needs a host and a port above 0 (got {:?}:{})",
@@ -230,6 +236,16 @@ mod tests {
         let mut topology = sample();
         topology.shards[0].primary.host.clear();
         assert!(error_of(&topology).contains("primary-1"));
+    }
+
+    #[test]
+    fn weights_start_at_one() {
+        let mut topology = sample();
+        assert_eq!(topology.shards[0].replicas[0].weight, 1, "the default");
+        topology.shards[0].replicas[0].weight = 0;
+        assert!(error_of(&topology).contains("replica-1 has weight 0"));
+        topology.shards[0].replicas[0].weight = 5;
+        assert!(topology.validate().is_ok());
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub struct Node {
     pub replication_delay: Duration,
     /// One-way latency between the application host and this node.
     pub link_latency: Duration,
+    /// Replicas: share of reads under `balance = "weighted"`, relative to the shard's other replicas
+    /// (at least 1).
+    pub weight: u32,
 }
 
 /// The application's load.

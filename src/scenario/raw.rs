@@ -52,6 +52,7 @@ pub(crate) struct RawNodeModel {
     pub(crate) query_time: Option<Spanned<String>>,
     pub(crate) replication_delay: Option<Spanned<String>>,
     pub(crate) link_latency: Option<Spanned<String>>,
+    pub(crate) weight: Option<Spanned<i64>>,
 }
 
 /// `[router]`.

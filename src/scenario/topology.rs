@@ -18,6 +18,8 @@ pub(crate) const QUERY_TIME_DEFAULT: Duration = Duration::from_millis(1);
 pub(crate) const REPLICATION_DELAY_DEFAULT: Duration = Duration::from_millis(5);
 /// One-way latency application host <-> node when the file names none.
 pub(crate) const LINK_LATENCY_DEFAULT: Duration = Duration::from_millis(1);
+/// A node's weight (`balance = "weighted"`) when the file names none.
+pub(crate) const WEIGHT_DEFAULT: u32 = 1;
 
 /// The table name that holds the model of every node, so no node may be called that.
 const DEFAULT_MODEL: &str = "default";
@@ -157,6 +159,7 @@ fn add_node(
         query_time: QUERY_TIME_DEFAULT,
         replication_delay: REPLICATION_DELAY_DEFAULT,
         link_latency: LINK_LATENCY_DEFAULT,
+        weight: WEIGHT_DEFAULT,
     });
     Ok(nodes.len() - 1)
 }
@@ -238,5 +241,25 @@ fn apply_model(model: &RawNodeModel, table: &str, node: &mut Node) -> Result<(),
             *field = duration_value(value, &format!("node.{table}.{key}"))?;
         }
     }
+    if let Some(weight) = &model.weight {
+        node.weight = weight_value(weight, table)?;
+    }
     Ok(())
+}
+
+/// A node's `weight`: an integer from 1 to `u32::MAX`.
+fn weight_value(weight: &Spanned<i64>, table: &str) -> Result<u32, Issue> {
+    u32::try_from(*weight.get_ref())
+        .ok()
+        .filter(|&w| w >= 1)
+        .ok_or_else(|| {
+            Issue::at(
+                weight.span(),
+                format!(
+                    "node.{table}.weight must be a whole number from 1 to {}, got {}",
+                    u32::MAX,
+                    weight.get_ref()
+                ),
+            )
+        })
 }

@@ -7,18 +7,13 @@ use std::ops::Range;
 use super::error::Issue;
 use super::model::{FaultKind, Scenario};
 use super::raw::RawScenario;
-use crate::router::Balance;
 
 /// Where a file asks for a missing feature: what it asked for, and where.
 type Request = Option<(String, Range<usize>)>;
 
 /// Every feature not supported yet, each a function that finds a request for it in a valid file.
-const NOT_SUPPORTED: [fn(&Scenario, &RawScenario) -> Request; 4] = [
-    balance_other_than_round_robin,
-    lag_aware_routing,
-    read_your_writes_sessions,
-    promotion,
-];
+const NOT_SUPPORTED: [fn(&Scenario, &RawScenario) -> Request; 3] =
+    [lag_aware_routing, read_your_writes_sessions, promotion];
 
 /// Refuses the first request for a feature that is not supported yet.
 pub(crate) fn reject_unsupported(scenario: &Scenario, raw: &RawScenario) -> Result<(), Issue> {
@@ -26,17 +21,6 @@ pub(crate) fn reject_unsupported(scenario: &Scenario, raw: &RawScenario) -> Resu
         Some((what, span)) => Err(Issue::not_supported(span, what)),
         None => Ok(()),
     }
-}
-
-/// `router.balance`: only round robin exists.
-fn balance_other_than_round_robin(scenario: &Scenario, raw: &RawScenario) -> Request {
-    let value = raw.router.balance.as_ref()?;
-    (scenario.router.balance != Balance::RoundRobin).then(|| {
-        (
-            format!("router.balance = \"{}\"", value.get_ref()),
-            value.span(),
-        )
-    })
 }
 
 /// `router.max_replica_lag`: no lag-aware routing yet.

@@ -80,6 +80,7 @@ pub fn topology_of(scenario: &Scenario) -> Topology {
             name: name.to_string(),
             host: name.to_string(),
             port: PG_PORT,
+            weight: scenario.nodes.get(idx).map_or(1, |n| n.weight),
         }
     };
     Topology {
@@ -181,6 +182,7 @@ pub fn run_with(
             Arc::clone(&log),
         ));
         let mut config = scenario.router.clone();
+        config.balance_seed = seed;
         if let Some(edit) = &options.config_edit {
             edit(&mut config);
         }

@@ -150,6 +150,18 @@ fn names_and_durations_must_be_well_formed() {
         "t.toml:9:14: node.default.query_time: \"fast\" is not a duration",
     );
     assert_refused(
+        &with("[node.r1]\nweight = 0\n"),
+        "t.toml:9:10: node.r1.weight must be a whole number from 1 to 4294967295, got 0",
+    );
+    assert_refused(
+        &with("[node.default]\nweight = -2\n"),
+        "t.toml:9:10: node.default.weight must be a whole number from 1 to 4294967295, got -2",
+    );
+    assert_refused(
+        &with("[node.default]\nweight = 1.5\n"),
+        "t.toml:9:10: invalid type: floating point",
+    );
+    assert_refused(
         &with("[workload]\nthink_time = \"5\"\n"),
         "t.toml:9:14: workload.think_time: \"5\" is not a duration",
     );
@@ -418,14 +430,6 @@ fn invariant_keys_must_belong_and_be_in_range() {
 #[test]
 fn features_not_built_yet_are_refused_not_ignored() {
     let cases = [
-        (
-            "[router]\nbalance = \"random\"\n",
-            "t.toml:9:11: router.balance = \"random\" is not supported yet",
-        ),
-        (
-            "[router]\nbalance = \"p2c_ewma\"\n",
-            "t.toml:9:11: router.balance = \"p2c_ewma\" is not supported yet",
-        ),
         (
             "[router]\nmax_replica_lag = \"1s\"\n",
             "t.toml:9:19: router.max_replica_lag (lag-aware routing) is not supported yet",
