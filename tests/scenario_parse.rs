@@ -453,3 +453,17 @@ fn every_prefix_of_a_valid_file_is_answered_without_a_panic() {
     }
     assert!(refused > FULL.len() / 2, "only {refused} prefixes refused");
 }
+
+#[test]
+fn shard_weights_go_to_their_replicas_in_order() {
+    let scenario = match parse(&with("weights = [3, 1]\n"), "t.toml") {
+        Ok(scenario) => scenario,
+        Err(error) => panic!("refused: {error}"),
+    };
+    let weights: Vec<(&str, u32)> = scenario
+        .nodes
+        .iter()
+        .map(|node| (node.name.as_str(), node.weight))
+        .collect();
+    assert_eq!(weights, [("p", 1), ("r1", 3), ("r2", 1)]);
+}

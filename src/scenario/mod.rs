@@ -7,8 +7,8 @@
 //! - `validate`: raw -> resolved, with `topology`, `router_section`, `workload`, `faults` and
 //!   `invariants` for the sections, and `unsupported` for features that do not exist yet.
 //!
-//! Beyond the schema of SPEC section 4, a node table (`[node.default]`, `[node.<name>]`) takes
-//! `weight`, a whole number from 1 (default 1): the replica's share of reads under
+//! Beyond the schema of SPEC section 4, a `[[shard]]` takes `weights`, one whole number from 1 per
+//! replica in the order of `replicas` (default all 1): each replica's share of reads under
 //! `balance = "weighted"`, relative to the other replicas of its shard.
 
 pub mod duration;

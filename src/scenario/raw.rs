@@ -43,6 +43,7 @@ pub(crate) struct RawShard {
     pub(crate) primary: Option<Spanned<String>>,
     #[serde(default)]
     pub(crate) replicas: Vec<Spanned<String>>,
+    pub(crate) weights: Option<Spanned<Vec<Spanned<i64>>>>,
 }
 
 /// `[node.default]` or `[node.<name>]`.
@@ -52,7 +53,6 @@ pub(crate) struct RawNodeModel {
     pub(crate) query_time: Option<Spanned<String>>,
     pub(crate) replication_delay: Option<Spanned<String>>,
     pub(crate) link_latency: Option<Spanned<String>>,
-    pub(crate) weight: Option<Spanned<i64>>,
 }
 
 /// `[router]`.

@@ -86,6 +86,14 @@ fn resolve_shard(
         .iter()
         .map(|replica| add_node(nodes, replica, index, NodeRole::Replica))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(weights) = &table.weights {
+        for (&replica, weight) in replicas
+            .iter()
+            .zip(replica_weights(weights, replicas.len())?)
+        {
+            nodes[replica].weight = weight;
+        }
+    }
     Ok(Shard {
         name,
         orgs_start,
@@ -241,25 +249,40 @@ fn apply_model(model: &RawNodeModel, table: &str, node: &mut Node) -> Result<(),
             *field = duration_value(value, &format!("node.{table}.{key}"))?;
         }
     }
-    if let Some(weight) = &model.weight {
-        node.weight = weight_value(weight, table)?;
-    }
     Ok(())
 }
 
-/// A node's `weight`: an integer from 1 to `u32::MAX`.
-fn weight_value(weight: &Spanned<i64>, table: &str) -> Result<u32, Issue> {
-    u32::try_from(*weight.get_ref())
-        .ok()
-        .filter(|&w| w >= 1)
-        .ok_or_else(|| {
-            Issue::at(
-                weight.span(),
-                format!(
-                    "node.{table}.weight must be a whole number from 1 to {}, got {}",
-                    u32::MAX,
-                    weight.get_ref()
-                ),
-            )
+/// A shard's `weights`: one whole number from 1 to `u32::MAX` per replica, in the order of `replicas`.
+fn replica_weights(
+    weights: &Spanned<Vec<Spanned<i64>>>,
+    replicas: usize,
+) -> Result<Vec<u32>, Issue> {
+    if weights.get_ref().len() != replicas {
+        return Err(Issue::at(
+            weights.span(),
+            format!(
+                "weights lists {} values for {replicas} replicas: give one per replica, in the order of replicas",
+                weights.get_ref().len()
+            ),
+        ));
+    }
+    weights
+        .get_ref()
+        .iter()
+        .map(|weight| {
+            u32::try_from(*weight.get_ref())
+                .ok()
+                .filter(|&w| w >= 1)
+                .ok_or_else(|| {
+                    Issue::at(
+                        weight.span(),
+                        format!(
+                            "weights: each must be a whole number from 1 to {}, got {}",
+                            u32::MAX,
+                            weight.get_ref()
+                        ),
+                    )
+                })
         })
+        .collect()
 }

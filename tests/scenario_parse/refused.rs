@@ -59,7 +59,7 @@ fn unknown_keys_are_refused_where_they_are() {
         "t.toml:9:1: unknown field `speed`",
     );
     assert_refused(
-        &with("[[shard]]\nweight = 1\n"),
+        &with("[node.r1]\nweight = 1\n"),
         "t.toml:9:1: unknown field `weight`",
     );
     assert_refused(
@@ -150,16 +150,20 @@ fn names_and_durations_must_be_well_formed() {
         "t.toml:9:14: node.default.query_time: \"fast\" is not a duration",
     );
     assert_refused(
-        &with("[node.r1]\nweight = 0\n"),
-        "t.toml:9:10: node.r1.weight must be a whole number from 1 to 4294967295, got 0",
+        &with("weights = [1, 0]\n"),
+        "t.toml:8:15: shard 1: weights: each must be a whole number from 1 to 4294967295, got 0",
     );
     assert_refused(
-        &with("[node.default]\nweight = -2\n"),
-        "t.toml:9:10: node.default.weight must be a whole number from 1 to 4294967295, got -2",
+        &with("weights = [-2, 1]\n"),
+        "t.toml:8:12: shard 1: weights: each must be a whole number from 1 to 4294967295, got -2",
     );
     assert_refused(
-        &with("[node.default]\nweight = 1.5\n"),
-        "t.toml:9:10: invalid type: floating point",
+        &with("weights = [3]\n"),
+        "t.toml:8:11: shard 1: weights lists 1 values for 2 replicas",
+    );
+    assert_refused(
+        &with("weights = [1.5, 1]\n"),
+        "t.toml:8:12: invalid type: floating point",
     );
     assert_refused(
         &with("[workload]\nthink_time = \"5\"\n"),
