@@ -3,6 +3,7 @@
 //! the determinism check. Reports land in `target/sim-reports/` for the independent report checker.
 //! The router's own metrics are checked against the servers in `metrics`.
 
+mod lag;
 mod metrics;
 
 use std::path::{Path, PathBuf};

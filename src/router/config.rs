@@ -174,9 +174,6 @@ impl RouterConfig {
                 self.balance
             )));
         }
-        if self.max_replica_lag.is_some() {
-            return Err(invalid("max_replica_lag is not supported yet".to_string()));
-        }
         if self.read_your_writes {
             return Err(invalid(
                 "read_your_writes = true is not supported yet".to_string(),
@@ -407,7 +404,7 @@ mod tests {
             max_replica_lag: Some(Duration::from_secs(1)),
             ..RouterConfig::default()
         };
-        assert!(config.check_supported().is_err());
+        assert!(config.check_supported().is_ok(), "lag-aware routing exists");
         let config = RouterConfig {
             read_your_writes: true,
             ..RouterConfig::default()

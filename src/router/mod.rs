@@ -15,6 +15,7 @@
 //! - [`route`]: the routing decision (pure, benchmarked); [`balance`]: the balancing policies.
 //! - [`health`]: the health state machine and the probe; `node`: a node's runtime state and check loop.
 //! - [`eject`]: the passive ejection policy; `hedge`: giving up a read whose node was ejected.
+//! - [`lag`]: replica lag probes and lag-aware routing (`max_replica_lag`); [`lsn`]: WAL positions.
 //! - `pool`, `conn`: per-node connection pools; `caps`: per-user and per-org caps.
 //! - [`stream`]: streaming reads; [`stats`]: counters and snapshots; [`error`]: [`RouterError`].
 //! - [`metrics`]: [`MetricsSnapshot`] and its Prometheus exposition; [`route_reason`]: why a request
@@ -30,7 +31,9 @@ pub mod env;
 pub mod error;
 pub mod health;
 mod hedge;
+pub mod lag;
 pub mod latency;
+pub mod lsn;
 pub mod metrics;
 mod node;
 mod pool;
@@ -65,6 +68,7 @@ use caps::Caps;
 use eject::EjectionPolicy;
 use health::{HealthThresholds, PROBE_APPLICATION_NAME, Probe};
 use hedge::{Elsewhere, Watch};
+use lag::{LagBoard, LagProbe};
 use node::Node;
 use pool::{Pool, PoolLimits};
 use route::{Choice, NodeIdx, RouteTable, ShardRoute, Tried};
@@ -155,6 +159,9 @@ impl Router {
         };
         let mut nodes = Vec::new();
         let mut probes = Vec::new();
+        let mut lag_probes = Vec::new();
+        let board = Arc::new(LagBoard::new(table.shards().len()));
+        let probe_lag = config.max_replica_lag.is_some() || config.read_your_writes;
         for (index, placed) in topology.nodes().into_iter().enumerate() {
             let Some((shard, position)) = table.locate(index) else {
                 return Err(RouterError::InvalidConfig(format!(
@@ -178,14 +185,24 @@ impl Router {
                 workload_login.clone(),
                 limits,
             );
-            nodes.push(Arc::new(Node::new(
+            let node = Arc::new(Node::new(
                 placed,
                 pool,
                 Arc::clone(&table),
                 shard,
                 position,
                 ejection_policy,
-            )));
+            ));
+            lag_probes.push(probe_lag.then(|| LagProbe {
+                routes: Arc::clone(&table),
+                board: Arc::clone(&board),
+                stats: Arc::clone(&node.stats),
+                shard,
+                position,
+                max_replica_lag: config.max_replica_lag,
+                timeout: config.health_timeout,
+            }));
+            nodes.push(node);
             probes.push(Probe::new(
                 address,
                 Arc::clone(&connector),
@@ -203,15 +220,31 @@ impl Router {
         for (node, result) in nodes.iter().zip(&first_round) {
             node.record_check(result, started, now, thresholds);
         }
+        // Primaries first, so that the replicas' first byte lag has a primary position to go by.
+        for primaries in [true, false] {
+            let measures = probes
+                .iter_mut()
+                .zip(&lag_probes)
+                .zip(&first_round)
+                .filter_map(|((probe, lag), result)| {
+                    let role = *result.as_ref().ok()?;
+                    ((role == ServedRole::Primary) == primaries).then_some(())?;
+                    Some((probe, lag.as_ref()?, role))
+                })
+                .filter_map(|(probe, lag, role)| Some(lag.measure(probe.connection()?, role)));
+            futures::future::join_all(measures).await;
+        }
         let health_tasks = nodes
             .iter()
             .zip(probes)
-            .map(|(node, probe)| {
+            .zip(lag_probes)
+            .map(|((node, probe), lag)| {
                 tokio::spawn(node::watch(
                     Arc::clone(node),
                     probe,
                     config.health_interval,
                     thresholds,
+                    lag,
                 ))
             })
             .collect();
@@ -374,6 +407,9 @@ impl Inner {
             };
             let reason = RouteReason::for_read(prefer_replica, choice.role, tried);
             self.count_route(choice.node, reason);
+            if prefer_replica && route::skips_lagging(shard, tried) {
+                self.count_route(choice.node, RouteReason::LagExclusion);
+            }
             let node = &self.nodes[choice.node];
             let watch = self.watch(node, shard, prefer_replica, tried, choice);
             let started = Instant::now();

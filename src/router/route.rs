@@ -48,6 +48,8 @@ pub struct ShardRoute {
     pub replicas: Vec<NodeIdx>,
     /// Positions of the nodes that may take work (bit 0 the primary, bit 1 + i replica i).
     usable: AtomicU64,
+    /// Positions not kept out of reads for lagging (see `lag`); the primary's bit is always set.
+    fresh: AtomicU64,
     /// Round-robin cursor: the replica index the next read starts looking from.
     next_replica: AtomicU32,
 }
@@ -67,6 +69,7 @@ impl ShardRoute {
             primary,
             replicas,
             usable: AtomicU64::new(all),
+            fresh: AtomicU64::new(all),
             next_replica: AtomicU32::new(0),
         }
     }
@@ -93,6 +96,31 @@ impl ShardRoute {
     pub fn is_usable(&self, position: u32) -> bool {
         let bit = 1u64.checked_shl(position).unwrap_or(0);
         self.usable.load(Ordering::Relaxed) & bit != 0
+    }
+
+    /// Lets reads go to the replica at `position` (it is within `max_replica_lag`), or keeps them off
+    /// it. The primary and positions past the shard's nodes are ignored.
+    pub fn set_fresh(&self, position: u32, fresh: bool) {
+        let bit = 1u64.checked_shl(position).unwrap_or(0)
+            & ShardRoute::positions(self.replicas.len())
+            & !1;
+        if fresh {
+            self.fresh.fetch_or(bit, Ordering::Relaxed);
+        } else {
+            self.fresh.fetch_and(!bit, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether reads may go to the node at `position` as far as its lag goes.
+    pub fn is_fresh(&self, position: u32) -> bool {
+        let bit = 1u64.checked_shl(position).unwrap_or(0);
+        self.fresh.load(Ordering::Relaxed) & bit != 0
+    }
+
+    /// Positions a read may use: usable, and for replicas fresh.
+    #[inline]
+    fn readable(&self) -> u64 {
+        self.usable.load(Ordering::Relaxed) & self.fresh.load(Ordering::Relaxed)
     }
 
     /// The position of `node` in this shard.
@@ -231,7 +259,7 @@ impl Tried {
 /// `None` means no node may serve the read.
 #[inline]
 pub fn choose_read_node(shard: &ShardRoute, prefer_replica: bool, tried: Tried) -> Option<Choice> {
-    let eligible = shard.usable.load(Ordering::Relaxed) & !tried.0;
+    let eligible = shard.readable() & !tried.0;
     if prefer_replica {
         // Replica i sits at bit 1 + i; shifted down, bit i is replica i.
         let replicas = Candidates(eligible >> 1);
@@ -257,8 +285,16 @@ pub fn choose_read_node(shard: &ShardRoute, prefer_replica: bool, tried: Tried) 
 /// [`choose_read_node`] would find, without moving the rotation.
 #[inline]
 pub fn can_read_elsewhere(shard: &ShardRoute, prefer_replica: bool, tried: Tried) -> bool {
-    let eligible = shard.usable.load(Ordering::Relaxed) & !tried.0;
+    let eligible = shard.readable() & !tried.0;
     (prefer_replica && eligible >> 1 != 0) || eligible & 1 != 0
+}
+
+/// Whether a replica read in `shard` that already `tried` some nodes passes over a usable replica
+/// because it lags (what [`crate::router::route_reason::RouteReason::LagExclusion`] counts).
+#[inline]
+pub fn skips_lagging(shard: &ShardRoute, tried: Tried) -> bool {
+    let lagging = shard.usable.load(Ordering::Relaxed) & !shard.fresh.load(Ordering::Relaxed);
+    lagging & !tried.0 != 0
 }
 
 /// Chooses the node for a write in `shard`: its primary, if usable.
@@ -506,6 +542,43 @@ mod tests {
             (1..=REPLICAS_PER_SHARD_MAX).collect(),
         );
         assert!(full.is_usable(63));
+    }
+
+    #[test]
+    fn lagging_replicas_are_left_out_of_reads_until_fresh() {
+        let table = table();
+        let shard = shard_of(&table, 0);
+        let none = Tried::default();
+        shard.set_fresh(2, false);
+        assert!(skips_lagging(shard, none));
+        let picks: Vec<_> = (0..4)
+            .filter_map(|_| choose_read_node(shard, true, none))
+            .map(|choice| choice.node)
+            .collect();
+        assert_eq!(picks, vec![1, 3, 1, 3], "replica 2 skipped");
+        assert!(
+            shard.is_usable(2) && !shard.is_fresh(2),
+            "lag is not health"
+        );
+        shard.set_fresh(1, false);
+        shard.set_fresh(3, false);
+        assert_eq!(choose_read_node(shard, true, none), Some(primary(0)));
+        assert!(can_read_elsewhere(shard, true, none), "the primary is left");
+        shard.set_fresh(PRIMARY_POSITION, false);
+        assert!(shard.is_fresh(PRIMARY_POSITION), "the primary never lags");
+        shard.set_usable(2, false);
+        assert!(
+            !skips_lagging(shard, tried(&[replica(1, 1), replica(3, 3)])),
+            "2 is out anyway"
+        );
+        for position in 1..=3 {
+            shard.set_fresh(position, true);
+        }
+        assert!(!skips_lagging(shard, none));
+        assert_eq!(
+            choose_read_node(shard, true, none).map(|c| c.role),
+            Some(ServedRole::Replica)
+        );
     }
 
     #[test]

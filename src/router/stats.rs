@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use tokio::time::Instant;
 
+use crate::router::lag::NodeLag;
 use crate::router::latency::StatementLatency;
 use crate::router::route::ServedRole;
 use crate::router::route_reason::RouteCounters;
@@ -31,6 +32,8 @@ pub struct NodeStats {
     pub routes: RouteCounters,
     /// Time of the attempts that ended (succeeded or failed), pool wait and connect included.
     pub latency: StatementLatency,
+    /// Replication lag measured by the probes (replicas, while lag is probed).
+    pub lag: NodeLag,
     reported_role: AtomicU8,
 }
 

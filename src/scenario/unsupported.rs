@@ -13,9 +13,8 @@ use crate::router::Balance;
 type Request = Option<(String, Range<usize>)>;
 
 /// Every feature not supported yet, each a function that finds a request for it in a valid file.
-const NOT_SUPPORTED: [fn(&Scenario, &RawScenario) -> Request; 4] = [
+const NOT_SUPPORTED: [fn(&Scenario, &RawScenario) -> Request; 3] = [
     balance_other_than_round_robin,
-    lag_aware_routing,
     read_your_writes_sessions,
     promotion,
 ];
@@ -37,15 +36,6 @@ fn balance_other_than_round_robin(scenario: &Scenario, raw: &RawScenario) -> Req
             value.span(),
         )
     })
-}
-
-/// `router.max_replica_lag`: no lag-aware routing yet.
-fn lag_aware_routing(_: &Scenario, raw: &RawScenario) -> Request {
-    let value = raw.router.max_replica_lag.as_ref()?;
-    Some((
-        "router.max_replica_lag (lag-aware routing)".to_owned(),
-        value.span(),
-    ))
 }
 
 /// `router.read_your_writes = true`: no session tokens yet.
