@@ -140,3 +140,92 @@ fn a_replica_paused_for_longer_than_the_bound_is_left_out_of_reads() {
         describe(&off)
     );
 }
+
+/// The scenario with read-your-writes sessions turned off (the checkers judge the same invariants).
+fn sessions_off(mut s: Scenario) -> Scenario {
+    s.router.read_your_writes = false;
+    s
+}
+
+/// Client reads served by a replica over all successful client reads (a read the router sent to a
+/// replica, found behind, and repeated on the primary counts once, on the primary).
+fn client_replica_share(outcome: &RunOutcome, s: &Scenario) -> f64 {
+    let reads = outcome
+        .events
+        .ops
+        .iter()
+        .filter(|op| op.ok && op.kind == replisim::sim::events::OpKind::Read);
+    let (mut all, mut replica) = (0u64, 0u64);
+    for op in reads {
+        all += 1;
+        let on_replica = op
+            .node
+            .and_then(|node| s.nodes.get(node))
+            .is_some_and(|node| node.initial_role == replisim::sim::events::NodeRole::Replica);
+        replica += u64::from(on_replica);
+    }
+    replica as f64 / all.max(1) as f64
+}
+
+#[test]
+fn read_your_writes_holds_over_seeds() {
+    let on = load("read-your-writes");
+    let off = sessions_off(on.clone());
+    for r in passes_over_seeds(&on) {
+        let seed = r.seed;
+        let without = simulate(&off, seed, &RunOptions::default(), "variant");
+        println!(
+            "read-your-writes seed {seed}: violations {} with, {} without; replica read share \
+             {:.3} with, {:.3} without; read p99 {:.3} ms with, {:.3} ms without",
+            figure(&r, "read_your_writes"),
+            figure(&without, "read_your_writes"),
+            replica_share(&r),
+            replica_share(&without),
+            r.latency_ms.read.p99,
+            without.latency_ms.read.p99
+        );
+        assert!(
+            !invariant(&without, "read_your_writes").passed,
+            "seed {seed}: without sessions the lagging replicas should show old versions:\n{}",
+            describe(&without)
+        );
+    }
+}
+
+#[test]
+fn read_your_writes_fails_without_sessions() {
+    let s = sessions_off(load("read-your-writes"));
+    failing_run(&s, &RunOptions::default(), "read_your_writes");
+}
+
+#[test]
+fn sessions_steer_reads_and_their_position_queries_are_not_workload() {
+    let s = load("read-your-writes");
+    let (outcome, r) = simulate_outcome(&s, 2, &RunOptions::default(), "lag");
+    assert!(r.passed, "{}", describe(&r));
+    let steered = total(&outcome, RouteReason::ReadYourWrites);
+    assert!(steered > 0, "no read was steered by its token");
+    let primary = outcome.router_metrics.node("primary-1");
+    let on_primary = primary.map_or(0, |n| n.routes.get(RouteReason::ReadYourWrites));
+    assert!(on_primary > 0, "no read went to the primary for its token");
+    // Position queries ran on workload connections, classified as probes, not as reads.
+    let position_queries = outcome
+        .events
+        .statements
+        .iter()
+        .filter(|st| st.purpose == Purpose::Workload && st.kind == StatementKind::Probe)
+        .count() as u64;
+    assert!(
+        position_queries >= r.ops.total,
+        "one after every operation at least"
+    );
+    let executed: u64 = r.nodes.iter().map(|n| n.reads).sum();
+    assert!(
+        executed >= r.ops.reads && executed - r.ops.reads <= r.ops.reads / 100,
+        "servers executed {executed} reads for {} client reads",
+        r.ops.reads
+    );
+    let share = client_replica_share(&outcome, &s);
+    println!("read-your-writes seed 2: client-side replica read share {share:.3}");
+    assert!(share >= 0.7, "client-side replica share {share:.3}");
+}

@@ -41,7 +41,9 @@ pub struct RouterConfig {
     pub use_read_replicas: bool,
     /// Replicas lagging more than this are kept out of reads. Default: none (no lag-aware routing).
     pub max_replica_lag: Option<Duration>,
-    /// Reads of a session only see data at least as new as its writes. Default false.
+    /// Read-your-writes: lag probes also track each replica's replay position, which lets
+    /// [`crate::router::Session`] reads skip replicas that have not applied a session's writes without
+    /// asking them first; simulated clients run as sessions. Default false.
     pub read_your_writes: bool,
     /// Most connections open to one node (`DB_MAX_CONNECTIONS`). Default 100.
     pub max_connections_per_node: u32,
@@ -173,11 +175,6 @@ impl RouterConfig {
                 "balance = {:?} is not supported yet (only RoundRobin)",
                 self.balance
             )));
-        }
-        if self.read_your_writes {
-            return Err(invalid(
-                "read_your_writes = true is not supported yet".to_string(),
-            ));
         }
         Ok(())
     }
@@ -409,13 +406,6 @@ mod tests {
             read_your_writes: true,
             ..RouterConfig::default()
         };
-        let message = config.check_supported().map_err(|e| e.to_string());
-        assert_eq!(
-            message,
-            Err(
-                "invalid router configuration: read_your_writes = true is not supported yet"
-                    .to_string()
-            )
-        );
+        assert!(config.check_supported().is_ok(), "read-your-writes exists");
     }
 }

@@ -75,8 +75,11 @@ pub struct NodeLag {
     measured: AtomicBool,
     bytes: AtomicU64,
     time_us: AtomicU64,
-    /// The last replay position a probe saw (a replica's replay only moves forward).
+    /// The newest replay position seen, 0 if none (a replica's replay only moves forward).
     replay_lsn: AtomicU64,
+    /// A causal token the replica was found short of, 0 if none: until it is seen to reach it,
+    /// reads that need at least as much skip it instead of checking it again.
+    behind_lsn: AtomicU64,
     /// Every measured replay-time lag.
     history: StatementLatency,
 }
@@ -88,17 +91,31 @@ impl NodeLag {
         self.bytes.store(lag.bytes, Ordering::Relaxed);
         self.time_us.store(time_us, Ordering::Relaxed);
         if let Some(lsn) = replay_lsn {
-            self.replay_lsn.fetch_max(lsn.0, Ordering::Relaxed);
+            self.observe_replay(lsn);
         }
         self.measured.store(true, Ordering::Relaxed);
         self.history.record(lag.time);
     }
 
-    /// The replay position the last probe saw; `None` before the first measure.
+    /// Notes that the replica had replayed up to `lsn` (seen by a probe or around a read).
+    pub fn observe_replay(&self, lsn: Lsn) {
+        self.replay_lsn.fetch_max(lsn.0, Ordering::Relaxed);
+    }
+
+    /// Notes that a read needing `lsn` found the replica short of it.
+    pub fn mark_behind(&self, lsn: Lsn) {
+        self.behind_lsn.fetch_max(lsn.0, Ordering::Relaxed);
+    }
+
+    /// Whether the replica was found short of a token it has not been seen to reach since.
+    pub fn seems_behind(&self) -> bool {
+        self.replay_lsn.load(Ordering::Relaxed) < self.behind_lsn.load(Ordering::Relaxed)
+    }
+
+    /// The newest replay position seen; `None` before any.
     pub fn replay_lsn(&self) -> Option<Lsn> {
-        self.measured
-            .load(Ordering::Relaxed)
-            .then(|| Lsn(self.replay_lsn.load(Ordering::Relaxed)))
+        let lsn = self.replay_lsn.load(Ordering::Relaxed);
+        (lsn != 0).then_some(Lsn(lsn))
     }
 
     /// The record now.
@@ -312,6 +329,11 @@ mod tests {
         record.record(lag(3_000), Some(Lsn(900)));
         record.record(lag(10), Some(Lsn(500)));
         assert_eq!(record.replay_lsn(), Some(Lsn(900)), "never moves back");
+        assert!(!record.seems_behind());
+        record.mark_behind(Lsn(950));
+        assert!(record.seems_behind(), "short of 950");
+        record.observe_replay(Lsn(950));
+        assert!(!record.seems_behind(), "reached it");
         let snapshot = record.snapshot();
         assert_eq!((snapshot.bytes, snapshot.time_us), (10, 10_000));
         assert_eq!(snapshot.history.count, 2);

@@ -15,7 +15,8 @@
 //! - [`route`]: the routing decision (pure, benchmarked); [`balance`]: the balancing policies.
 //! - [`health`]: the health state machine and the probe; `node`: a node's runtime state and check loop.
 //! - [`eject`]: the passive ejection policy; `hedge`: giving up a read whose node was ejected.
-//! - [`lag`]: replica lag probes and lag-aware routing (`max_replica_lag`); [`lsn`]: WAL positions.
+//! - [`lag`]: replica lag probes and lag-aware routing (`max_replica_lag`); [`lsn`]: WAL positions;
+//!   [`causal`]: causal tokens and read-your-writes [`Session`]s.
 //! - `pool`, `conn`: per-node connection pools; `caps`: per-user and per-org caps.
 //! - [`stream`]: streaming reads; [`stats`]: counters and snapshots; [`error`]: [`RouterError`].
 //! - [`metrics`]: [`MetricsSnapshot`] and its Prometheus exposition; [`route_reason`]: why a request
@@ -23,6 +24,7 @@
 
 pub mod balance;
 mod caps;
+pub mod causal;
 pub mod config;
 mod conn;
 pub mod connector;
@@ -53,6 +55,7 @@ use tokio_postgres::Row;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::types::ToSql;
 
+pub use causal::{CausalToken, Session};
 pub use config::{Balance, RouterConfig, RouterConfigBuilder};
 pub use connector::{
     BoxedStream, ConnectPurpose, Connector, NodeAddress, NodeStream, TcpConnector,
@@ -280,10 +283,15 @@ impl Router {
         let caps = inner.caps.acquire(request.user, request.org).await?;
         let mut cap_waited = caps.waited();
         inner
-            .read_with_retries(shard, request.prefer_replica, |node, watch| {
-                inner.count_cap_wait(node, &mut cap_waited);
-                inner.collect(node, watch, sql, params)
-            })
+            .read_with_retries(
+                shard,
+                request.prefer_replica,
+                Tried::default(),
+                |node, watch| {
+                    inner.count_cap_wait(node, &mut cap_waited);
+                    inner.collect(node, watch, sql, params)
+                },
+            )
             .await
     }
 
@@ -300,10 +308,15 @@ impl Router {
         let caps = inner.caps.acquire(request.user, request.org).await?;
         let mut cap_waited = caps.waited();
         let mut routed = inner
-            .read_with_retries(shard, request.prefer_replica, |node, watch| {
-                inner.count_cap_wait(node, &mut cap_waited);
-                inner.stream(node, watch, sql, params)
-            })
+            .read_with_retries(
+                shard,
+                request.prefer_replica,
+                Tried::default(),
+                |node, watch| {
+                    inner.count_cap_wait(node, &mut cap_waited);
+                    inner.stream(node, watch, sql, params)
+                },
+            )
             .await?;
         routed.value.hold(caps);
         Ok(routed)
@@ -378,10 +391,12 @@ impl Inner {
     /// node's and retries are left. Each failure of a replica ejects it, and each attempt on a replica
     /// is watched (see `hedge`). An attempt given up because its node was ejected does not use up a
     /// retry: nothing failed, and as no node is tried twice a read makes at most one attempt per node.
+    /// `start` may restrict the nodes the read may use.
     async fn read_with_retries<'a, T, F, Fut>(
         &'a self,
         shard: &'a ShardRoute,
         prefer_replica: bool,
+        start: Tried,
         mut attempt: F,
     ) -> Result<Routed<T>, RouterError>
     where
@@ -394,7 +409,7 @@ impl Inner {
         } else {
             "primary read"
         };
-        let mut tried = Tried::default();
+        let mut tried = start;
         let mut failures: u32 = 0;
         // The error of the last failed attempt: if no other node is left, it says more than
         // "no healthy node".

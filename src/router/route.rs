@@ -230,24 +230,50 @@ impl RouteTable {
     }
 }
 
-/// The positions of a shard one request has already tried.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Tried(u64);
+/// The positions of a shard one request has already tried, and those it may use at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tried {
+    tried: u64,
+    allowed: u64,
+}
+
+impl Default for Tried {
+    /// Nothing tried, every position allowed.
+    fn default() -> Tried {
+        Tried {
+            tried: 0,
+            allowed: u64::MAX,
+        }
+    }
+}
 
 impl Tried {
+    /// Restricts the request to `positions` (bit 0 the primary, bit 1 + i replica i), e.g. the
+    /// replicas known to have applied a session's writes.
+    pub fn restricted_to(mut self, positions: u64) -> Tried {
+        self.allowed &= positions;
+        self
+    }
+
+    /// Positions the request may still try.
+    #[inline]
+    fn open(self) -> u64 {
+        self.allowed & !self.tried
+    }
+
     /// Records an attempt on `choice`.
     pub fn add(&mut self, choice: Choice) {
-        self.0 |= 1u64.checked_shl(choice.position).unwrap_or(0);
+        self.tried |= 1u64.checked_shl(choice.position).unwrap_or(0);
     }
 
     /// How many nodes were tried.
     pub fn count(self) -> u32 {
-        self.0.count_ones()
+        self.tried.count_ones()
     }
 
     /// Whether the node at `position` was tried.
     pub fn contains(self, position: u32) -> bool {
-        self.0 & 1u64.checked_shl(position).unwrap_or(0) != 0
+        self.tried & 1u64.checked_shl(position).unwrap_or(0) != 0
     }
 }
 
@@ -259,7 +285,7 @@ impl Tried {
 /// `None` means no node may serve the read.
 #[inline]
 pub fn choose_read_node(shard: &ShardRoute, prefer_replica: bool, tried: Tried) -> Option<Choice> {
-    let eligible = shard.readable() & !tried.0;
+    let eligible = shard.readable() & tried.open();
     if prefer_replica {
         // Replica i sits at bit 1 + i; shifted down, bit i is replica i.
         let replicas = Candidates(eligible >> 1);
@@ -285,7 +311,7 @@ pub fn choose_read_node(shard: &ShardRoute, prefer_replica: bool, tried: Tried) 
 /// [`choose_read_node`] would find, without moving the rotation.
 #[inline]
 pub fn can_read_elsewhere(shard: &ShardRoute, prefer_replica: bool, tried: Tried) -> bool {
-    let eligible = shard.readable() & !tried.0;
+    let eligible = shard.readable() & tried.open();
     (prefer_replica && eligible >> 1 != 0) || eligible & 1 != 0
 }
 
@@ -294,7 +320,7 @@ pub fn can_read_elsewhere(shard: &ShardRoute, prefer_replica: bool, tried: Tried
 #[inline]
 pub fn skips_lagging(shard: &ShardRoute, tried: Tried) -> bool {
     let lagging = shard.usable.load(Ordering::Relaxed) & !shard.fresh.load(Ordering::Relaxed);
-    lagging & !tried.0 != 0
+    lagging & tried.open() != 0
 }
 
 /// Chooses the node for a write in `shard`: its primary, if usable.
@@ -579,6 +605,31 @@ mod tests {
             choose_read_node(shard, true, none).map(|c| c.role),
             Some(ServedRole::Replica)
         );
+    }
+
+    #[test]
+    fn a_restricted_read_uses_only_the_allowed_positions() {
+        let table = table();
+        let shard = shard_of(&table, 0);
+        let only_3 = Tried::default().restricted_to(1 << 3 | 1);
+        for _ in 0..3 {
+            assert_eq!(choose_read_node(shard, true, only_3), Some(replica(3, 3)));
+        }
+        assert_eq!(only_3.count(), 0, "a restriction is not an attempt");
+        let mut after_3 = only_3;
+        after_3.add(replica(3, 3));
+        assert_eq!(choose_read_node(shard, true, after_3), Some(primary(0)));
+        assert!(!can_read_elsewhere(
+            shard,
+            true,
+            after_3.restricted_to(1 << 3)
+        ));
+        shard.set_fresh(2, false);
+        assert!(
+            !skips_lagging(shard, only_3),
+            "replica 2 was not allowed anyway"
+        );
+        assert!(skips_lagging(shard, Tried::default()));
     }
 
     #[test]

@@ -13,11 +13,8 @@ use crate::router::Balance;
 type Request = Option<(String, Range<usize>)>;
 
 /// Every feature not supported yet, each a function that finds a request for it in a valid file.
-const NOT_SUPPORTED: [fn(&Scenario, &RawScenario) -> Request; 3] = [
-    balance_other_than_round_robin,
-    read_your_writes_sessions,
-    promotion,
-];
+const NOT_SUPPORTED: [fn(&Scenario, &RawScenario) -> Request; 2] =
+    [balance_other_than_round_robin, promotion];
 
 /// Refuses the first request for a feature that is not supported yet.
 pub(crate) fn reject_unsupported(scenario: &Scenario, raw: &RawScenario) -> Result<(), Issue> {
@@ -36,15 +33,6 @@ fn balance_other_than_round_robin(scenario: &Scenario, raw: &RawScenario) -> Req
             value.span(),
         )
     })
-}
-
-/// `router.read_your_writes = true`: no session tokens yet.
-fn read_your_writes_sessions(scenario: &Scenario, raw: &RawScenario) -> Request {
-    let value = raw.router.read_your_writes.as_ref()?;
-    scenario
-        .router
-        .read_your_writes
-        .then(|| ("router.read_your_writes = true".to_owned(), value.span()))
 }
 
 /// Fault kind `promote`: the router does not follow a new primary yet.

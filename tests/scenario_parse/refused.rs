@@ -427,10 +427,6 @@ fn features_not_built_yet_are_refused_not_ignored() {
             "t.toml:9:11: router.balance = \"p2c_ewma\" is not supported yet",
         ),
         (
-            "[router]\nread_your_writes = true\n",
-            "t.toml:9:20: router.read_your_writes = true is not supported yet",
-        ),
-        (
             "[[fault]]\nat = \"1s\"\nkind = \"promote\"\ntarget = \"r1\"\n",
             "t.toml:10:8: fault 1: kind \"promote\" is not supported yet",
         ),
@@ -445,6 +441,7 @@ fn features_not_built_yet_are_refused_not_ignored() {
     assert!(parse(&defaults, "t.toml").is_ok());
     // Built features are accepted.
     assert!(parse(&with("[router]\nmax_replica_lag = \"1s\"\n"), "t.toml").is_ok());
+    assert!(parse(&with("[router]\nread_your_writes = true\n"), "t.toml").is_ok());
     // An invalid value is reported as invalid before it is reported as unsupported.
     let error = assert_refused(
         &with("[router]\nmax_replica_lag = \"0s\"\n"),
