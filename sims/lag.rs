@@ -203,6 +203,14 @@ fn sessions_steer_reads_and_their_position_queries_are_not_workload() {
     let s = load("read-your-writes");
     let (outcome, r) = simulate_outcome(&s, 2, &RunOptions::default(), "lag");
     assert!(r.passed, "{}", describe(&r));
+    for m in &outcome.router_metrics.nodes {
+        assert_eq!(
+            m.routes.decisions(),
+            m.stats.attempts,
+            "{}: one decision per attempt, redirected reads included",
+            m.stats.name
+        );
+    }
     let steered = total(&outcome, RouteReason::ReadYourWrites);
     assert!(steered > 0, "no read was steered by its token");
     let primary = outcome.router_metrics.node("primary-1");

@@ -356,8 +356,9 @@ impl Router {
         }
     }
 
-    /// A snapshot of every node's counters, pool use, routing reasons and statement latency, in
-    /// topology order; [`render_prometheus`] turns it into the Prometheus text format.
+    /// A snapshot of every node's counters, pool use, routing reasons, statement latency and
+    /// replication lag, in topology order; [`render_prometheus`] turns it into the Prometheus text
+    /// format.
     pub fn metrics(&self) -> MetricsSnapshot {
         metrics::snapshot(&self.inner.nodes, self.inner.caps.timeouts())
     }
