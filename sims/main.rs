@@ -5,6 +5,7 @@
 //! against each other in `balance`.
 
 mod balance;
+mod lag;
 mod metrics;
 
 use std::path::{Path, PathBuf};

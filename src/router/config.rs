@@ -45,7 +45,9 @@ pub struct RouterConfig {
     pub use_read_replicas: bool,
     /// Replicas lagging more than this are kept out of reads. Default: none (no lag-aware routing).
     pub max_replica_lag: Option<Duration>,
-    /// Reads of a session only see data at least as new as its writes. Default false.
+    /// Read-your-writes: lag probes also track each replica's replay position, which lets
+    /// [`crate::router::Session`] reads skip replicas that have not applied a session's writes without
+    /// asking them first; simulated clients run as sessions. Default false.
     pub read_your_writes: bool,
     /// Most connections open to one node (`DB_MAX_CONNECTIONS`). Default 100.
     pub max_connections_per_node: u32,
@@ -166,20 +168,6 @@ impl RouterConfig {
                 "read_retries ({}) must be at most {READ_RETRIES_MAX}",
                 self.read_retries
             )));
-        }
-        Ok(())
-    }
-
-    /// Rejects valid settings whose feature the router does not implement yet, so none is silently
-    /// ignored.
-    pub fn check_supported(&self) -> Result<(), RouterError> {
-        if self.max_replica_lag.is_some() {
-            return Err(invalid("max_replica_lag is not supported yet".to_string()));
-        }
-        if self.read_your_writes {
-            return Err(invalid(
-                "read_your_writes = true is not supported yet".to_string(),
-            ));
         }
         Ok(())
     }
@@ -393,33 +381,6 @@ mod tests {
                 b.read_retries(READ_RETRIES_MAX + 1);
             })
             .contains("read_retries")
-        );
-    }
-
-    #[test]
-    fn unsupported_features_are_refused() {
-        assert!(RouterConfig::default().check_supported().is_ok());
-        let config = RouterConfig {
-            balance: Balance::P2cEwma,
-            ..RouterConfig::default()
-        };
-        assert!(config.check_supported().is_ok(), "every policy exists");
-        let config = RouterConfig {
-            max_replica_lag: Some(Duration::from_secs(1)),
-            ..RouterConfig::default()
-        };
-        assert!(config.check_supported().is_err());
-        let config = RouterConfig {
-            read_your_writes: true,
-            ..RouterConfig::default()
-        };
-        let message = config.check_supported().map_err(|e| e.to_string());
-        assert_eq!(
-            message,
-            Err(
-                "invalid router configuration: read_your_writes = true is not supported yet"
-                    .to_string()
-            )
         );
     }
 }

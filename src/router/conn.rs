@@ -21,6 +21,9 @@ const STATEMENTS_MAX: usize = 256;
 /// before its socket is dropped; a wedged socket must not keep a task alive.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// Rows of [`Conn::query_between`]: of the statement before (if any), the statement, and the one after.
+pub(crate) type Between = (Option<Vec<Row>>, Vec<Row>, Vec<Row>);
+
 /// An open connection.
 pub(crate) struct Conn {
     client: Client,
@@ -106,6 +109,39 @@ impl Conn {
     ) -> Result<Vec<Row>, tokio_postgres::Error> {
         let statement = self.statement(sql).await?;
         let result = self.client.query(&statement, params).await;
+        self.forget_if_stale(sql, &result);
+        result
+    }
+
+    /// Runs `before` (if any), `sql` and `after` back to back in one round trip (pipelined on the
+    /// connection, so the server runs them in this order) and collects each one's rows. `before` and
+    /// `after` take no parameters.
+    pub(crate) async fn query_between(
+        &mut self,
+        before: Option<&str>,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        after: &str,
+    ) -> Result<Between, tokio_postgres::Error> {
+        let first = match before {
+            Some(text) => Some(self.statement(text).await?),
+            None => None,
+        };
+        let main = self.statement(sql).await?;
+        let last = self.statement(after).await?;
+        let client = &self.client;
+        let first_rows = async {
+            match &first {
+                Some(statement) => client.query(statement, &[]).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        // `try_join!` polls in argument order, and each query is sent on its first poll.
+        let result = futures::try_join!(
+            first_rows,
+            client.query(&main, params),
+            client.query(&last, &[])
+        );
         self.forget_if_stale(sql, &result);
         result
     }

@@ -139,6 +139,11 @@ impl Probe {
         result
     }
 
+    /// The probe connection, while it is open (lag probes share it).
+    pub(crate) fn connection(&mut self) -> Option<&mut Conn> {
+        self.conn.as_mut().filter(|conn| !conn.is_closed())
+    }
+
     async fn check_untimed(&mut self) -> Result<ServedRole, RouterError> {
         let conn = match &mut self.conn {
             Some(conn) if !conn.is_closed() => conn,

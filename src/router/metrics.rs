@@ -8,6 +8,7 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
+use crate::router::lag::LagSnapshot;
 use crate::router::latency::{LATENCY_BUCKET_BOUNDS_US, LatencySnapshot};
 use crate::router::node::Node;
 use crate::router::route::ServedRole;
@@ -41,6 +42,8 @@ pub struct NodeMetrics {
     /// Time of the attempts that ended, from the start of the attempt (pool wait and connect
     /// included) to its last row or error.
     pub latency: LatencySnapshot,
+    /// Replication lag as the probes measured it (see [`crate::router::lag`]).
+    pub lag: LagSnapshot,
 }
 
 /// Requests refused because a cap stayed full for `connect_timeout`, by cap.
@@ -64,6 +67,7 @@ pub(crate) fn snapshot(nodes: &[Arc<Node>], cap_timeouts: CapTimeouts) -> Metric
                     stats: node.snapshot(),
                     routes,
                     latency: node.stats.latency.snapshot(),
+                    lag: node.stats.lag.snapshot(),
                 }
             })
             .collect(),
@@ -83,7 +87,7 @@ type NodeFamily = (
 );
 
 /// The per-node families, in exposition order.
-const NODE_FAMILIES: [NodeFamily; 12] = [
+const NODE_FAMILIES: [NodeFamily; 14] = [
     (
         "attempts_total",
         "counter",
@@ -153,6 +157,20 @@ const NODE_FAMILIES: [NodeFamily; 12] = [
         "Health checks of the node that failed or timed out.",
         |n| n.stats.checks_failed.to_string(),
     ),
+    (
+        "replica_lag_bytes",
+        "gauge",
+        "WAL bytes the replica had not applied at its last lag probe (0 for primaries and while lag \
+         is not probed).",
+        |n| n.lag.bytes.to_string(),
+    ),
+    (
+        "replica_lag_seconds",
+        "gauge",
+        "Age of the newest change the replica had applied at its last lag probe; 0 while it is \
+         caught up.",
+        |n| seconds(n.lag.time_us),
+    ),
 ];
 
 /// The Prometheus text exposition (format 0.0.4) of `snapshot`.
@@ -189,7 +207,21 @@ pub fn render_prometheus(snapshot: &MetricsSnapshot) -> String {
         "Time of workload attempts that ended, pool wait and connect included.",
     );
     for (node, labels) in snapshot.nodes.iter().zip(&labels) {
-        latency_series(&mut out, labels, &node.latency);
+        latency_series(
+            &mut out,
+            "statement_duration_seconds",
+            labels,
+            &node.latency,
+        );
+    }
+    header(
+        &mut out,
+        LAG_HISTORY,
+        "histogram",
+        "Replication lag of the replica at each lag probe (replay time).",
+    );
+    for (node, labels) in snapshot.nodes.iter().zip(&labels) {
+        latency_series(&mut out, LAG_HISTORY, labels, &node.lag.history);
     }
     header(
         &mut out,
@@ -212,8 +244,10 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {PREFIX}{name} {kind}");
 }
 
-fn latency_series(out: &mut String, labels: &str, latency: &LatencySnapshot) {
-    let name = "statement_duration_seconds";
+/// The family of every lag probe's measure.
+const LAG_HISTORY: &str = "replica_lag_history_seconds";
+
+fn latency_series(out: &mut String, name: &str, labels: &str, latency: &LatencySnapshot) {
     let bounds = LATENCY_BUCKET_BOUNDS_US.iter().map(|&us| Some(us));
     // Every series lists every bound, so a series is never missing a bucket its family has.
     let mut last = 0;

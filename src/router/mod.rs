@@ -15,6 +15,8 @@
 //! - [`route`]: the routing decision (pure, benchmarked); [`balance`]: the balancing policies.
 //! - [`health`]: the health state machine and the probe; `node`: a node's runtime state and check loop.
 //! - [`eject`]: the passive ejection policy; `hedge`: giving up a read whose node was ejected.
+//! - [`lag`]: replica lag probes and lag-aware routing (`max_replica_lag`); [`lsn`]: WAL positions;
+//!   [`causal`]: causal tokens and read-your-writes [`Session`]s.
 //! - `pool`, `conn`: per-node connection pools; `caps`: per-user and per-org caps.
 //! - [`stream`]: streaming reads; [`stats`]: counters and snapshots; [`error`]: [`RouterError`].
 //! - [`metrics`]: [`MetricsSnapshot`] and its Prometheus exposition; [`route_reason`]: why a request
@@ -22,6 +24,7 @@
 
 pub mod balance;
 mod caps;
+pub mod causal;
 pub mod config;
 mod conn;
 pub mod connector;
@@ -30,7 +33,9 @@ pub mod env;
 pub mod error;
 pub mod health;
 mod hedge;
+pub mod lag;
 pub mod latency;
+pub mod lsn;
 pub mod metrics;
 mod node;
 mod pool;
@@ -50,6 +55,7 @@ use tokio_postgres::Row;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::types::ToSql;
 
+pub use causal::{CausalToken, Session};
 pub use config::{Balance, RouterConfig, RouterConfigBuilder};
 pub use connector::{
     BoxedStream, ConnectPurpose, Connector, NodeAddress, NodeStream, TcpConnector,
@@ -65,6 +71,7 @@ use caps::Caps;
 use eject::EjectionPolicy;
 use health::{HealthThresholds, PROBE_APPLICATION_NAME, Probe};
 use hedge::{Elsewhere, Watch};
+use lag::{LagBoard, LagProbe};
 use node::Node;
 use pool::{Pool, PoolLimits};
 use route::{Choice, NodeIdx, RouteTable, ShardRoute, Tried};
@@ -131,7 +138,6 @@ impl Router {
         connector: Arc<dyn Connector>,
     ) -> Result<Router, RouterError> {
         config.validate()?;
-        config.check_supported()?;
         let table = Arc::new(topology.validate()?);
         balance::select::seed_shards(&table, config.balance_seed);
         let mut login = tokio_postgres::Config::new();
@@ -156,6 +162,9 @@ impl Router {
         };
         let mut nodes = Vec::new();
         let mut probes = Vec::new();
+        let mut lag_probes = Vec::new();
+        let board = Arc::new(LagBoard::new(table.shards().len()));
+        let probe_lag = config.max_replica_lag.is_some() || config.read_your_writes;
         for (index, placed) in topology.nodes().into_iter().enumerate() {
             let Some((shard, position)) = table.locate(index) else {
                 return Err(RouterError::InvalidConfig(format!(
@@ -179,14 +188,24 @@ impl Router {
                 workload_login.clone(),
                 limits,
             );
-            nodes.push(Arc::new(Node::new(
+            let node = Arc::new(Node::new(
                 placed,
                 pool,
                 Arc::clone(&table),
                 shard,
                 position,
                 ejection_policy,
-            )));
+            ));
+            lag_probes.push(probe_lag.then(|| LagProbe {
+                routes: Arc::clone(&table),
+                board: Arc::clone(&board),
+                stats: Arc::clone(&node.stats),
+                shard,
+                position,
+                max_replica_lag: config.max_replica_lag,
+                timeout: config.health_timeout,
+            }));
+            nodes.push(node);
             probes.push(Probe::new(
                 address,
                 Arc::clone(&connector),
@@ -204,15 +223,31 @@ impl Router {
         for (node, result) in nodes.iter().zip(&first_round) {
             node.record_check(result, started, now, thresholds);
         }
+        // Primaries first, so that the replicas' first byte lag has a primary position to go by.
+        for primaries in [true, false] {
+            let measures = probes
+                .iter_mut()
+                .zip(&lag_probes)
+                .zip(&first_round)
+                .filter_map(|((probe, lag), result)| {
+                    let role = *result.as_ref().ok()?;
+                    ((role == ServedRole::Primary) == primaries).then_some(())?;
+                    Some((probe, lag.as_ref()?, role))
+                })
+                .filter_map(|(probe, lag, role)| Some(lag.measure(probe.connection()?, role)));
+            futures::future::join_all(measures).await;
+        }
         let health_tasks = nodes
             .iter()
             .zip(probes)
-            .map(|(node, probe)| {
+            .zip(lag_probes)
+            .map(|((node, probe), lag)| {
                 tokio::spawn(node::watch(
                     Arc::clone(node),
                     probe,
                     config.health_interval,
                     thresholds,
+                    lag,
                 ))
             })
             .collect();
@@ -248,10 +283,15 @@ impl Router {
         let caps = inner.caps.acquire(request.user, request.org).await?;
         let mut cap_waited = caps.waited();
         inner
-            .read_with_retries(shard, request.prefer_replica, |node, watch| {
-                inner.count_cap_wait(node, &mut cap_waited);
-                inner.collect(node, watch, sql, params)
-            })
+            .read_with_retries(
+                shard,
+                request.prefer_replica,
+                Tried::default(),
+                |node, watch| {
+                    inner.count_cap_wait(node, &mut cap_waited);
+                    inner.collect(node, watch, sql, params)
+                },
+            )
             .await
     }
 
@@ -268,10 +308,15 @@ impl Router {
         let caps = inner.caps.acquire(request.user, request.org).await?;
         let mut cap_waited = caps.waited();
         let mut routed = inner
-            .read_with_retries(shard, request.prefer_replica, |node, watch| {
-                inner.count_cap_wait(node, &mut cap_waited);
-                inner.stream(node, watch, sql, params)
-            })
+            .read_with_retries(
+                shard,
+                request.prefer_replica,
+                Tried::default(),
+                |node, watch| {
+                    inner.count_cap_wait(node, &mut cap_waited);
+                    inner.stream(node, watch, sql, params)
+                },
+            )
             .await?;
         routed.value.hold(caps);
         Ok(routed)
@@ -311,8 +356,9 @@ impl Router {
         }
     }
 
-    /// A snapshot of every node's counters, pool use, routing reasons and statement latency, in
-    /// topology order; [`render_prometheus`] turns it into the Prometheus text format.
+    /// A snapshot of every node's counters, pool use, routing reasons, statement latency and
+    /// replication lag, in topology order; [`render_prometheus`] turns it into the Prometheus text
+    /// format.
     pub fn metrics(&self) -> MetricsSnapshot {
         metrics::snapshot(&self.inner.nodes, self.inner.caps.timeouts())
     }
@@ -346,10 +392,12 @@ impl Inner {
     /// node's and retries are left. Each failure of a replica ejects it, and each attempt on a replica
     /// is watched (see `hedge`). An attempt given up because its node was ejected does not use up a
     /// retry: nothing failed, and as no node is tried twice a read makes at most one attempt per node.
+    /// `start` may restrict the nodes the read may use.
     async fn read_with_retries<'a, T, F, Fut>(
         &'a self,
         shard: &'a ShardRoute,
         prefer_replica: bool,
+        start: Tried,
         mut attempt: F,
     ) -> Result<Routed<T>, RouterError>
     where
@@ -362,7 +410,7 @@ impl Inner {
         } else {
             "primary read"
         };
-        let mut tried = Tried::default();
+        let mut tried = start;
         let mut failures: u32 = 0;
         // The error of the last failed attempt: if no other node is left, it says more than
         // "no healthy node".
@@ -381,6 +429,9 @@ impl Inner {
             };
             let reason = RouteReason::for_read(prefer_replica, choice.role, tried);
             self.count_route(choice.node, reason);
+            if prefer_replica && route::skips_lagging(shard, tried) {
+                self.count_route(choice.node, RouteReason::LagExclusion);
+            }
             let node = &self.nodes[choice.node];
             let watch = self.watch(node, shard, prefer_replica, tried, choice);
             let started = Instant::now();

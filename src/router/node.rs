@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use crate::router::eject::{Ejection, EjectionChange, EjectionPolicy};
 use crate::router::error::RouterError;
 use crate::router::health::{HealthState, HealthThresholds, Probe, Transition};
+use crate::router::lag::LagProbe;
 use crate::router::pool::Pool;
 use crate::router::route::{RouteTable, ServedRole, ShardRoute};
 use crate::router::stats::{NodeStats, NodeStatsSnapshot};
@@ -281,12 +282,13 @@ impl Node {
 
 /// Checks `node` every `interval` (the first check one interval from now), and also whenever its ban
 /// runs out while it is ejected (that probe decides whether it comes back), and closes its stale idle
-/// connections, until the task is aborted.
+/// connections, until the task is aborted. With `lag`, each good check is followed by a lag probe.
 pub(crate) async fn watch(
     node: Arc<Node>,
     mut probe: Probe,
     interval: Duration,
     thresholds: HealthThresholds,
+    lag: Option<LagProbe>,
 ) {
     let mut next_check = Instant::now() + interval;
     loop {
@@ -306,6 +308,9 @@ pub(crate) async fn watch(
         let result = probe.check().await;
         let now = Instant::now();
         node.record_check(&result, started, now, thresholds);
+        if let (Some(lag), Ok(role), Some(conn)) = (&lag, &result, probe.connection()) {
+            lag.measure(conn, *role).await;
+        }
         node.pool.reap(now);
         if check_due {
             next_check += interval;

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, RowStream};
 
-use crate::router::conn::Conn;
+use crate::router::conn::{Between, Conn};
 use crate::router::connector::{ConnectPurpose, Connector, NodeAddress};
 use crate::router::error::{RouterError, breaks_connection};
 
@@ -308,6 +308,25 @@ impl Checkout {
         };
         self.busy = true;
         let result = tokio::time::timeout(timeout, conn.query(sql, params)).await;
+        self.settle(result)
+    }
+
+    /// Runs `before`, a statement and `after` in one round trip within `query_timeout` (see
+    /// [`Conn::query_between`]).
+    pub(crate) async fn query_between(
+        &mut self,
+        before: Option<&str>,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        after: &str,
+    ) -> Result<Between, RouterError> {
+        let timeout = self.pool.limits.query_timeout;
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(RouterError::ShutDown);
+        };
+        self.busy = true;
+        let work = conn.query_between(before, sql, params, after);
+        let result = tokio::time::timeout(timeout, work).await;
         self.settle(result)
     }
 

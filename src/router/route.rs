@@ -49,6 +49,8 @@ pub struct ShardRoute {
     pub replicas: Vec<NodeIdx>,
     /// Positions of the nodes that may take work (bit 0 the primary, bit 1 + i replica i).
     usable: AtomicU64,
+    /// Positions not kept out of reads for lagging (see `lag`); the primary's bit is always set.
+    fresh: AtomicU64,
     /// Round-robin cursor: the replica index the next read starts looking from.
     next_replica: AtomicU32,
     /// Random draws of the balancing policies that use them; the router seeds them.
@@ -70,6 +72,7 @@ impl ShardRoute {
             primary,
             replicas,
             usable: AtomicU64::new(all),
+            fresh: AtomicU64::new(all),
             next_replica: AtomicU32::new(0),
             draws: Draws::default(),
         }
@@ -97,6 +100,31 @@ impl ShardRoute {
     pub fn is_usable(&self, position: u32) -> bool {
         let bit = 1u64.checked_shl(position).unwrap_or(0);
         self.usable.load(Ordering::Relaxed) & bit != 0
+    }
+
+    /// Lets reads go to the replica at `position` (it is within `max_replica_lag`), or keeps them off
+    /// it. The primary and positions past the shard's nodes are ignored.
+    pub fn set_fresh(&self, position: u32, fresh: bool) {
+        let bit = 1u64.checked_shl(position).unwrap_or(0)
+            & ShardRoute::positions(self.replicas.len())
+            & !1;
+        if fresh {
+            self.fresh.fetch_or(bit, Ordering::Relaxed);
+        } else {
+            self.fresh.fetch_and(!bit, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether reads may go to the node at `position` as far as its lag goes.
+    pub fn is_fresh(&self, position: u32) -> bool {
+        let bit = 1u64.checked_shl(position).unwrap_or(0);
+        self.fresh.load(Ordering::Relaxed) & bit != 0
+    }
+
+    /// Positions a read may use: usable, and for replicas fresh.
+    #[inline]
+    fn readable(&self) -> u64 {
+        self.usable.load(Ordering::Relaxed) & self.fresh.load(Ordering::Relaxed)
     }
 
     /// The position of `node` in this shard.
@@ -206,24 +234,50 @@ impl RouteTable {
     }
 }
 
-/// The positions of a shard one request has already tried.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Tried(u64);
+/// The positions of a shard one request has already tried, and those it may use at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tried {
+    tried: u64,
+    allowed: u64,
+}
+
+impl Default for Tried {
+    /// Nothing tried, every position allowed.
+    fn default() -> Tried {
+        Tried {
+            tried: 0,
+            allowed: u64::MAX,
+        }
+    }
+}
 
 impl Tried {
+    /// Restricts the request to `positions` (bit 0 the primary, bit 1 + i replica i), e.g. the
+    /// replicas known to have applied a session's writes.
+    pub fn restricted_to(mut self, positions: u64) -> Tried {
+        self.allowed &= positions;
+        self
+    }
+
+    /// Positions the request may still try.
+    #[inline]
+    fn open(self) -> u64 {
+        self.allowed & !self.tried
+    }
+
     /// Records an attempt on `choice`.
     pub fn add(&mut self, choice: Choice) {
-        self.0 |= 1u64.checked_shl(choice.position).unwrap_or(0);
+        self.tried |= 1u64.checked_shl(choice.position).unwrap_or(0);
     }
 
     /// How many nodes were tried.
     pub fn count(self) -> u32 {
-        self.0.count_ones()
+        self.tried.count_ones()
     }
 
     /// Whether the node at `position` was tried.
     pub fn contains(self, position: u32) -> bool {
-        self.0 & 1u64.checked_shl(position).unwrap_or(0) != 0
+        self.tried & 1u64.checked_shl(position).unwrap_or(0) != 0
     }
 }
 
@@ -249,7 +303,7 @@ pub fn choose_read_node_by(
     tried: Tried,
     pick: impl FnOnce(Candidates) -> Option<u32>,
 ) -> Option<Choice> {
-    let eligible = shard.usable.load(Ordering::Relaxed) & !tried.0;
+    let eligible = shard.readable() & tried.open();
     if prefer_replica {
         // Replica i sits at bit 1 + i; shifted down, bit i is replica i.
         let replicas = Candidates(eligible >> 1);
@@ -274,8 +328,16 @@ pub fn choose_read_node_by(
 /// [`choose_read_node`] would find, without moving the rotation.
 #[inline]
 pub fn can_read_elsewhere(shard: &ShardRoute, prefer_replica: bool, tried: Tried) -> bool {
-    let eligible = shard.usable.load(Ordering::Relaxed) & !tried.0;
+    let eligible = shard.readable() & tried.open();
     (prefer_replica && eligible >> 1 != 0) || eligible & 1 != 0
+}
+
+/// Whether a replica read in `shard` that already `tried` some nodes passes over a usable replica
+/// because it lags (what [`crate::router::route_reason::RouteReason::LagExclusion`] counts).
+#[inline]
+pub fn skips_lagging(shard: &ShardRoute, tried: Tried) -> bool {
+    let lagging = shard.usable.load(Ordering::Relaxed) & !shard.fresh.load(Ordering::Relaxed);
+    lagging & tried.open() != 0
 }
 
 /// Chooses the node for a write in `shard`: its primary, if usable.
@@ -523,6 +585,68 @@ mod tests {
             (1..=REPLICAS_PER_SHARD_MAX).collect(),
         );
         assert!(full.is_usable(63));
+    }
+
+    #[test]
+    fn lagging_replicas_are_left_out_of_reads_until_fresh() {
+        let table = table();
+        let shard = shard_of(&table, 0);
+        let none = Tried::default();
+        shard.set_fresh(2, false);
+        assert!(skips_lagging(shard, none));
+        let picks: Vec<_> = (0..4)
+            .filter_map(|_| choose_read_node(shard, true, none))
+            .map(|choice| choice.node)
+            .collect();
+        assert_eq!(picks, vec![1, 3, 1, 3], "replica 2 skipped");
+        assert!(
+            shard.is_usable(2) && !shard.is_fresh(2),
+            "lag is not health"
+        );
+        shard.set_fresh(1, false);
+        shard.set_fresh(3, false);
+        assert_eq!(choose_read_node(shard, true, none), Some(primary(0)));
+        assert!(can_read_elsewhere(shard, true, none), "the primary is left");
+        shard.set_fresh(PRIMARY_POSITION, false);
+        assert!(shard.is_fresh(PRIMARY_POSITION), "the primary never lags");
+        shard.set_usable(2, false);
+        assert!(
+            !skips_lagging(shard, tried(&[replica(1, 1), replica(3, 3)])),
+            "2 is out anyway"
+        );
+        for position in 1..=3 {
+            shard.set_fresh(position, true);
+        }
+        assert!(!skips_lagging(shard, none));
+        assert_eq!(
+            choose_read_node(shard, true, none).map(|c| c.role),
+            Some(ServedRole::Replica)
+        );
+    }
+
+    #[test]
+    fn a_restricted_read_uses_only_the_allowed_positions() {
+        let table = table();
+        let shard = shard_of(&table, 0);
+        let only_3 = Tried::default().restricted_to(1 << 3 | 1);
+        for _ in 0..3 {
+            assert_eq!(choose_read_node(shard, true, only_3), Some(replica(3, 3)));
+        }
+        assert_eq!(only_3.count(), 0, "a restriction is not an attempt");
+        let mut after_3 = only_3;
+        after_3.add(replica(3, 3));
+        assert_eq!(choose_read_node(shard, true, after_3), Some(primary(0)));
+        assert!(!can_read_elsewhere(
+            shard,
+            true,
+            after_3.restricted_to(1 << 3)
+        ));
+        shard.set_fresh(2, false);
+        assert!(
+            !skips_lagging(shard, only_3),
+            "replica 2 was not allowed anyway"
+        );
+        assert!(skips_lagging(shard, Tried::default()));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use tokio::time::Instant;
 
 use crate::router::balance::ewma::LatencyEwma;
+use crate::router::lag::NodeLag;
 use crate::router::latency::StatementLatency;
 use crate::router::route::ServedRole;
 use crate::router::route_reason::RouteCounters;
@@ -34,6 +35,8 @@ pub struct NodeStats {
     pub latency: StatementLatency,
     /// Latency signal of the `p2c_ewma` balancing policy, fed by the same attempts.
     pub ewma: LatencyEwma,
+    /// Replication lag measured by the probes (replicas, while lag is probed).
+    pub lag: NodeLag,
     reported_role: AtomicU8,
 }
 

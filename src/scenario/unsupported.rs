@@ -12,8 +12,7 @@ use super::raw::RawScenario;
 type Request = Option<(String, Range<usize>)>;
 
 /// Every feature not supported yet, each a function that finds a request for it in a valid file.
-const NOT_SUPPORTED: [fn(&Scenario, &RawScenario) -> Request; 3] =
-    [lag_aware_routing, read_your_writes_sessions, promotion];
+const NOT_SUPPORTED: [fn(&Scenario, &RawScenario) -> Request; 1] = [promotion];
 
 /// Refuses the first request for a feature that is not supported yet.
 pub(crate) fn reject_unsupported(scenario: &Scenario, raw: &RawScenario) -> Result<(), Issue> {
@@ -21,24 +20,6 @@ pub(crate) fn reject_unsupported(scenario: &Scenario, raw: &RawScenario) -> Resu
         Some((what, span)) => Err(Issue::not_supported(span, what)),
         None => Ok(()),
     }
-}
-
-/// `router.max_replica_lag`: no lag-aware routing yet.
-fn lag_aware_routing(_: &Scenario, raw: &RawScenario) -> Request {
-    let value = raw.router.max_replica_lag.as_ref()?;
-    Some((
-        "router.max_replica_lag (lag-aware routing)".to_owned(),
-        value.span(),
-    ))
-}
-
-/// `router.read_your_writes = true`: no session tokens yet.
-fn read_your_writes_sessions(scenario: &Scenario, raw: &RawScenario) -> Request {
-    let value = raw.router.read_your_writes.as_ref()?;
-    scenario
-        .router
-        .read_your_writes
-        .then(|| ("router.read_your_writes = true".to_owned(), value.span()))
 }
 
 /// Fault kind `promote`: the router does not follow a new primary yet.

@@ -14,7 +14,7 @@ use rand_distr::{Distribution, Exp, Zipf};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::router::{ReadRequest, Router, WriteRequest};
+use crate::router::{ReadRequest, Router, Session, WriteRequest};
 use crate::scenario::Workload;
 use crate::sim::events::{ClientOp, EventLog, Micros, NodeIdx, OpKind};
 use crate::sim::now_us;
@@ -96,11 +96,22 @@ pub struct Clients {
     pub end_us: Micros,
 }
 
+/// Each client's read-your-writes session, when the router runs with `read_your_writes`. A client
+/// runs one operation at a time: it takes its session out for the operation and puts it back.
+type Sessions = Arc<Vec<Mutex<Option<Session>>>>;
+
 /// Runs the whole workload and returns when every started operation has finished.
 pub async fn run(clients: Arc<Clients>) {
+    let sessions: Sessions = Arc::new(if clients.router.config().read_your_writes {
+        (0..clients.spec.clients)
+            .map(|_| Mutex::new(Some(Session::new(clients.router.clone()))))
+            .collect()
+    } else {
+        Vec::new()
+    });
     match clients.spec.rate {
-        Some(rate) => open_loop(clients, rate).await,
-        None => closed_loop(clients).await,
+        Some(rate) => open_loop(clients, sessions, rate).await,
+        None => closed_loop(clients, sessions).await,
     }
 }
 
@@ -111,17 +122,18 @@ fn client_rng(seed: u64, stream: u64) -> ChaCha8Rng {
     rng
 }
 
-async fn closed_loop(clients: Arc<Clients>) {
+async fn closed_loop(clients: Arc<Clients>, sessions: Sessions) {
     let mut tasks = Vec::with_capacity(clients.spec.clients as usize);
     for client in 0..clients.spec.clients {
         let clients = Arc::clone(&clients);
+        let sessions = Arc::clone(&sessions);
         tasks.push(tokio::spawn(async move {
             let mix = OpMix::new(&clients.spec);
             let mut rng = client_rng(clients.seed, u64::from(client) + 1);
             while now_us() < clients.end_us {
                 let plan = mix.next(&mut rng);
                 let start_us = now_us();
-                execute(&clients, client, plan, start_us).await;
+                execute(&clients, &sessions, client, plan, start_us).await;
                 if !clients.spec.think_time.is_zero() {
                     tokio::time::sleep(clients.spec.think_time).await;
                 }
@@ -133,7 +145,7 @@ async fn closed_loop(clients: Arc<Clients>) {
     }
 }
 
-async fn open_loop(clients: Arc<Clients>, rate: f64) {
+async fn open_loop(clients: Arc<Clients>, sessions: Sessions, rate: f64) {
     let mix = OpMix::new(&clients.spec);
     let mut rng = client_rng(clients.seed, 0);
     let Ok(gap) = Exp::new(rate) else {
@@ -163,9 +175,10 @@ async fn open_loop(clients: Arc<Clients>, rate: f64) {
             break;
         };
         let clients = Arc::clone(&clients);
+        let sessions = Arc::clone(&sessions);
         let idle = Arc::clone(&idle);
         tasks.spawn(async move {
-            execute(&clients, client, plan, intended_us).await;
+            execute(&clients, &sessions, client, plan, intended_us).await;
             idle.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push_back(client);
@@ -189,26 +202,41 @@ fn surface_panic(done: Result<(), tokio::task::JoinError>) {
     }
 }
 
-/// Runs one operation through the router and records what the client saw.
-async fn execute(clients: &Clients, client: u32, plan: OpPlan, start_us: Micros) {
+/// Runs one operation through the router (through the client's session, if it has one) and records
+/// what the client saw.
+async fn execute(
+    clients: &Clients,
+    sessions: &Sessions,
+    client: u32,
+    plan: OpPlan,
+    start_us: Micros,
+) {
     let user = (u64::from(client) % clients.spec.users) as i64;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&plan.org, &plan.key, &user];
-    let result = match plan.kind {
-        OpKind::Read => {
-            let req = ReadRequest {
-                org: plan.org,
-                user,
-                prefer_replica: plan.prefer_replica,
+    let read = ReadRequest {
+        org: plan.org,
+        user,
+        prefer_replica: plan.prefer_replica,
+    };
+    let write = WriteRequest {
+        org: plan.org,
+        user,
+    };
+    let slot = sessions.get(client as usize);
+    let session = slot.and_then(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+    let result = match (session, plan.kind) {
+        (Some(mut session), kind) => {
+            let result = match kind {
+                OpKind::Read => session.read(read, READ_SQL, &params).await,
+                OpKind::Write => session.write(write, WRITE_SQL, &params).await,
             };
-            clients.router.read(req, READ_SQL, &params).await
+            if let Some(slot) = slot {
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(session);
+            }
+            result
         }
-        OpKind::Write => {
-            let req = WriteRequest {
-                org: plan.org,
-                user,
-            };
-            clients.router.write(req, WRITE_SQL, &params).await
-        }
+        (None, OpKind::Read) => clients.router.read(read, READ_SQL, &params).await,
+        (None, OpKind::Write) => clients.router.write(write, WRITE_SQL, &params).await,
     };
     let end_us = now_us();
     let (ok, node, version, error) = match result {

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::*;
+use crate::router::lag::{NodeLag, ReplicaLag};
 use crate::router::latency::StatementLatency;
 use crate::router::route_reason::RouteCounters;
 
@@ -241,7 +242,23 @@ fn node(name: &str, role: ServedRole, routes: &[(RouteReason, u64)], us: &[u64])
         },
         routes: counters.snapshot(),
         latency: latency.snapshot(),
+        lag: lag(role, us),
     }
+}
+
+/// A replica's lag record with one probe per value of `us`; a primary's is empty.
+fn lag(role: ServedRole, us: &[u64]) -> LagSnapshot {
+    let record = NodeLag::default();
+    if role == ServedRole::Replica {
+        for &value in us {
+            let lag = ReplicaLag {
+                bytes: value * 10,
+                time: Duration::from_micros(value),
+            };
+            record.record(lag, None);
+        }
+    }
+    record.snapshot()
 }
 
 fn snapshot() -> MetricsSnapshot {
@@ -296,7 +313,9 @@ fn the_exposition_parses_back() {
             let keys: Vec<&str> = sample.labels.iter().map(|(k, _)| k.as_str()).collect();
             let allowed = match family.name.trim_start_matches(PREFIX) {
                 "routes_total" => [&node_labels[..], &["reason"]].concat(),
-                "statement_duration_seconds" if sample.name.ends_with("_bucket") => {
+                "statement_duration_seconds" | "replica_lag_history_seconds"
+                    if sample.name.ends_with("_bucket") =>
+                {
                     [&node_labels[..], &["le"]].concat()
                 }
                 "cap_timeouts_total" => vec!["reason"],
@@ -305,13 +324,37 @@ fn the_exposition_parses_back() {
             assert_eq!(keys, allowed, "{} labels", sample.name);
         }
     }
-    assert_eq!(families.len(), NODE_FAMILIES.len() + 3);
+    assert_eq!(families.len(), NODE_FAMILIES.len() + 4);
     let odd = value(
         &families,
         "attempts_total",
         &[("node", "replica \"a\\b\"\nx")],
     );
     assert_eq!(odd, Some(8.0), "an escaped node name reads back whole");
+}
+
+#[test]
+fn lag_gauges_and_history_reflect_the_last_probe_and_every_probe() {
+    let families = families();
+    let replica = [("node", "replica \"a\\b\"\nx")];
+    assert_eq!(
+        value(&families, "replica_lag_bytes", &replica),
+        Some(25_000.0)
+    );
+    assert_eq!(
+        value(&families, "replica_lag_seconds", &replica),
+        Some(0.0025)
+    );
+    assert_eq!(
+        value(&families, "replica_lag_history_seconds_count", &replica),
+        Some(3.0)
+    );
+    let primary = [("node", "primary-1")];
+    assert_eq!(value(&families, "replica_lag_seconds", &primary), Some(0.0));
+    assert_eq!(
+        value(&families, "replica_lag_history_seconds_count", &primary),
+        Some(0.0)
+    );
 }
 
 #[test]

@@ -1,0 +1,239 @@
+//! Lag-aware routing and read-your-writes sessions: each feature's scenario holds its invariant over
+//! every seed, the same run with the feature off fails it, and the router's own lag record and
+//! routing reasons show the feature at work. Per-seed figures are printed (`--nocapture`).
+
+use replisim::router::route_reason::RouteReason;
+
+use super::*;
+
+/// The leading number of an invariant's figure (`worst 518 ms <= ...`, `3 of 900 reads ...`).
+fn figure(r: &Report, kind: &str) -> u64 {
+    let detail = &invariant(r, kind).detail;
+    let number = detail
+        .split_whitespace()
+        .find_map(|word| word.parse::<u64>().ok());
+    match number {
+        Some(n) => n,
+        None => panic!("{}: no figure in {kind} detail {detail:?}", r.scenario),
+    }
+}
+
+/// Replica reads over all reads, as the servers executed them.
+fn replica_share(r: &Report) -> f64 {
+    let replica: u64 = r
+        .nodes
+        .iter()
+        .filter(|n| n.role == "replica")
+        .map(|n| n.reads)
+        .sum();
+    let all: u64 = r.nodes.iter().map(|n| n.reads).sum();
+    replica as f64 / all.max(1) as f64
+}
+
+fn total(outcome: &RunOutcome, reason: RouteReason) -> u64 {
+    outcome
+        .router_metrics
+        .nodes
+        .iter()
+        .map(|n| n.routes.get(reason))
+        .sum()
+}
+
+/// The scenario as the router would run it without lag-aware routing (the checkers judge the same
+/// bound).
+fn lag_routing_off(mut s: Scenario) -> Scenario {
+    s.router.max_replica_lag = None;
+    s
+}
+
+#[test]
+fn lag_aware_routing_bounds_staleness_over_seeds() {
+    let on = load("max-replica-lag");
+    let off = lag_routing_off(on.clone());
+    for r in passes_over_seeds(&on) {
+        let seed = r.seed;
+        let without = simulate(&off, seed, &RunOptions::default(), "variant");
+        let (worst_on, worst_off) = (
+            figure(&r, "max_staleness"),
+            figure(&without, "max_staleness"),
+        );
+        println!(
+            "max-replica-lag seed {seed}: worst staleness {worst_on} ms with, {worst_off} ms \
+             without; replica read share {:.3}; read p99 {:.3} ms",
+            replica_share(&r),
+            r.latency_ms.read.p99
+        );
+        assert!(
+            !invariant(&without, "max_staleness").passed,
+            "seed {seed}: without lag-aware routing the stale replica should break the bound:\n{}",
+            describe(&without)
+        );
+        assert!(
+            worst_off > worst_on,
+            "seed {seed}: {worst_off} vs {worst_on}"
+        );
+    }
+}
+
+#[test]
+fn max_staleness_fails_without_lag_aware_routing() {
+    let s = lag_routing_off(load("max-replica-lag"));
+    failing_run(&s, &RunOptions::default(), "max_staleness");
+}
+
+#[test]
+fn lagging_replicas_are_counted_and_their_lag_recorded() {
+    let s = load("max-replica-lag");
+    let (outcome, r) = simulate_outcome(&s, 1, &RunOptions::default(), "lag");
+    assert!(r.passed, "{}", describe(&r));
+    let exclusions = total(&outcome, RouteReason::LagExclusion);
+    assert!(exclusions > 0, "no read skipped a lagging replica");
+    let reads: u64 = r.nodes.iter().map(|n| n.reads).sum();
+    assert!(
+        exclusions < reads,
+        "{exclusions} exclusions of {reads} reads"
+    );
+    for name in ["replica-1", "replica-2"] {
+        let Some(node) = outcome.router_metrics.node(name) else {
+            panic!("no metrics for {name}");
+        };
+        let lag = &node.lag;
+        assert!(lag.measured, "{name}: never probed");
+        // Probes every 250 ms over the run (the first at start-up), give or take the drain.
+        assert!(
+            lag.history.count >= 100,
+            "{name}: {} probes",
+            lag.history.count
+        );
+        assert!(
+            lag.history.max_us >= 500_000,
+            "{name}: the fault's lag never showed (max {} us)",
+            lag.history.max_us
+        );
+        assert!(lag.time_us < 500_000, "{name}: still lagging at the end");
+    }
+    let text = render_prometheus(&outcome.router_metrics);
+    assert!(
+        text.contains("replisim_router_replica_lag_history_seconds_count{node=\"replica-1\""),
+        "the exposition lacks the lag history"
+    );
+    let primary = outcome.router_metrics.node("primary-1");
+    assert_eq!(
+        primary.map(|n| n.lag.measured),
+        Some(false),
+        "a primary has no lag"
+    );
+}
+
+#[test]
+fn a_replica_paused_for_longer_than_the_bound_is_left_out_of_reads() {
+    let mut s = load("max-replica-lag");
+    // Only the pause: replica-2 stops replaying from 20 s to 24 s.
+    s.faults
+        .retain(|f| f.kind == replisim::scenario::FaultKind::PauseReplay);
+    let r = simulate(&s, 4, &RunOptions::default(), "variant");
+    assert!(r.passed, "{}", describe(&r));
+    let off = simulate(&lag_routing_off(s), 4, &RunOptions::default(), "variant");
+    assert!(
+        !invariant(&off, "max_staleness").passed,
+        "a 4 s pause without lag-aware routing:\n{}",
+        describe(&off)
+    );
+}
+
+/// The scenario with read-your-writes sessions turned off (the checkers judge the same invariants).
+fn sessions_off(mut s: Scenario) -> Scenario {
+    s.router.read_your_writes = false;
+    s
+}
+
+/// Client reads served by a replica over all successful client reads (a read the router sent to a
+/// replica, found behind, and repeated on the primary counts once, on the primary).
+fn client_replica_share(outcome: &RunOutcome, s: &Scenario) -> f64 {
+    let reads = outcome
+        .events
+        .ops
+        .iter()
+        .filter(|op| op.ok && op.kind == replisim::sim::events::OpKind::Read);
+    let (mut all, mut replica) = (0u64, 0u64);
+    for op in reads {
+        all += 1;
+        let on_replica = op
+            .node
+            .and_then(|node| s.nodes.get(node))
+            .is_some_and(|node| node.initial_role == replisim::sim::events::NodeRole::Replica);
+        replica += u64::from(on_replica);
+    }
+    replica as f64 / all.max(1) as f64
+}
+
+#[test]
+fn read_your_writes_holds_over_seeds() {
+    let on = load("read-your-writes");
+    let off = sessions_off(on.clone());
+    for r in passes_over_seeds(&on) {
+        let seed = r.seed;
+        let without = simulate(&off, seed, &RunOptions::default(), "variant");
+        println!(
+            "read-your-writes seed {seed}: violations {} with, {} without; replica read share \
+             {:.3} with, {:.3} without; read p99 {:.3} ms with, {:.3} ms without",
+            figure(&r, "read_your_writes"),
+            figure(&without, "read_your_writes"),
+            replica_share(&r),
+            replica_share(&without),
+            r.latency_ms.read.p99,
+            without.latency_ms.read.p99
+        );
+        assert!(
+            !invariant(&without, "read_your_writes").passed,
+            "seed {seed}: without sessions the lagging replicas should show old versions:\n{}",
+            describe(&without)
+        );
+    }
+}
+
+#[test]
+fn read_your_writes_fails_without_sessions() {
+    let s = sessions_off(load("read-your-writes"));
+    failing_run(&s, &RunOptions::default(), "read_your_writes");
+}
+
+#[test]
+fn sessions_steer_reads_and_their_position_queries_are_not_workload() {
+    let s = load("read-your-writes");
+    let (outcome, r) = simulate_outcome(&s, 2, &RunOptions::default(), "lag");
+    assert!(r.passed, "{}", describe(&r));
+    for m in &outcome.router_metrics.nodes {
+        assert_eq!(
+            m.routes.decisions(),
+            m.stats.attempts,
+            "{}: one decision per attempt, redirected reads included",
+            m.stats.name
+        );
+    }
+    let steered = total(&outcome, RouteReason::ReadYourWrites);
+    assert!(steered > 0, "no read was steered by its token");
+    let primary = outcome.router_metrics.node("primary-1");
+    let on_primary = primary.map_or(0, |n| n.routes.get(RouteReason::ReadYourWrites));
+    assert!(on_primary > 0, "no read went to the primary for its token");
+    // Position queries ran on workload connections, classified as probes, not as reads.
+    let position_queries = outcome
+        .events
+        .statements
+        .iter()
+        .filter(|st| st.purpose == Purpose::Workload && st.kind == StatementKind::Probe)
+        .count() as u64;
+    assert!(
+        position_queries >= r.ops.total,
+        "one after every operation at least"
+    );
+    let executed: u64 = r.nodes.iter().map(|n| n.reads).sum();
+    assert!(
+        executed >= r.ops.reads && executed - r.ops.reads <= r.ops.reads / 100,
+        "servers executed {executed} reads for {} client reads",
+        r.ops.reads
+    );
+    let share = client_replica_share(&outcome, &s);
+    println!("read-your-writes seed 2: client-side replica read share {share:.3}");
+    assert!(share >= 0.7, "client-side replica share {share:.3}");
+}
