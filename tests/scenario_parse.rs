@@ -266,6 +266,7 @@ fn a_file_with_every_key_resolves_to_the_expected_model() {
             ejection_time_max: secs(20),
             slow_request_ejection: ms(500),
             replica_count: None,
+            follow_promotion: true,
         },
         workload: Workload {
             clients: 20,

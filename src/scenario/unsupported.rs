@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use super::error::Issue;
-use super::model::{FaultKind, Scenario};
+use super::model::Scenario;
 use super::raw::RawScenario;
 use crate::router::Balance;
 
@@ -13,11 +13,10 @@ use crate::router::Balance;
 type Request = Option<(String, Range<usize>)>;
 
 /// Every feature not supported yet, each a function that finds a request for it in a valid file.
-const NOT_SUPPORTED: [fn(&Scenario, &RawScenario) -> Request; 4] = [
+const NOT_SUPPORTED: [fn(&Scenario, &RawScenario) -> Request; 3] = [
     balance_other_than_round_robin,
     lag_aware_routing,
     read_your_writes_sessions,
-    promotion,
 ];
 
 /// Refuses the first request for a feature that is not supported yet.
@@ -55,19 +54,4 @@ fn read_your_writes_sessions(scenario: &Scenario, raw: &RawScenario) -> Request 
         .router
         .read_your_writes
         .then(|| ("router.read_your_writes = true".to_owned(), value.span()))
-}
-
-/// Fault kind `promote`: the router does not follow a new primary yet.
-fn promotion(scenario: &Scenario, raw: &RawScenario) -> Request {
-    let index = scenario
-        .faults
-        .iter()
-        .position(|fault| fault.kind == FaultKind::Promote)?;
-    let fault = raw.fault.get(index)?;
-    let span = fault
-        .get_ref()
-        .kind
-        .as_ref()
-        .map_or_else(|| fault.span(), |kind| kind.span());
-    Some((format!("fault {}: kind \"promote\"", index + 1), span))
 }

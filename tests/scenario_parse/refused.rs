@@ -434,10 +434,6 @@ fn features_not_built_yet_are_refused_not_ignored() {
             "[router]\nread_your_writes = true\n",
             "t.toml:9:20: router.read_your_writes = true is not supported yet",
         ),
-        (
-            "[[fault]]\nat = \"1s\"\nkind = \"promote\"\ntarget = \"r1\"\n",
-            "t.toml:10:8: fault 1: kind \"promote\" is not supported yet",
-        ),
     ];
     for (extra, expected) in cases {
         let error = assert_refused(&with(extra), expected);
