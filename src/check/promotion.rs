@@ -66,8 +66,7 @@ pub(crate) fn primary_by_promotion(
     let shard = shard_of(evidence, node)?;
     promote_faults(evidence)
         .into_iter()
-        .filter(|f| f.at_us <= at_us && shard_of(evidence, f.target) == Some(shard))
-        .next_back()
+        .rfind(|f| f.at_us <= at_us && shard_of(evidence, f.target) == Some(shard))
         .map(|f| f.target == node)
 }
 

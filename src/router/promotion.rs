@@ -119,8 +119,9 @@ impl WriterState {
             };
             return (next, change);
         }
-        let takes_over =
-            seen_in_recovery || (!retired && !(self.confirmed && self.writer.is_some()));
+        // A writer only the configuration vouches for yields to any node out of recovery.
+        let writer_confirmed = self.confirmed && self.writer.is_some();
+        let takes_over = seen_in_recovery || !(retired || writer_confirmed);
         if takes_over {
             if let Some(former) = self.writer {
                 next.retired |= bit(former);
