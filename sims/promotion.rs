@@ -224,3 +224,18 @@ fn a_router_told_a_replica_is_the_primary_writes_nowhere() {
         );
     }
 }
+
+#[test]
+fn writes_only_primary_counts_writes_the_fenced_old_primary_refused() {
+    // The fenced old primary still believes it is a primary; the checker knows of the promotion.
+    // Writes sent before the router saw the promotion reached it, so the invariant cannot hold here.
+    let mut s = load("promote-fenced-primary");
+    s.invariants.push(Invariant::WritesOnlyPrimary);
+    let r = failing_run(&s, &RunOptions::default(), "writes_only_primary");
+    let detail = &invariant(&r, "writes_only_primary").detail;
+    assert!(
+        detail.contains("first on primary-1 at 8") && detail.contains("refused with 25006"),
+        "{detail}"
+    );
+    assert!(invariant(&r, "failover_within").passed, "{}", describe(&r));
+}
