@@ -2,11 +2,13 @@
 //! must fail (each invariant caught on a deliberately broken router or a feature switched off), and
 //! the determinism check. Reports land in `target/sim-reports/` for the independent report checker.
 //! The router's own metrics are checked against the servers in `metrics`; the balancing policies
-//! against each other in `balance`.
+//! against each other in `balance`; lag-aware routing and read-your-writes in `lag`; promotions and a
+//! primary crash in `promotion`.
 
 mod balance;
 mod lag;
 mod metrics;
+mod promotion;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -418,19 +420,26 @@ fn the_same_seed_gives_the_same_report_under_faults() {
 
 // ---- every checker fails end to end on a broken router or with a feature switched off ----
 
-#[test]
-fn writes_only_primary_catches_a_router_that_writes_to_a_replica() {
-    let s = shorter(lighter(load("mixed-load"), 10), Duration::from_secs(3));
-    let miswire: replisim::sim::harness::TopologyEdit = Arc::new(|t| {
+/// A topology that gives the router the first shard's first replica as its primary.
+fn replica_as_primary() -> replisim::sim::harness::TopologyEdit {
+    Arc::new(|t| {
         if let Some(shard) = t.shards.first_mut()
             && let Some(replica) = shard.replicas.first()
         {
             shard.primary.host = replica.host.clone();
         }
-    });
+    })
+}
+
+#[test]
+fn writes_only_primary_catches_a_router_that_writes_to_a_replica() {
+    // With promotion following on, the router would see that its "primary" is in recovery and write
+    // nowhere (see `promotion`); with static roles it writes to the replica.
+    let s = shorter(lighter(load("mixed-load"), 10), Duration::from_secs(3));
+    let static_roles: replisim::sim::harness::ConfigEdit = Arc::new(|c| c.follow_promotion = false);
     let options = RunOptions {
-        topology_edit: Some(miswire),
-        ..RunOptions::default()
+        topology_edit: Some(replica_as_primary()),
+        config_edit: Some(static_roles),
     };
     let r = failing_run(&s, &options, "writes_only_primary");
     assert!(

@@ -17,7 +17,7 @@ use real_support::{
     start_cluster, start_router, step, topology, totals, version_of, wait_for,
 };
 use replisim::real::Cluster;
-use replisim::router::{ReadRequest, Router, RouterConfig, ServedRole, WriteRequest};
+use replisim::router::{ReadRequest, Router, RouterConfig, RouterError, ServedRole, WriteRequest};
 use replisim::sim::workload::{READ_SQL, WRITE_SQL};
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
@@ -253,9 +253,30 @@ async fn critical_reads_on_the_primary(cluster: &Cluster) -> TestResult {
 /// refused by the server with SQLSTATE 25006, which logs it; nothing is written anywhere.
 async fn a_write_reaching_a_replica_is_refused(cluster: &Cluster) -> TestResult {
     let replica = node(cluster, "replica-3")?;
-    // Miswired on purpose: the router's "primary-1" is in fact the replica.
+    // Miswired on purpose: the router's "primary-1" is in fact the replica. Following promotions,
+    // the router sees it in recovery and writes nowhere; with static roles the write reaches it.
     let miswired = topology(("primary-1", replica.port), &[]);
-    let router = start_router(RouterConfig::default(), miswired).await?;
+    let following = start_router(RouterConfig::default(), miswired.clone()).await?;
+    let request = WriteRequest {
+        org: ORG + 1,
+        user: 1,
+    };
+    let result = tokio::time::timeout(
+        STEP_TIMEOUT,
+        following.write(request, WRITE_SQL, &[&(ORG + 1), &9i64, &1i64]),
+    )
+    .await?;
+    match result {
+        Err(RouterError::NoPrimary { shard }) => assert_eq!(shard, "s1"),
+        Err(error) => panic!("expected NoPrimary, got {error}"),
+        Ok(routed) => panic!("a write on a replica succeeded on {}", routed.node),
+    }
+    following.shutdown();
+    let static_roles = RouterConfig {
+        follow_promotion: false,
+        ..RouterConfig::default()
+    };
+    let router = start_router(static_roles, miswired).await?;
 
     // An org nothing was written for: any row of it would be the refused write's.
     let (org, key) = (ORG + 1, 9i64);

@@ -14,7 +14,7 @@ mod refused;
 #[path = "scenario_parse/refused_faults.rs"]
 mod refused_faults;
 
-/// Every key of the schema (except the ones refused as not supported yet).
+/// Every key of the schema.
 const FULL: &str = r#"
 name = "full-1"
 description = "every key"
@@ -268,6 +268,7 @@ fn a_file_with_every_key_resolves_to_the_expected_model() {
             ejection_time_max: secs(20),
             slow_request_ejection: ms(500),
             replica_count: None,
+            follow_promotion: true,
         },
         workload: Workload {
             clients: 20,

@@ -1,5 +1,6 @@
 //! `failover_within{max}`: a crashed or partitioned node stops getting workload within `max`, and
-//! reads that may use a replica keep succeeding meanwhile. Also the report's `failovers[]`.
+//! reads that may use a replica keep succeeding meanwhile; after a `promote`, writes succeed on the
+//! new primary from `max` on (see [`promotion`]). Also the report's `failovers[]`.
 //!
 //! A dead node cannot log what it did not see, so attempts are taken from the application host's
 //! network records (connects and statement messages on behalf of client operations), never from the
@@ -14,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::check::{Evidence, InvariantResult, duration_us, format_ms, node_name};
+use crate::check::{Evidence, InvariantResult, duration_us, format_ms, node_name, promotion};
 use crate::sim::events::{FaultRecord, Micros, NetKind, NodeIdx, OpKind, Purpose};
 
 const KIND: &str = "failover_within";
@@ -41,10 +42,12 @@ pub fn failovers(evidence: &Evidence) -> Vec<Failover> {
         .collect()
 }
 
-/// Checks that every crash or partition was routed around within `max`.
+/// Checks that every crash or partition was routed around, and every promotion followed, within
+/// `max`.
 pub fn check(evidence: &Evidence, max: Duration) -> InvariantResult {
     let faults = outage_faults(evidence);
-    if faults.is_empty() {
+    let promotions = promotion::promote_faults(evidence);
+    if faults.is_empty() && promotions.is_empty() {
         return InvariantResult::new(KIND, true, "no crash or partition".to_string());
     }
     let max_us = duration_us(max);
@@ -58,19 +61,32 @@ pub fn check(evidence: &Evidence, max: Duration) -> InvariantResult {
             broken.push(format!("{}: {reasons}", describe(evidence, fault)));
         }
     }
-    let max_text = format_ms(max_us);
-    match broken.first() {
-        None => InvariantResult::new(KIND, true, format!("worst {worst_ms} ms <= {max_text} ms")),
-        Some(first) => InvariantResult::new(
-            KIND,
-            false,
-            format!(
-                "{first}; {} of {} faults broke it, worst {worst_ms} ms (max {max_text} ms)",
-                broken.len(),
-                faults.len()
-            ),
-        ),
+    for fault in &promotions {
+        if let Some(reasons) = promotion::violations(evidence, fault, max_us) {
+            broken.push(format!("{}: {reasons}", describe(evidence, fault)));
+        }
     }
+    let resumed: Vec<String> = promotion::promotions(evidence)
+        .iter()
+        .map(|p| match p.resumed_ms {
+            Some(ms) => format!("writes resumed on {} {ms} ms after its promotion", p.node),
+            None => format!("no write on {} after its promotion", p.node),
+        })
+        .collect();
+    let max_text = format_ms(max_us);
+    let mut detail = match broken.first() {
+        None => format!("worst {worst_ms} ms <= {max_text} ms"),
+        Some(first) => format!(
+            "{first}; {} of {} faults broke it, worst {worst_ms} ms (max {max_text} ms)",
+            broken.len(),
+            faults.len() + promotions.len()
+        ),
+    };
+    for text in resumed {
+        detail.push_str("; ");
+        detail.push_str(&text);
+    }
+    InvariantResult::new(KIND, broken.is_empty(), detail)
 }
 
 /// Why one fault broke the invariant, or `None` if it held.
@@ -336,6 +352,34 @@ mod tests {
             result.detail,
             "crash of primary-1 at 10000 ms: 1 replica reads started from 12000 ms failed, first at \
              14000 ms: no usable node; 1 of 1 faults broke it, worst 0 ms (max 2000 ms)"
+        );
+    }
+
+    #[test]
+    fn a_promotion_must_bring_writes_back_within_max() {
+        let mut run = TestRun::new();
+        run.fault("crash", PRIMARY_1, ms(10_000), None);
+        run.fault("promote", REPLICA_1, ms(10_500), None);
+        let write = run.op(1, OpKind::Write, ms(11_000), ms(11_002));
+        write.node = Some(REPLICA_1);
+        let result = check(&run.evidence(), MAX);
+        assert!(result.passed, "{}", result.detail);
+        assert_eq!(
+            result.detail,
+            "worst 0 ms <= 2000 ms; no write on replica-1 after its promotion"
+        );
+        // A router that never follows the promotion: writes keep failing.
+        let write = run.op(2, OpKind::Write, ms(13_000), ms(13_001));
+        write.ok = false;
+        write.error = Some("no healthy node can serve this write in shard s1".to_string());
+        let result = check(&run.evidence(), MAX);
+        assert!(!result.passed);
+        assert_eq!(
+            result.detail,
+            "promote of replica-1 at 10500 ms: 1 writes started from 12500 ms did not succeed on \
+             the new primary, first at 13000 ms: no healthy node can serve this write in shard s1; \
+             1 of 2 faults broke it, worst 0 ms (max 2000 ms); no write on replica-1 after its \
+             promotion"
         );
     }
 

@@ -15,6 +15,8 @@
 //! - [`read_your_writes`]: no client reads a version older than one it saw.
 //! - [`caps_respected`]: connection and concurrency caps as the servers saw them.
 //! - [`org_routing`]: every statement ran on its org's shard.
+//! - [`promotion`]: promotions (part of `failover_within`, the fence `writes_only_primary` knows of,
+//!   and their figures).
 
 pub mod caps_respected;
 pub mod failover_within;
@@ -22,6 +24,7 @@ pub mod latency;
 pub mod max_staleness;
 pub mod no_failed_queries;
 pub mod org_routing;
+pub mod promotion;
 pub mod read_your_writes;
 pub mod replica_read_share;
 pub mod writes_only_primary;

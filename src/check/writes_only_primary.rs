@@ -2,9 +2,10 @@
 //!
 //! Judged from the servers' own statement log: the role is what the node itself believed when the
 //! statement started. A write the node refused with SQLSTATE 25006 still counts as reached, since the
-//! router sent a write where it must not.
+//! router sent a write where it must not. After a `promote` in a shard, only the promoted node is its
+//! primary: an old primary fenced read-only still believes it is out of recovery, but is not.
 
-use crate::check::{Evidence, InvariantResult, format_ms, node_name};
+use crate::check::{Evidence, InvariantResult, format_ms, node_name, promotion};
 use crate::sim::events::{NodeRole, Purpose, StatementEvent, StatementKind};
 
 const KIND: &str = "writes_only_primary";
@@ -21,7 +22,10 @@ pub fn check(evidence: &Evidence) -> InvariantResult {
     let mut first: Option<&StatementEvent> = None;
     for write in writes {
         total += 1;
-        if write.role == NodeRole::Primary {
+        let primary = promotion::primary_by_promotion(evidence, write.node, write.start_us)
+            .unwrap_or(true)
+            && write.role == NodeRole::Primary;
+        if primary {
             continue;
         }
         offending += 1;
@@ -101,6 +105,25 @@ mod tests {
                 .contains("first on primary-1 at 5 ms, executed"),
             "{}",
             result.detail
+        );
+    }
+
+    #[test]
+    fn after_a_promotion_only_the_promoted_node_is_the_primary() {
+        let mut run = TestRun::new();
+        run.fault("promote", REPLICA_1, ms(10_000), None);
+        run.statement(PRIMARY_1, StatementKind::Write, ms(9_000));
+        run.statement(REPLICA_1, StatementKind::Write, ms(10_500))
+            .role = NodeRole::Primary;
+        assert!(check(&run.evidence()).passed);
+        // The fenced old primary still says it is a primary; a write it refused counts.
+        run.statement(PRIMARY_1, StatementKind::Write, ms(10_200))
+            .sqlstate = Some("25006".to_string());
+        let result = check(&run.evidence());
+        assert!(!result.passed);
+        assert_eq!(
+            result.detail,
+            "1 writes reached a non-primary (3 writes); first on primary-1 at 10200 ms, refused with 25006"
         );
     }
 

@@ -78,6 +78,10 @@ pub struct RouterConfig {
     pub slow_request_ejection: Duration,
     /// Replicas the deployment expects per shard (`REPLICA_COUNT`); informational. Default: unset.
     pub replica_count: Option<u32>,
+    /// Follow a promotion: a replica whose health check finds it out of recovery becomes the shard's
+    /// primary (see `router::promotion`). false keeps the configured primaries whatever the checks
+    /// say. Default true.
+    pub follow_promotion: bool,
 }
 
 impl Default for RouterConfig {
@@ -105,6 +109,7 @@ impl Default for RouterConfig {
             ejection_time_max: Duration::from_secs(30),
             slow_request_ejection: Duration::from_secs(1),
             replica_count: None,
+            follow_promotion: true,
         }
     }
 }
@@ -242,6 +247,8 @@ setters! {
     slow_request_ejection: Duration,
     /// Replicas the deployment expects per shard (default unset).
     replica_count: Option<u32>,
+    /// Follow a replica's promotion to primary (default true).
+    follow_promotion: bool,
 }
 
 impl RouterConfigBuilder {

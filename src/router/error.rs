@@ -100,6 +100,16 @@ pub enum RouterError {
         /// Which nodes were considered and why none was usable.
         detail: String,
     },
+    /// No node of the shard is known to be its primary (the one followed answered "in recovery"), so
+    /// writes fail at once instead of going to a node that would refuse them.
+    #[error(
+        "no primary is known for shard {shard}: writes fail until a health check finds a node out of \
+         recovery (promote a replica)"
+    )]
+    NoPrimary {
+        /// The shard's name.
+        shard: String,
+    },
     /// A health check (connect and probe statement) took longer than `health_timeout`.
     #[error("health check of node {node} timed out after {timeout:?} (health_timeout)")]
     HealthCheckTimeout {
@@ -201,6 +211,12 @@ impl RouterError {
                 | RouterError::HealthCheckTimeout { .. }
                 | RouterError::CapExceeded { .. }
         )
+    }
+
+    /// True if the server refused a write as read-only (SQLSTATE 25006): it is a replica, or a
+    /// primary fenced by a promotion elsewhere.
+    pub fn is_read_only(&self) -> bool {
+        self.code() == Some(SqlState::READ_ONLY_SQL_TRANSACTION)
     }
 
     /// True if the node (not the statement) failed, so the same read may succeed on another node.

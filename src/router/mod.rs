@@ -14,6 +14,7 @@
 //! - [`connector`]: the one seam between real and simulated networking.
 //! - [`route`]: the routing decision (pure, benchmarked); [`balance`]: the balancing policies.
 //! - [`health`]: the health state machine and the probe; `node`: a node's runtime state and check loop.
+//! - [`promotion`]: which node takes writes, followed through `pg_is_in_recovery()` on every check.
 //! - [`eject`]: the passive ejection policy; `hedge`: giving up a read whose node was ejected.
 //! - [`lag`]: replica lag probes and lag-aware routing (`max_replica_lag`); [`lsn`]: WAL positions;
 //!   [`causal`]: causal tokens and read-your-writes [`Session`]s.
@@ -39,6 +40,7 @@ pub mod lsn;
 pub mod metrics;
 mod node;
 mod pool;
+pub mod promotion;
 pub mod route;
 pub mod route_reason;
 pub mod stats;
@@ -140,6 +142,9 @@ impl Router {
         config.validate()?;
         let table = Arc::new(topology.validate()?);
         balance::select::seed_shards(&table, config.balance_seed);
+        for shard in table.shards() {
+            shard.roles.set_follow(config.follow_promotion);
+        }
         let mut login = tokio_postgres::Config::new();
         login
             .user(topology.user.as_str())
@@ -334,14 +339,20 @@ impl Router {
         let shard = inner.shard(request.org)?;
         let caps = inner.caps.acquire(request.user, request.org).await?;
         let Some(choice) = route::choose_write_node(shard) else {
-            return Err(inner.no_healthy_node(shard, "write", false, Tried::default()));
+            return Err(inner.no_writer(shard));
         };
         inner.count_route(choice.node, RouteReason::Write);
         if caps.waited() {
             inner.count_route(choice.node, RouteReason::CapWait);
         }
-        let rows = inner.collect(choice.node, Watch::OFF, sql, params).await?;
-        Ok(inner.routed(rows, choice, 1))
+        let result = inner.collect(choice.node, Watch::OFF, sql, params).await;
+        if let Err(error) = &result
+            && (error.is_node_failure() || error.is_read_only())
+        {
+            // The primary may have died or been fenced by a promotion: look for a new one now.
+            shard.roles.request_recheck();
+        }
+        Ok(inner.routed(result?, choice, 1))
     }
 
     /// A snapshot of every node's counters, in topology order.
@@ -574,6 +585,16 @@ impl Inner {
         }
     }
 
+    /// The error for a write `shard` cannot take: no primary known, or the one followed is unusable.
+    fn no_writer(&self, shard: &ShardRoute) -> RouterError {
+        if shard.writer_position().is_none() {
+            return RouterError::NoPrimary {
+                shard: shard.name.clone(),
+            };
+        }
+        self.no_healthy_node(shard, "write", false, Tried::default())
+    }
+
     /// The error for a request no node of `shard` can serve, saying why each candidate was unusable.
     fn no_healthy_node(
         &self,
@@ -582,9 +603,20 @@ impl Inner {
         replicas_allowed: bool,
         tried: Tried,
     ) -> RouterError {
-        let mut positions = vec![(shard.primary, route::PRIMARY_POSITION)];
+        let writer = shard.writer_position();
+        let mut positions: Vec<(NodeIdx, u32)> = writer
+            .and_then(|position| Some((shard.node_at(position)?, position)))
+            .into_iter()
+            .collect();
         if replicas_allowed {
-            positions.extend(shard.replicas.iter().copied().zip(1..));
+            positions.extend(
+                shard
+                    .replicas
+                    .iter()
+                    .copied()
+                    .zip(1..)
+                    .filter(|&(_, position)| Some(position) != writer),
+            );
         }
         let detail = positions
             .into_iter()

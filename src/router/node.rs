@@ -15,6 +15,7 @@ use crate::router::error::RouterError;
 use crate::router::health::{HealthState, HealthThresholds, Probe, Transition};
 use crate::router::lag::LagProbe;
 use crate::router::pool::Pool;
+use crate::router::promotion::{self, WriterChange};
 use crate::router::route::{RouteTable, ServedRole, ShardRoute};
 use crate::router::stats::{NodeStats, NodeStatsSnapshot};
 use crate::router::topology::PlacedNode;
@@ -100,9 +101,16 @@ impl Node {
             .is_some_and(|shard| shard.is_usable(self.position))
     }
 
-    /// Whether failed requests eject this node.
+    /// Whether failed requests eject this node: never while it is its shard's writer, which must keep
+    /// taking writes until its health checks say otherwise.
     pub(crate) fn ejects(&self) -> bool {
-        self.ejection_policy.is_some()
+        self.ejection_policy.is_some() && !self.is_writer()
+    }
+
+    /// Whether the node is the one its shard's writes go to.
+    fn is_writer(&self) -> bool {
+        self.route()
+            .is_some_and(|shard| shard.writer_position() == Some(self.position))
     }
 
     /// Completes when the node next leaves rotation (ejected, or unhealthy). Enable it (or poll it)
@@ -126,7 +134,7 @@ impl Node {
     /// A workload attempt that started at `started` failed because of the node (`reason`): ejects it
     /// from reads, unless ejection is off for it or it is out already.
     pub(crate) fn report_failure(&self, started: Instant, reason: &dyn fmt::Display) {
-        let Some(policy) = self.ejection_policy else {
+        let Some(policy) = self.ejection_policy.filter(|_| !self.is_writer()) else {
             return;
         };
         let change = {
@@ -209,9 +217,18 @@ impl Node {
             }
             (transition, ejection)
         };
+        if let Ok(role) = result {
+            self.follow_role(*role);
+        }
         match (transition, result) {
             (Transition::BecameUnhealthy, Err(error)) => {
                 tracing::warn!(node = self.name(), %error, "node is unhealthy: no new work goes to it");
+                if self.is_writer()
+                    && let Some(shard) = self.route()
+                {
+                    // A promotion may follow the primary's death: look for it at once.
+                    shard.roles.request_recheck();
+                }
                 // Reads still waiting on it may go elsewhere (see `hedge`).
                 self.ejected.notify_waiters();
                 // Its idle connections most likely died with it; a recovered node gets fresh ones.
@@ -230,6 +247,47 @@ impl Node {
                 tracing::info!(
                     node = self.name(),
                     "probe passed: ejected node takes reads again"
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Feeds the role a good check reported to the shard's promotion following, and acts on a change.
+    fn follow_role(&self, role: ServedRole) {
+        let Some(shard) = self.route() else {
+            return;
+        };
+        match promotion::observe(shard, self.position, role) {
+            WriterChange::Promoted { from, to } if to == self.position => {
+                let former = from.and_then(|p| shard.node_at(p));
+                tracing::warn!(
+                    node = self.name(),
+                    ?former,
+                    "node left recovery: it is the shard's primary now"
+                );
+                // An ejection from reads must not keep the new primary from taking writes.
+                let mut health = self.lock_health();
+                health.ejection = Default::default();
+                health.ejection_reason = None;
+                self.publish(&health);
+            }
+            WriterChange::Lost { .. } => {
+                tracing::warn!(
+                    node = self.name(),
+                    "the shard's primary is in recovery: no primary is known"
+                );
+            }
+            WriterChange::Retired(_) => {
+                tracing::warn!(
+                    node = self.name(),
+                    "node claims to be a primary while another one takes the writes: it takes no work"
+                );
+            }
+            WriterChange::Rejoined(_) => {
+                tracing::info!(
+                    node = self.name(),
+                    "former primary is in recovery: it serves reads again"
                 );
             }
             _ => {}
@@ -262,7 +320,11 @@ impl Node {
         NodeStatsSnapshot {
             name: self.placed.address.name.clone(),
             shard: self.placed.shard.clone(),
-            role: self.placed.role,
+            role: if self.is_writer() {
+                ServedRole::Primary
+            } else {
+                ServedRole::Replica
+            },
             reported_role: self.stats.reported_role(),
             healthy: self.is_healthy(),
             attempts: load(&self.stats.attempts),
@@ -280,9 +342,14 @@ impl Node {
     }
 }
 
+/// Least time between two checks of a node asked for by [`promotion`] rechecks, so that a burst of
+/// failed writes costs each node one extra check, not one per write.
+const RECHECK_GAP_MIN: Duration = Duration::from_millis(100);
+
 /// Checks `node` every `interval` (the first check one interval from now), and also whenever its ban
-/// runs out while it is ejected (that probe decides whether it comes back), and closes its stale idle
-/// connections, until the task is aborted. With `lag`, each good check is followed by a lag probe.
+/// runs out while it is ejected (that probe decides whether it comes back) or its shard asks for a
+/// recheck (see [`promotion`]), and closes its stale idle connections, until the task is aborted. With
+/// `lag`, each good check is followed by a lag probe.
 pub(crate) async fn watch(
     node: Arc<Node>,
     mut probe: Probe,
@@ -291,20 +358,31 @@ pub(crate) async fn watch(
     lag: Option<LagProbe>,
 ) {
     let mut next_check = Instant::now() + interval;
+    let mut last_check: Option<Instant> = None;
     loop {
         let wake_at = node.ban_end().map_or(next_check, |end| end.min(next_check));
-        tokio::select! {
+        let recheck = async {
+            match node.route() {
+                Some(shard) => shard.roles.recheck_requested().await,
+                None => std::future::pending().await,
+            }
+        };
+        let asked = tokio::select! {
             biased;
             // A new ban: its end may come before `wake_at`.
             () = node.ban_started.notified() => continue,
-            () = tokio::time::sleep_until(wake_at) => {}
-        }
+            () = recheck => true,
+            () = tokio::time::sleep_until(wake_at) => false,
+        };
         let started = Instant::now();
         let check_due = started >= next_check;
         let probe_due = node.lock_health().ejection.probe_due(started);
-        if !(check_due || probe_due) {
+        let recheck_due =
+            asked && last_check.is_none_or(|at| started.duration_since(at) >= RECHECK_GAP_MIN);
+        if !(check_due || probe_due || recheck_due) {
             continue;
         }
+        last_check = Some(started);
         let result = probe.check().await;
         let now = Instant::now();
         node.record_check(&result, started, now, thresholds);

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::router::balance::draw::Draws;
 use crate::router::balance::{self, Candidates};
+use crate::router::promotion::ShardRoles;
 
 /// Index of a node in the router's node list (topology order: per shard, primary then replicas).
 pub type NodeIdx = usize;
@@ -33,8 +34,11 @@ pub struct Choice {
 /// Most replicas in one shard: positions (primary and replicas) must fit a 64-bit set.
 pub const REPLICAS_PER_SHARD_MAX: usize = 63;
 
-/// Position of a shard's primary; replica i is at 1 + i.
+/// Position of a shard's configured primary; replica i is at 1 + i.
 pub const PRIMARY_POSITION: u32 = 0;
+
+/// The writer position while a shard has no known primary.
+const NO_WRITER: u32 = u32::MAX;
 
 /// One shard as the decision sees it.
 #[derive(Debug)]
@@ -43,7 +47,7 @@ pub struct ShardRoute {
     pub name: String,
     /// Half-open org-id range it serves.
     pub orgs: Range<i64>,
-    /// Its primary.
+    /// Its configured primary (the writer until a promotion is seen).
     pub primary: NodeIdx,
     /// Its replicas, in topology order.
     pub replicas: Vec<NodeIdx>,
@@ -55,6 +59,13 @@ pub struct ShardRoute {
     next_replica: AtomicU32,
     /// Random draws of the balancing policies that use them; the router seeds them.
     pub draws: Draws,
+    /// Position of the node that takes writes and primary reads ([`NO_WRITER`]: none known). Set by
+    /// `promotion`; the configured primary's position until a promotion is seen.
+    writer: AtomicU32,
+    /// Positions that take no work: former writers still out of recovery (see `promotion`).
+    retired: AtomicU64,
+    /// What the health checks told about the shard's roles, behind `writer` and `retired`.
+    pub roles: ShardRoles,
 }
 
 impl ShardRoute {
@@ -75,7 +86,54 @@ impl ShardRoute {
             fresh: AtomicU64::new(all),
             next_replica: AtomicU32::new(0),
             draws: Draws::default(),
+            writer: AtomicU32::new(PRIMARY_POSITION),
+            retired: AtomicU64::new(0),
+            roles: ShardRoles::new(),
         }
+    }
+
+    /// The position of the node that takes writes now; `None` while no primary is known.
+    pub fn writer_position(&self) -> Option<u32> {
+        let writer = self.writer.load(Ordering::Relaxed);
+        (writer != NO_WRITER).then_some(writer)
+    }
+
+    /// The node at `position` (0 the configured primary, 1 + i replica i).
+    pub fn node_at(&self, position: u32) -> Option<NodeIdx> {
+        match position.checked_sub(1) {
+            None => Some(self.primary),
+            Some(index) => self.replicas.get(index as usize).copied(),
+        }
+    }
+
+    /// Publishes the writer and the retired positions (see `promotion`).
+    pub(crate) fn publish_roles(&self, writer: Option<u32>, retired: u64) {
+        self.retired.store(retired, Ordering::Relaxed);
+        self.writer
+            .store(writer.unwrap_or(NO_WRITER), Ordering::Relaxed);
+    }
+
+    /// The writer as a routing choice, if it is usable and in `eligible`.
+    #[inline]
+    fn writer_choice(&self, eligible: u64) -> Option<Choice> {
+        let position = self.writer.load(Ordering::Relaxed);
+        if eligible & 1u64.checked_shl(position).unwrap_or(0) == 0 {
+            return None;
+        }
+        Some(Choice {
+            node: self.node_at(position)?,
+            role: ServedRole::Primary,
+            position,
+        })
+    }
+
+    /// Positions that never serve replica reads: the writer and the retired nodes.
+    #[inline]
+    fn not_replicas(&self) -> u64 {
+        let writer = 1u64
+            .checked_shl(self.writer.load(Ordering::Relaxed))
+            .unwrap_or(0);
+        writer | self.retired.load(Ordering::Relaxed)
     }
 
     /// The set of every position of a shard with `replicas` replicas.
@@ -119,6 +177,12 @@ impl ShardRoute {
     pub fn is_fresh(&self, position: u32) -> bool {
         let bit = 1u64.checked_shl(position).unwrap_or(0);
         self.fresh.load(Ordering::Relaxed) & bit != 0
+    }
+
+    /// Positions that may take work.
+    #[inline]
+    fn usable(&self) -> u64 {
+        self.usable.load(Ordering::Relaxed)
     }
 
     /// Positions a read may use: usable, and for replicas fresh.
@@ -284,8 +348,9 @@ impl Tried {
 /// Chooses the node for one read attempt in `shard`.
 ///
 /// With `prefer_replica`, the next usable replica in round-robin order; otherwise, or when no replica
-/// is usable, the primary if it is usable. Nodes in `tried` (earlier attempts of the same read) are
-/// skipped.
+/// is usable, the primary (the shard's writer) if it is usable. Nodes in `tried` (earlier attempts of
+/// the same read) are skipped. A promoted replica serves as the primary, never as a replica, and
+/// retired nodes serve nothing; the configured primary's position never serves replica reads.
 /// `None` means no node may serve the read.
 #[inline]
 pub fn choose_read_node(shard: &ShardRoute, prefer_replica: bool, tried: Tried) -> Option<Choice> {
@@ -303,10 +368,11 @@ pub fn choose_read_node_by(
     tried: Tried,
     pick: impl FnOnce(Candidates) -> Option<u32>,
 ) -> Option<Choice> {
-    let eligible = shard.readable() & tried.open();
+    let open = tried.open();
+    let eligible = shard.readable() & open;
     if prefer_replica {
         // Replica i sits at bit 1 + i; shifted down, bit i is replica i.
-        let replicas = Candidates(eligible >> 1);
+        let replicas = Candidates((eligible & !shard.not_replicas()) >> 1);
         let picked =
             pick(replicas).and_then(|index| Some((index, *shard.replicas.get(index as usize)?)));
         if let Some((index, node)) = picked {
@@ -317,37 +383,33 @@ pub fn choose_read_node_by(
             });
         }
     }
-    (eligible & 1 != 0).then_some(Choice {
-        node: shard.primary,
-        role: ServedRole::Primary,
-        position: PRIMARY_POSITION,
-    })
+    // Lag never keeps a read off the writer: a promoted replica may still be marked as lagging.
+    shard.writer_choice(shard.usable() & open)
 }
 
 /// Whether some node outside `tried` could serve a read in `shard` now: what
 /// [`choose_read_node`] would find, without moving the rotation.
 #[inline]
 pub fn can_read_elsewhere(shard: &ShardRoute, prefer_replica: bool, tried: Tried) -> bool {
-    let eligible = shard.readable() & tried.open();
-    (prefer_replica && eligible >> 1 != 0) || eligible & 1 != 0
+    let open = tried.open();
+    let eligible = shard.readable() & open;
+    (prefer_replica && (eligible & !shard.not_replicas()) >> 1 != 0)
+        || shard.writer_choice(shard.usable() & open).is_some()
 }
 
 /// Whether a replica read in `shard` that already `tried` some nodes passes over a usable replica
 /// because it lags (what [`crate::router::route_reason::RouteReason::LagExclusion`] counts).
 #[inline]
 pub fn skips_lagging(shard: &ShardRoute, tried: Tried) -> bool {
-    let lagging = shard.usable.load(Ordering::Relaxed) & !shard.fresh.load(Ordering::Relaxed);
+    let lagging = shard.usable() & !shard.fresh.load(Ordering::Relaxed) & !shard.not_replicas();
     lagging & tried.open() != 0
 }
 
-/// Chooses the node for a write in `shard`: its primary, if usable.
+/// Chooses the node for a write in `shard`: its writer (the primary the router follows), if one is
+/// known and usable. Never any other node.
 #[inline]
 pub fn choose_write_node(shard: &ShardRoute) -> Option<Choice> {
-    shard.is_usable(PRIMARY_POSITION).then_some(Choice {
-        node: shard.primary,
-        role: ServedRole::Primary,
-        position: PRIMARY_POSITION,
-    })
+    shard.writer_choice(shard.usable.load(Ordering::Relaxed))
 }
 
 #[cfg(test)]
@@ -556,6 +618,52 @@ mod tests {
         assert_eq!(choose_write_node(shard), Some(primary(8)));
         shard.set_usable(PRIMARY_POSITION, false);
         assert_eq!(choose_write_node(shard), None);
+    }
+
+    #[test]
+    fn a_promoted_replica_takes_writes_and_primary_reads_but_no_replica_reads() {
+        let table = table();
+        let shard = shard_of(&table, 0);
+        shard.publish_roles(Some(2), 0b0001);
+        assert_eq!(
+            choose_write_node(shard),
+            Some(Choice {
+                node: 2,
+                role: ServedRole::Primary,
+                position: 2
+            })
+        );
+        let none = Tried::default();
+        assert_eq!(
+            choose_read_node(shard, false, none).map(|c| c.node),
+            Some(2)
+        );
+        let reads: Vec<_> = (0..4)
+            .filter_map(|_| choose_read_node(shard, true, none))
+            .map(|choice| choice.node)
+            .collect();
+        assert_eq!(reads, vec![1, 3, 1, 3]);
+        let replicas = tried(&[replica(1, 1), replica(3, 3)]);
+        assert_eq!(
+            choose_read_node(shard, true, replicas).map(|c| (c.node, c.role)),
+            Some((2, ServedRole::Primary)),
+            "the fallback is the new primary"
+        );
+        shard.set_usable(2, false);
+        assert_eq!(choose_write_node(shard), None, "no write goes elsewhere");
+        assert!(!can_read_elsewhere(shard, true, replicas));
+        shard.set_usable(2, true);
+        shard.publish_roles(None, 0b0001);
+        assert_eq!(choose_write_node(shard), None, "no primary known");
+        assert_eq!(shard.writer_position(), None);
+        assert_eq!(choose_read_node(shard, false, none), None);
+        // Retired replica 3 (a former writer) serves nothing.
+        shard.publish_roles(Some(0), 0b1000);
+        let reads: Vec<_> = (0..3)
+            .filter_map(|_| choose_read_node(shard, true, none))
+            .map(|choice| choice.node)
+            .collect();
+        assert!(!reads.contains(&3) && !reads.is_empty(), "{reads:?}");
     }
 
     #[test]

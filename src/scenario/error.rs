@@ -12,8 +12,6 @@ pub enum ScenarioErrorKind {
     Syntax,
     /// A value out of range or an inconsistent topology or schedule: fix the value at the position.
     Invalid,
-    /// A key or kind the router does not implement yet: remove it or set it to its default.
-    NotSupported,
 }
 
 /// A 1-based line and column; the column counts characters, not bytes.
@@ -93,11 +91,6 @@ impl ScenarioError {
     pub fn message(&self) -> &str {
         &self.message
     }
-
-    /// Whether the file asks for a feature that does not exist yet (rather than being wrong).
-    pub fn is_not_supported(&self) -> bool {
-        self.kind == ScenarioErrorKind::NotSupported
-    }
 }
 
 /// `:line:col` when the position is known.
@@ -143,15 +136,6 @@ impl Issue {
             kind: ScenarioErrorKind::Invalid,
             message: message.into(),
             offset: None,
-        }
-    }
-
-    /// A feature that is not supported yet, asked for at `span`.
-    pub(crate) fn not_supported(span: Range<usize>, what: impl std::fmt::Display) -> Issue {
-        Issue {
-            kind: ScenarioErrorKind::NotSupported,
-            message: format!("{what} is not supported yet"),
-            offset: Some(span.start),
         }
     }
 
@@ -211,16 +195,5 @@ mod tests {
         let error = ScenarioError::from_issue("s.toml", text, Issue::nowhere("missing `name`"));
         assert_eq!(error.to_string(), "s.toml: missing `name`");
         assert_eq!(error.position(), None);
-    }
-
-    #[test]
-    fn not_supported_is_its_own_kind() {
-        let issue = Issue::not_supported(0..1, "router.read_your_writes = true");
-        let error = ScenarioError::from_issue("s.toml", "x", issue.within("router"));
-        assert!(error.is_not_supported());
-        assert_eq!(
-            error.to_string(),
-            "s.toml:1:1: router: router.read_your_writes = true is not supported yet"
-        );
     }
 }

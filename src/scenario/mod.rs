@@ -5,7 +5,7 @@
 //! - `model`: the validated scenario every other part reads.
 //! - `raw`: the file as written; unknown keys and wrong types are refused there.
 //! - `validate`: raw -> resolved, with `topology`, `router_section`, `workload`, `faults` and
-//!   `invariants` for the sections, and `unsupported` for features that do not exist yet.
+//!   `invariants` for the sections.
 //!
 //! Beyond the schema of SPEC section 4, a `[[shard]]` takes `weights`, one whole number from 1 per
 //! replica in the order of `replicas` (default all 1): each replica's share of reads under
@@ -19,7 +19,6 @@ pub mod model;
 mod raw;
 mod router_section;
 mod topology;
-mod unsupported;
 mod validate;
 mod workload;
 

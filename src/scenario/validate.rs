@@ -10,7 +10,7 @@ use super::duration::parse_duration;
 use super::error::Issue;
 use super::model::Scenario;
 use super::raw::RawScenario;
-use super::{faults, invariants, router_section, topology, unsupported, workload};
+use super::{faults, invariants, router_section, topology, workload};
 
 /// Seed used when the file names none.
 const SEED_DEFAULT: u64 = 1;
@@ -39,7 +39,6 @@ pub(crate) fn validate(raw: &RawScenario, text: &str) -> Result<Scenario, Issue>
         faults,
         invariants,
     };
-    unsupported::reject_unsupported(&scenario, raw)?;
     Ok(scenario)
 }
 

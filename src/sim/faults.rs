@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::scenario::{FaultKind, Scenario};
 use crate::sim::APP_HOST;
 use crate::sim::connector::LinkControl;
-use crate::sim::events::{Events, FaultRecord, Micros, NodeIdx};
+use crate::sim::events::{Events, FaultRecord, Micros, NodeIdx, NodeRole, StatementKind};
 use crate::sim::node::SimNode;
 
 /// One step of the schedule: a fault starts, or a fault with a `duration` is undone.
@@ -72,6 +72,8 @@ pub struct Sighting {
     pub host_state_changed: bool,
     /// drop_connections: how many open streams were reset.
     pub streams_reset: usize,
+    /// promote: the old primaries of the shard that were fenced read-only.
+    pub fenced: Vec<NodeIdx>,
 }
 
 /// Everything the fault actions act upon.
@@ -134,10 +136,39 @@ pub fn apply(sim: &mut turmoil::Sim<'_>, targets: &FaultTargets<'_>, action: Act
         (FaultKind::Slow { factor }, undo) => {
             node.set_slow_factor(if undo { 1.0 } else { *factor });
         }
-        // Rejected by scenario validation until promotion exists.
-        (FaultKind::Promote, _) => {}
+        (FaultKind::Promote, _) => sighting.fenced = promote(targets, node_idx),
     }
     sighting
+}
+
+/// Promotes `target`, fences every other primary of its shard read-only (crashed ones too, so that
+/// one restarts fenced rather than as a second writable primary, as a failover manager would see to)
+/// and points the shard's other replicas at the new primary. Returns the fenced nodes.
+fn promote(targets: &FaultTargets<'_>, target: NodeIdx) -> Vec<NodeIdx> {
+    let scenario = targets.scenario;
+    let (Some(model), Some(node)) = (scenario.nodes.get(target), targets.nodes.get(target)) else {
+        return Vec::new();
+    };
+    node.promote();
+    let mut fenced = Vec::new();
+    let siblings = scenario
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|&(idx, n)| idx != target && n.shard == model.shard);
+    for (idx, _) in siblings {
+        let Some(sibling) = targets.nodes.get(idx) else {
+            continue;
+        };
+        match sibling.role() {
+            NodeRole::Primary => {
+                sibling.set_read_only(true);
+                fenced.push(idx);
+            }
+            NodeRole::Replica => sibling.set_upstream(Some(model.name.clone())),
+        }
+    }
+    fenced
 }
 
 /// Sets `took_effect` on every record from what the servers, the network wrapper and the clients
@@ -190,9 +221,54 @@ pub fn judge(
                 let slowed = (base as f64 * factor) as u64;
                 max_service_time(events, node, from, to).is_some_and(|t| t + 1 >= slowed)
             }
-            FaultKind::Promote => false,
+            FaultKind::Promote => promotion_seen(scenario, events, &sighting, node, from),
         };
     }
+}
+
+/// A promotion of `target` at `from` took effect when the target served a statement as a primary,
+/// no fenced node executed a write started after `from`, and, if the shard has other replicas and
+/// the new primary committed writes, one of them applied a record the new primary committed.
+fn promotion_seen(
+    scenario: &Scenario,
+    events: &Events,
+    sighting: &Sighting,
+    target: NodeIdx,
+    from: Micros,
+) -> bool {
+    let after = |s: &&crate::sim::events::StatementEvent| s.start_us >= from;
+    let served_as_primary = events
+        .statements
+        .iter()
+        .filter(after)
+        .any(|s| s.node == target && s.role == NodeRole::Primary);
+    let fence_held = !events.statements.iter().filter(after).any(|s| {
+        s.kind == StatementKind::Write && s.sqlstate.is_none() && sighting.fenced.contains(&s.node)
+    });
+    let commits: std::collections::BTreeSet<(u64, Micros)> = events
+        .statements
+        .iter()
+        .filter(after)
+        .filter(|s| s.node == target && s.kind == StatementKind::Write && s.sqlstate.is_none())
+        .map(|s| (s.lsn, s.end_us))
+        .collect();
+    let shard = scenario.nodes.get(target).map(|n| n.shard);
+    let followers: Vec<NodeIdx> = scenario
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|&(idx, n)| {
+            idx != target && Some(n.shard) == shard && !sighting.fenced.contains(&idx)
+        })
+        .map(|(idx, _)| idx)
+        .collect();
+    let followed = followers.is_empty()
+        || commits.is_empty()
+        || events
+            .wal_applies
+            .iter()
+            .any(|w| followers.contains(&w.node) && commits.contains(&(w.lsn, w.commit_us)));
+    served_as_primary && fence_held && followed
 }
 
 fn statements_started(events: &Events, node: NodeIdx, from: Micros, to: Micros) -> usize {
