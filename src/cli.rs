@@ -194,11 +194,9 @@ fn real(path: &Path, seed: Option<u64>, out: &Path, quiet: bool, urls: &[String]
     } else {
         print!(
             "{}",
-            report::summary::render(&report, &replay).replacen(
-                " s simulated ",
-                " s of real time ",
-                1
-            )
+            report::summary::render(&report, &replay)
+                .replacen(" s simulated ", " s of real time ", 1)
+                .replacen("replay: ", "rerun (real time, not an exact replay): ", 1)
         );
         println!("reports: {} {}", json.display(), md.display());
     }
