@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::real as real_mode;
+use crate::real::ClusterError;
+use crate::real::scenario_run::RealRunError;
 use crate::report;
 use crate::router::{MetricsSnapshot, render_prometheus};
 use crate::scenario;
@@ -167,6 +169,14 @@ fn real(path: &Path, seed: Option<u64>, out: &Path, quiet: bool, urls: &[String]
     let ran = runtime.block_on(real_mode::scenario_run::run(&scenario, seed, external));
     let real_outcome = match ran {
         Ok(o) => o,
+        // What the user can fix (the machine's PostgreSQL, the servers given with --url) is
+        // bad input; anything else is replisim's fault.
+        Err(
+            e @ (RealRunError::External { .. }
+            | RealRunError::Cluster(
+                ClusterError::MissingBinaries { .. } | ClusterError::NoPostgresUser { .. },
+            )),
+        ) => return Outcome::BadInput(e.to_string()),
         Err(e) => return Outcome::Internal(e.to_string()),
     };
     let report = report::evaluate(&scenario, &real_outcome.outcome);
