@@ -200,3 +200,104 @@ fn the_real_smoke_scenario_holds_against_a_real_cluster() {
         }
     }
 }
+
+/// A scenario with only link faults, for servers given with `--url`.
+const LINK_FAULTS: &str = r#"
+name = "url-links"
+duration = "4s"
+[[shard]]
+name = "s1"
+orgs = [0, 100]
+primary = "primary-1"
+replicas = ["replica-1"]
+[router]
+health_interval = "1s"
+[workload]
+clients = 4
+think_time = "10ms"
+orgs = 100
+[[fault]]
+at = "1s"
+kind = "latency"
+latency = "30ms"
+target = "replica-1"
+duration = "1s"
+[[fault]]
+at = "2500ms"
+kind = "drop_connections"
+target = "replica-1"
+[[invariant]]
+kind = "writes_only_primary"
+[[invariant]]
+kind = "org_routing"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_servers_run_link_faults_against_a_cluster_started_elsewhere() {
+    if !Path::new(PG_BIN_DIR).join("initdb").is_file() {
+        println!("skipped: PostgreSQL 15 is not installed in {PG_BIN_DIR}");
+        return;
+    }
+    let spec = replisim::real::ClusterSpec {
+        shards: vec![replisim::real::ShardSpec {
+            name: "s1".to_string(),
+            primary: "primary-1".to_string(),
+            replicas: vec!["replica-1".to_string()],
+        }],
+    };
+    let cluster = match replisim::real::Cluster::start(&spec).await {
+        Ok(cluster) => cluster,
+        Err(e) => panic!("cannot start a cluster: {e}"),
+    };
+    let url = |name: &str| {
+        let port = cluster.node(name).map_or(0, |n| n.port);
+        format!("{name}=postgres://postgres@127.0.0.1:{port}/replisim")
+    };
+    let dir = scratch("cli_real_url_links");
+    let scenario = write(&dir, "links.toml", LINK_FAULTS);
+    let out = dir.join("out").display().to_string();
+    let args = [
+        "real".to_string(),
+        scenario,
+        "--out".to_string(),
+        out.clone(),
+        "--quiet".to_string(),
+        "--url".to_string(),
+        url("primary-1"),
+        "--url".to_string(),
+        url("replica-1"),
+    ];
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_replisim"))
+        .args(&args)
+        .output()
+        .await;
+    let torn_down = cluster.teardown().await;
+    let output = match output {
+        Ok(o) => o,
+        Err(e) => panic!("cannot run replisim: {e}"),
+    };
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    assert!(torn_down.is_ok(), "{torn_down:?}");
+    let report = Path::new(&out).join("url-links-seed1-real.json");
+    let json: serde_json::Value = match std::fs::read_to_string(&report)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+    {
+        Ok(json) => json,
+        Err(e) => panic!("{}: {e}", report.display()),
+    };
+    assert_eq!(json["real"]["servers"], "external");
+    let faults = json["faults"].as_array().cloned().unwrap_or_default();
+    assert_eq!(faults.len(), 2);
+    assert!(
+        faults.iter().all(|f| f["took_effect"] == true),
+        "{faults:?}"
+    );
+    assert!(json["ops"]["total"].as_u64().unwrap_or(0) > 50);
+}
