@@ -83,6 +83,8 @@ pub enum Outcome {
     BadInput(String),
     /// A bug in replisim.
     Internal(String),
+    /// Stopped by Ctrl-C before it could finish (exit 3, as no verdict was reached).
+    Interrupted(String),
 }
 
 impl Outcome {
@@ -92,7 +94,7 @@ impl Outcome {
             Outcome::Passed => 0,
             Outcome::InvariantFailed => 1,
             Outcome::BadInput(_) => 2,
-            Outcome::Internal(_) => 3,
+            Outcome::Internal(_) | Outcome::Interrupted(_) => 3,
         }
     }
 }
@@ -117,6 +119,7 @@ pub fn main() -> ExitCode {
     match &outcome {
         Outcome::BadInput(msg) => eprintln!("replisim: {msg}"),
         Outcome::Internal(msg) => eprintln!("replisim: internal error: {msg}"),
+        Outcome::Interrupted(msg) => eprintln!("replisim: {msg}"),
         Outcome::Passed | Outcome::InvariantFailed => {}
     }
     ExitCode::from(outcome.code())
@@ -177,6 +180,7 @@ fn real(path: &Path, seed: Option<u64>, out: &Path, quiet: bool, urls: &[String]
                 ClusterError::MissingBinaries { .. } | ClusterError::NoPostgresUser { .. },
             )),
         ) => return Outcome::BadInput(e.to_string()),
+        Err(e @ RealRunError::Interrupted) => return Outcome::Interrupted(e.to_string()),
         Err(e) => return Outcome::Internal(e.to_string()),
     };
     let report = report::evaluate(&scenario, &real_outcome.outcome);

@@ -301,3 +301,78 @@ async fn url_servers_run_link_faults_against_a_cluster_started_elsewhere() {
     );
     assert!(json["ops"]["total"].as_u64().unwrap_or(0) > 50);
 }
+
+/// Processes whose command line contains `needle` (from /proc).
+fn processes_with(needle: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
+#[test]
+fn ctrl_c_stops_the_run_and_removes_the_cluster() {
+    if !Path::new(PG_BIN_DIR).join("initdb").is_file() {
+        println!("skipped: PostgreSQL 15 is not installed in {PG_BIN_DIR}");
+        return;
+    }
+    let dir = scratch("cli_real_ctrl_c");
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/real-smoke.toml");
+    let child = Command::new(env!("CARGO_BIN_EXE_replisim"))
+        .arg("real")
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let child = match child {
+        Ok(child) => child,
+        Err(e) => panic!("cannot run replisim: {e}"),
+    };
+    let tag = format!("replisim-{}-", child.id());
+    let root = std::env::temp_dir();
+    let cluster_dirs = || -> Vec<PathBuf> {
+        std::fs::read_dir(&root)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with(&tag))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Interrupt once the servers exist (during start-up or the run; both must clean up).
+    // Up to 60 s for the servers to appear.
+    for _ in 0..1200 {
+        if !processes_with(&tag).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        !processes_with(&tag).is_empty(),
+        "no server of {tag} ever ran"
+    );
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert!(killed.is_ok_and(|s| s.success()));
+    let output = match child.wait_with_output() {
+        Ok(o) => o,
+        Err(e) => panic!("{e}"),
+    };
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_eq!(processes_with(&tag), Vec::<String>::new());
+    assert_eq!(cluster_dirs(), Vec::<PathBuf>::new());
+}

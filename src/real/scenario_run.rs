@@ -66,7 +66,7 @@ pub enum RealRunError {
     #[error("the workload did not finish {0:?} after the scenario's duration")]
     Stuck(Duration),
     /// Ctrl-C: everything was stopped and removed.
-    #[error("interrupted; the cluster was stopped and removed")]
+    #[error("interrupted; every server and proxy replisim started was stopped and removed")]
     Interrupted,
 }
 
@@ -108,7 +108,28 @@ enum Servers {
 
 /// Runs `scenario` with `seed` in real time. `external`: servers given with `--url` (faults that
 /// need server control must have been refused already).
+///
+/// Ctrl-C at any point, cluster start-up included, stops the run: dropping it tears the cluster
+/// down (`Cluster`'s `Drop`), and the result is [`RealRunError::Interrupted`].
 pub async fn run(
+    scenario: &Scenario,
+    seed: u64,
+    external: Option<ExternalNodes>,
+) -> Result<RealOutcome, RealRunError> {
+    let interrupted = async {
+        // Without a signal handler there is nothing to wait for, not a reason to stop.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        () = interrupted => Err(RealRunError::Interrupted),
+        outcome = run_uninterrupted(scenario, seed, external) => outcome,
+    }
+}
+
+async fn run_uninterrupted(
     scenario: &Scenario,
     seed: u64,
     external: Option<ExternalNodes>,
@@ -124,27 +145,7 @@ pub async fn run(
         }
         None => Servers::Cluster(Box::new(start_cluster(scenario).await?)),
     };
-    let work = run_on(scenario, seed, &servers, not_emulated);
-    let outcome = match &servers {
-        Servers::Cluster(cluster) => match cluster.run_until_ctrl_c(work).await {
-            Ok(outcome) => outcome,
-            Err(ClusterError::Interrupted) => return Err(RealRunError::Interrupted),
-            Err(e) => return Err(e.into()),
-        },
-        Servers::External(_) => {
-            let interrupted = async {
-                // Without a signal handler there is nothing to wait for, not a reason to stop.
-                if tokio::signal::ctrl_c().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            };
-            tokio::select! {
-                biased;
-                () = interrupted => return Err(RealRunError::Interrupted),
-                outcome = work => outcome,
-            }
-        }
-    };
+    let outcome = run_on(scenario, seed, &servers, not_emulated).await;
     if let Servers::Cluster(cluster) = servers {
         // The run's own error is the one worth reporting; a teardown error comes second.
         let torn_down = cluster.teardown().await;
