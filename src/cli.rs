@@ -1,11 +1,15 @@
-//! The command line: `replisim run` (with `--metrics FILE`) and `replisim check`, and the mapping of every outcome to an exit
-//! code (0 held / valid, 1 an invariant failed, 2 bad input or usage, 3 internal error).
+//! The command line: `replisim run` (with `--metrics FILE`), `replisim real` and `replisim check`,
+//! and the mapping of every outcome to an exit code (0 held / valid, 1 an invariant failed, 2 bad
+//! input or usage, 3 internal error).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::real as real_mode;
+use crate::real::ClusterError;
+use crate::real::scenario_run::RealRunError;
 use crate::report;
 use crate::router::{MetricsSnapshot, render_prometheus};
 use crate::scenario;
@@ -42,6 +46,24 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         metrics: Option<PathBuf>,
     },
+    /// Run one scenario against a real PostgreSQL 15 cluster in real time and write its reports.
+    Real {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// Seed of the workload (default: the scenario's `seed`).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Directory for the reports (`<name>-seed<N>-real.json` and `.md`).
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
+        /// Print only the verdict line.
+        #[arg(long)]
+        quiet: bool,
+        /// `NODE=postgres://USER@HOST:PORT/DB`: use this server for NODE instead of starting a
+        /// cluster (give one for every node; faults that need server control are refused).
+        #[arg(long = "url", value_name = "NODE=URL")]
+        urls: Vec<String>,
+    },
     /// Validate scenario files without running them.
     Check {
         /// Scenario files.
@@ -61,6 +83,8 @@ pub enum Outcome {
     BadInput(String),
     /// A bug in replisim.
     Internal(String),
+    /// Stopped by Ctrl-C before it could finish (exit 3, as no verdict was reached).
+    Interrupted(String),
 }
 
 impl Outcome {
@@ -70,7 +94,7 @@ impl Outcome {
             Outcome::Passed => 0,
             Outcome::InvariantFailed => 1,
             Outcome::BadInput(_) => 2,
-            Outcome::Internal(_) => 3,
+            Outcome::Internal(_) | Outcome::Interrupted(_) => 3,
         }
     }
 }
@@ -95,6 +119,7 @@ pub fn main() -> ExitCode {
     match &outcome {
         Outcome::BadInput(msg) => eprintln!("replisim: {msg}"),
         Outcome::Internal(msg) => eprintln!("replisim: internal error: {msg}"),
+        Outcome::Interrupted(msg) => eprintln!("replisim: {msg}"),
         Outcome::Passed | Outcome::InvariantFailed => {}
     }
     ExitCode::from(outcome.code())
@@ -109,7 +134,90 @@ fn execute(command: Command) -> Outcome {
             quiet,
             metrics,
         } => run(&scenario, seed, &out, quiet, metrics.as_deref()),
+        Command::Real {
+            scenario,
+            seed,
+            out,
+            quiet,
+            urls,
+        } => real(&scenario, seed, &out, quiet, &urls),
         Command::Check { scenarios } => check_files(&scenarios),
+    }
+}
+
+fn real(path: &Path, seed: Option<u64>, out: &Path, quiet: bool, urls: &[String]) -> Outcome {
+    let scenario = match scenario::load(path) {
+        Ok(s) => s,
+        Err(e) => return Outcome::BadInput(e.to_string()),
+    };
+    let seed = seed.unwrap_or(scenario.seed);
+    let external = if urls.is_empty() {
+        None
+    } else {
+        match real_mode::urls::parse(&scenario, urls) {
+            Ok(nodes) => Some(nodes),
+            Err(e) => return Outcome::BadInput(e.to_string()),
+        }
+    };
+    if let Some(message) = real_mode::refusal::refusal(&scenario, external.is_some()) {
+        return Outcome::BadInput(format!("{}: {message}", path.display()));
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return Outcome::Internal(format!("cannot start the async runtime: {e}")),
+    };
+    let ran = runtime.block_on(real_mode::scenario_run::run(&scenario, seed, external));
+    let real_outcome = match ran {
+        Ok(o) => o,
+        // What the user can fix (the machine's PostgreSQL, the servers given with --url) is
+        // bad input; anything else is replisim's fault.
+        Err(
+            e @ (RealRunError::External { .. }
+            | RealRunError::Cluster(
+                ClusterError::MissingBinaries { .. } | ClusterError::NoPostgresUser { .. },
+            )),
+        ) => return Outcome::BadInput(e.to_string()),
+        Err(e @ RealRunError::Interrupted) => return Outcome::Interrupted(e.to_string()),
+        Err(e) => return Outcome::Internal(e.to_string()),
+    };
+    let report = report::evaluate(&scenario, &real_outcome.outcome);
+    let (json, md) = match real_mode::real_report::write(out, &report, &real_outcome.details) {
+        Ok(paths) => paths,
+        Err(e) => {
+            return Outcome::BadInput(format!("{}: cannot write reports: {e}", out.display()));
+        }
+    };
+    let mut replay = format!("replisim real {} --seed {seed}", path.display());
+    for url in urls {
+        replay.push_str(&format!(" --url {}", url.split('=').next().unwrap_or(url)));
+        replay.push_str("=...");
+    }
+    if quiet {
+        let verdict = if report.passed { "PASS" } else { "FAIL" };
+        println!(
+            "{verdict} {} seed {seed} real ({})",
+            scenario.name,
+            json.display()
+        );
+        if !report.passed {
+            println!("rerun (real time, not an exact replay): {replay}");
+        }
+    } else {
+        print!(
+            "{}",
+            report::summary::render(&report, &replay)
+                .replacen(" s simulated ", " s of real time ", 1)
+                .replacen("replay: ", "rerun (real time, not an exact replay): ", 1)
+        );
+        println!("reports: {} {}", json.display(), md.display());
+    }
+    if report.passed {
+        Outcome::Passed
+    } else {
+        Outcome::InvariantFailed
     }
 }
 

@@ -12,7 +12,7 @@
 //!   - `sim::harness`: builds the turmoil simulation, runs the workload, applies the faults.
 //! - [`check`]: one invariant checker per file, each reading [`sim::events::Events`].
 //! - [`report`]: the JSON and Markdown reports and the printed summary.
-//! - [`cli`]: `replisim run` and `replisim check`, mapped to exit codes.
+//! - [`cli`]: `replisim run`, `replisim real` and `replisim check`, mapped to exit codes.
 //! - [`real`]: a local PostgreSQL 15 replication cluster the crate runs itself, and a TCP fault proxy.
 #![forbid(unsafe_code)]
 

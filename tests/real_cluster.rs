@@ -365,14 +365,14 @@ async fn fault_proxy_adds_latency_partitions_and_resets() -> TestResult {
     let selects = workload_records
         .iter()
         .filter(|r| {
-            matches!(&r.kind, ProxyRecordKind::Statement { message: StatementMessage::Execute, text } if &**text == "SELECT 1")
+            matches!(&r.kind, ProxyRecordKind::Statement { message: StatementMessage::Execute, text, .. } if &**text == "SELECT 1")
         })
         .count();
     assert_eq!(selects, 32, "recorded executes of SELECT 1");
     let health_records = named("replisim-health");
     assert!(health_records.iter().any(|r| matches!(
         &r.kind,
-        ProxyRecordKind::Statement { message: StatementMessage::Query, text } if &**text == "SELECT pg_is_in_recovery()"
+        ProxyRecordKind::Statement { message: StatementMessage::Query, text, .. } if &**text == "SELECT pg_is_in_recovery()"
     )));
     assert!(records.iter().all(|r| !r.partitioned));
     assert_eq!(proxy.records_dropped(), 0);

@@ -53,6 +53,9 @@ pub enum Frame {
         portal: String,
         /// Statement name.
         statement: String,
+        /// Its parameters read as `bigint` (8-byte binary or decimal text); `None` for any other
+        /// value, a NULL, or one beyond the kept prefix.
+        params: Vec<Option<i64>>,
     },
     /// `E`: a portal executed.
     Execute {
@@ -214,9 +217,11 @@ impl FrontendParser {
             }
             b'B' => {
                 let (portal, next) = c_string(body, 0);
+                let (statement, next) = c_string(body, next);
                 Frame::Bind {
                     portal,
-                    statement: c_string(body, next).0,
+                    statement,
+                    params: bind_params(body.get(next..).unwrap_or_default()),
                 }
             }
             b'E' => Frame::Execute {
@@ -244,6 +249,73 @@ fn c_string(body: &[u8], start: usize) -> (String, usize) {
     }
 }
 
+/// The parameters of a Bind body after its two names: format codes, then length-prefixed values.
+/// Decoding stops where the kept prefix ends.
+fn bind_params(rest: &[u8]) -> Vec<Option<i64>> {
+    let mut cursor = Cursor(rest);
+    let Some(format_count) = cursor.u16() else {
+        return Vec::new();
+    };
+    let mut formats = Vec::new();
+    for _ in 0..format_count {
+        match cursor.u16() {
+            Some(format) => formats.push(format),
+            None => return Vec::new(),
+        }
+    }
+    let Some(count) = cursor.u16() else {
+        return Vec::new();
+    };
+    let mut params = Vec::with_capacity(usize::from(count).min(64));
+    for i in 0..usize::from(count) {
+        // One format code applies to every parameter; none means text.
+        let binary = match formats.len() {
+            0 => false,
+            1 => formats.first() == Some(&1),
+            _ => formats.get(i) == Some(&1),
+        };
+        let Some(length) = cursor.i32() else {
+            break;
+        };
+        let Ok(length) = usize::try_from(length) else {
+            params.push(None);
+            continue;
+        };
+        let Some(value) = cursor.take(length) else {
+            break;
+        };
+        params.push(if binary {
+            <[u8; 8]>::try_from(value).ok().map(i64::from_be_bytes)
+        } else {
+            std::str::from_utf8(value).ok().and_then(|t| t.parse().ok())
+        });
+    }
+    params
+}
+
+/// Reads big-endian fields off the front of a byte slice.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn i32(&mut self) -> Option<i32> {
+        self.take(4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
 /// A parameter of a startup message body (after the version): `name\0value\0`... `\0`.
 fn startup_parameter(mut body: &[u8], wanted: &str) -> Option<String> {
     loop {
@@ -268,31 +340,64 @@ pub enum StatementMessage {
     Execute,
 }
 
+/// A statement sent to the server, as [`StatementTexts::on_frame`] attributes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentStatement {
+    /// Query or Execute.
+    pub message: StatementMessage,
+    /// Its text (empty for an Execute of an unknown portal).
+    pub text: Arc<str>,
+    /// The portal's Bind parameters as `bigint` (empty for a simple query).
+    pub params: Arc<[Option<i64>]>,
+}
+
+/// A bound portal: its statement's text and its parameters.
+#[derive(Clone, Debug, Default)]
+struct Portal {
+    text: Arc<str>,
+    params: Arc<[Option<i64>]>,
+}
+
 /// One connection's prepared statements and portals, so that an Execute can name its text.
 #[derive(Debug, Default)]
 pub struct StatementTexts {
     statements: BTreeMap<String, Arc<str>>,
-    portals: BTreeMap<String, Arc<str>>,
+    portals: BTreeMap<String, Portal>,
 }
 
 impl StatementTexts {
     /// Follows one frame; returns the statement it sends to the server, if it sends one
     /// (an Execute of an unknown portal has empty text).
-    pub fn on_frame(&mut self, frame: &Frame) -> Option<(StatementMessage, Arc<str>)> {
+    pub fn on_frame(&mut self, frame: &Frame) -> Option<SentStatement> {
         match frame {
-            Frame::Query { text } => Some((StatementMessage::Query, Arc::from(text.as_str()))),
+            Frame::Query { text } => Some(SentStatement {
+                message: StatementMessage::Query,
+                text: Arc::from(text.as_str()),
+                params: Arc::from([]),
+            }),
             Frame::Parse { statement, text } => {
                 insert_bounded(&mut self.statements, statement, Arc::from(text.as_str()));
                 None
             }
-            Frame::Bind { portal, statement } => {
-                let text = self.statements.get(statement).cloned().unwrap_or_default();
-                insert_bounded(&mut self.portals, portal, text);
+            Frame::Bind {
+                portal,
+                statement,
+                params,
+            } => {
+                let portal_state = Portal {
+                    text: self.statements.get(statement).cloned().unwrap_or_default(),
+                    params: Arc::from(params.as_slice()),
+                };
+                insert_bounded(&mut self.portals, portal, portal_state);
                 None
             }
             Frame::Execute { portal } => {
-                let text = self.portals.get(portal).cloned().unwrap_or_default();
-                Some((StatementMessage::Execute, text))
+                let bound = self.portals.get(portal).cloned().unwrap_or_default();
+                Some(SentStatement {
+                    message: StatementMessage::Execute,
+                    text: bound.text,
+                    params: bound.params,
+                })
             }
             Frame::CloseStatement { statement } => {
                 self.statements.remove(statement);
@@ -303,11 +408,11 @@ impl StatementTexts {
     }
 }
 
-fn insert_bounded(map: &mut BTreeMap<String, Arc<str>>, name: &str, text: Arc<str>) {
+fn insert_bounded<T>(map: &mut BTreeMap<String, T>, name: &str, value: T) {
     if map.len() >= NAMES_MAX && !map.contains_key(name) {
         map.pop_first();
     }
-    map.insert(name.to_string(), text);
+    map.insert(name.to_string(), value);
 }
 
 #[cfg(test)]
@@ -386,6 +491,7 @@ mod tests {
             Frame::Bind {
                 portal: String::new(),
                 statement: "s0".to_string(),
+                params: Vec::new(),
             },
             Frame::Execute {
                 portal: String::new(),
@@ -512,7 +618,7 @@ mod tests {
         let sent: Vec<(StatementMessage, String)> = frames
             .iter()
             .filter_map(|frame| texts.on_frame(frame))
-            .map(|(message, text)| (message, text.to_string()))
+            .map(|sent| (sent.message, sent.text.to_string()))
             .collect();
         assert_eq!(
             sent,
@@ -529,7 +635,51 @@ mod tests {
         let unknown = texts.on_frame(&Frame::Execute {
             portal: "p9".to_string(),
         });
-        assert_eq!(unknown, Some((StatementMessage::Execute, Arc::from(""))));
+        assert_eq!(
+            unknown.map(|sent| (sent.message, sent.text)),
+            Some((StatementMessage::Execute, Arc::from("")))
+        );
+    }
+
+    #[test]
+    fn bind_parameters_are_read_as_bigints() {
+        let mut body = cstrs(&["p1", "s1"]);
+        // Two format codes (binary, text), three values: 8-byte binary, text `-7`, NULL.
+        body.extend_from_slice(&[0, 2, 0, 1, 0, 0, 0, 3]);
+        body.extend_from_slice(&8i32.to_be_bytes());
+        body.extend_from_slice(&42i64.to_be_bytes());
+        body.extend_from_slice(&2i32.to_be_bytes());
+        body.extend_from_slice(b"-7");
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        body.extend_from_slice(&[0, 0]);
+        let mut parser = FrontendParser::new();
+        let mut bytes = startup(&[]);
+        bytes.extend(tagged(b'B', &body));
+        let mut frames = Vec::new();
+        parser.feed(&bytes, &mut frames);
+        assert_eq!(
+            frames.last(),
+            Some(&Frame::Bind {
+                portal: "p1".to_string(),
+                statement: "s1".to_string(),
+                params: vec![Some(42), Some(-7), None],
+            })
+        );
+        let mut texts = StatementTexts::default();
+        texts.on_frame(&Frame::Parse {
+            statement: "s1".to_string(),
+            text: "SELECT $1".to_string(),
+        });
+        for frame in &frames {
+            texts.on_frame(frame);
+        }
+        let sent = texts.on_frame(&Frame::Execute {
+            portal: "p1".to_string(),
+        });
+        assert_eq!(
+            sent.map(|s| s.params.to_vec()),
+            Some(vec![Some(42), Some(-7), None])
+        );
     }
 
     #[test]

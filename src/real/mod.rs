@@ -13,19 +13,37 @@
 //! - `proxy`: [`FaultProxy`]: latency, partition, connection resets, records.
 //! - `relay`: one connection through the proxy.
 //! - `frames`: the frontend message parser the proxy records with.
+//!
+//! `replisim real`, one scenario against such a cluster:
+//! - `scenario_run`: [`scenario_run::run`], the whole run; `urls`: servers given with `--url`.
+//! - `refusal`: faults real mode cannot apply, refused before anything starts.
+//! - `clock`: the run's time line; `driver`: the workload in real time.
+//! - `inject`: the faults on schedule, each followed by an observation of its effect.
+//! - `evidence`: proxy records and client operations as the checkers' records.
+//! - `server_counts`: `pg_stat_statements` and server-log counts, a cross-check.
+//! - `real_report`: the `-real.json` and `.md` reports.
 
+pub mod clock;
 pub mod cluster;
 mod command;
+pub mod driver;
 pub mod error;
+pub mod evidence;
 mod faults;
 pub mod frames;
+pub mod inject;
 pub mod node;
 mod ports;
 pub mod proxy;
+pub mod real_report;
+pub mod refusal;
 mod relay;
+pub mod scenario_run;
+pub mod server_counts;
 pub mod settings;
 mod sql;
 mod teardown;
+pub mod urls;
 
 pub use cluster::{Cluster, ClusterSpec, ShardSpec};
 pub use command::PG_BIN_DIR;

@@ -55,7 +55,11 @@ pub enum ProxyRecordKind {
         /// The query text, or the prepared statement's text for an Execute (bounded prefix;
         /// empty if the statement was not seen).
         text: Arc<str>,
+        /// An Execute's Bind parameters read as `bigint` (empty for a simple query).
+        params: Arc<[Option<i64>]>,
     },
+    /// The connection ended (either side closed, a reset, or the proxy dropped it).
+    Closed,
 }
 
 #[derive(Debug, Default)]
@@ -175,6 +179,11 @@ impl FaultProxy {
     /// The address to connect to instead of the node.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The instant the proxy started: a record at `at` happened at `started() + at`.
+    pub fn started(&self) -> Instant {
+        self.shared.started
     }
 
     /// The node's address.
@@ -367,7 +376,13 @@ mod tests {
         let mut buf = [0u8; 1];
         let read = tokio::time::timeout(Duration::from_secs(2), client.read(&mut buf)).await?;
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
-        let kinds: Vec<ProxyRecordKind> = proxy.records().into_iter().map(|r| r.kind).collect();
+        // The connection's `Closed` record may or may not have been written yet.
+        let kinds: Vec<ProxyRecordKind> = proxy
+            .records()
+            .into_iter()
+            .map(|r| r.kind)
+            .filter(|kind| *kind != ProxyRecordKind::Closed)
+            .collect();
         assert_eq!(
             kinds,
             vec![ProxyRecordKind::Connect, ProxyRecordKind::ConnectFailed]

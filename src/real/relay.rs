@@ -38,6 +38,8 @@ struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.shared.unregister(self.conn);
+        self.shared
+            .record(self.conn, None, false, ProxyRecordKind::Closed);
     }
 }
 
@@ -164,12 +166,16 @@ async fn read_client(
                 application_name = name.as_deref().map(Arc::from);
                 shared.name_record(connect_record, application_name.clone());
             }
-            if let Some((message, text)) = texts.on_frame(&frame) {
+            if let Some(sent) = texts.on_frame(&frame) {
                 shared.record(
                     conn,
                     application_name.clone(),
                     partitioned,
-                    ProxyRecordKind::Statement { message, text },
+                    ProxyRecordKind::Statement {
+                        message: sent.message,
+                        text: sent.text,
+                        params: sent.params,
+                    },
                 );
             }
         }

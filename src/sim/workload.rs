@@ -115,7 +115,7 @@ pub async fn run(clients: Arc<Clients>) {
     }
 }
 
-fn client_rng(seed: u64, stream: u64) -> ChaCha8Rng {
+pub(crate) fn client_rng(seed: u64, stream: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // Separate, reproducible streams per client whatever order the clients are scheduled in.
     rng.set_stream(stream);

@@ -1,0 +1,461 @@
+//! The evidence of a real run, in the simulation's record types so that the same checkers judge it:
+//! what crossed each node's fault proxy (connects, closes, every statement with its Bind
+//! parameters and `application_name`), the node's role at that moment, and what the clients saw.
+//!
+//! A real server does not tell the proxy how each statement ended, so outcomes are attributed from
+//! the client side: the last statement of a successful operation on the node that served it
+//! succeeded (with the operation's row version and end); every other attempt failed, with
+//! SQLSTATE 25006 for a write that reached a node in recovery or fenced (real PostgreSQL always
+//! refuses those), else the SQLSTATE the router reported for that node, else 08006.
+//! Statements held by a partition are not counted as executed (they are still network attempts).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tokio::time::Instant;
+
+use crate::real::clock::RunClock;
+use crate::real::driver::{DriverRecords, FailedOp};
+use crate::real::proxy::{ProxyRecord, ProxyRecordKind};
+use crate::router::WORKLOAD_APPLICATION_NAME;
+use crate::router::health::PROBE_APPLICATION_NAME;
+use crate::scenario::Scenario;
+use crate::sim::events::{
+    ClientOp, Events, Micros, NetEvent, NetKind, NodeIdx, NodeRole, OpKind, Purpose,
+    ServerConnEvent, StatementEvent, StatementKind,
+};
+use crate::sim::workload::{READ_SQL, WRITE_SQL};
+
+/// SQLSTATE of a write refused by a server in recovery or fenced read-only.
+pub const READ_ONLY_SQLSTATE: &str = "25006";
+/// SQLSTATE assumed for an attempt that failed without a server answer (connection failure).
+const CONNECTION_FAILURE_SQLSTATE: &str = "08006";
+
+/// What one node's proxy recorded, and when it started.
+#[derive(Clone, Debug)]
+pub struct NodeRecords {
+    /// The node (index in `Scenario::nodes`).
+    pub node: NodeIdx,
+    /// The proxy's start: a record at `at` happened at `started + at`.
+    pub started: Instant,
+    /// The records, in order.
+    pub records: Vec<ProxyRecord>,
+}
+
+/// The evidence, and how much of it had to be inferred.
+#[derive(Clone, Debug, Default)]
+pub struct Built {
+    /// The records for the checkers and the report.
+    pub events: Events,
+    /// Workload statements that matched no client operation (counted as executed, version 0).
+    pub unmatched_statements: u64,
+    /// Workload statements that crossed the proxy while the link was partitioned.
+    pub held_statements: u64,
+}
+
+/// One workload or check statement that crossed a proxy, before its outcome is known.
+struct Crossing {
+    node: NodeIdx,
+    conn: u64,
+    at_us: Micros,
+    purpose: Purpose,
+    kind: StatementKind,
+    params: [i64; 3],
+}
+
+/// A node's role at `at_us`: its initial role, changed by every promotion in its shard before then
+/// (the promoted node becomes primary; the shard's previous primary is fenced read-only).
+pub fn role_at(
+    scenario: &Scenario,
+    promotions: &[(Micros, NodeIdx)],
+    node: NodeIdx,
+    at_us: Micros,
+) -> NodeRole {
+    let Some(model) = scenario.nodes.get(node) else {
+        return NodeRole::Replica;
+    };
+    let mut primary = scenario.shards.get(model.shard).map(|s| s.primary);
+    for &(_, promoted) in promotions.iter().filter(|(when, _)| *when <= at_us) {
+        let same_shard = scenario.nodes.get(promoted).map(|n| n.shard) == Some(model.shard);
+        if same_shard {
+            primary = Some(promoted);
+        }
+    }
+    if primary == Some(node) {
+        NodeRole::Primary
+    } else {
+        NodeRole::Replica
+    }
+}
+
+fn classify(text: &str, purpose: Purpose) -> StatementKind {
+    if text == READ_SQL {
+        StatementKind::Read
+    } else if text == WRITE_SQL {
+        StatementKind::Write
+    } else if purpose == Purpose::Check {
+        StatementKind::Probe
+    } else {
+        StatementKind::Unsupported
+    }
+}
+
+fn purpose_of(name: Option<&str>) -> Option<Purpose> {
+    match name {
+        Some(WORKLOAD_APPLICATION_NAME) => Some(Purpose::Workload),
+        Some(PROBE_APPLICATION_NAME) => Some(Purpose::Check),
+        // Unnamed connections are the run's own observations (an SSLRequest and nothing else).
+        _ => None,
+    }
+}
+
+/// Builds the evidence of a finished run.
+pub fn build(
+    scenario: &Scenario,
+    clock: RunClock,
+    nodes: &[NodeRecords],
+    driver: DriverRecords,
+    promotions: &[(Micros, NodeIdx)],
+) -> Built {
+    let mut built = Built::default();
+    let mut crossings = Vec::new();
+    for node in nodes {
+        network(clock, node, &mut built, &mut crossings);
+    }
+    let DriverRecords { mut ops, failures } = driver;
+    ops.sort_by_key(|op| (op.end_us, op.client, op.start_us));
+    built.events.statements =
+        statements(scenario, promotions, &ops, &failures, crossings, &mut built);
+    built
+        .events
+        .statements
+        .sort_by_key(|s| (s.end_us, s.start_us, s.node, s.conn));
+    built.events.net.sort_by_key(|e| (e.at_us, e.node));
+    built
+        .events
+        .server_conns
+        .sort_by_key(|e| (e.at_us, e.node, e.conn, e.open));
+    built.events.ops = ops;
+    built
+}
+
+/// Network and connection records of one node; its statements go to `crossings`.
+fn network(clock: RunClock, node: &NodeRecords, built: &mut Built, crossings: &mut Vec<Crossing>) {
+    let at_us = |record: &ProxyRecord| clock.us_at(node.started + record.at);
+    let mut purposes: BTreeMap<u64, Purpose> = BTreeMap::new();
+    let mut failed: BTreeSet<u64> = BTreeSet::new();
+    for record in &node.records {
+        match &record.kind {
+            ProxyRecordKind::Connect => {
+                if let Some(purpose) = purpose_of(record.application_name.as_deref()) {
+                    purposes.insert(record.conn, purpose);
+                }
+            }
+            ProxyRecordKind::ConnectFailed => {
+                failed.insert(record.conn);
+            }
+            _ => {}
+        }
+    }
+    for record in &node.records {
+        let Some(&purpose) = purposes.get(&record.conn) else {
+            continue;
+        };
+        let at = at_us(record);
+        let net = |kind| NetEvent {
+            at_us: at,
+            node: node.node,
+            purpose,
+            kind,
+        };
+        let conn = |open| ServerConnEvent {
+            node: node.node,
+            conn: record.conn,
+            purpose,
+            at_us: at,
+            open,
+        };
+        match &record.kind {
+            ProxyRecordKind::Connect => {
+                built.events.net.push(net(NetKind::Connect));
+                if !failed.contains(&record.conn) {
+                    built.events.server_conns.push(conn(true));
+                }
+            }
+            ProxyRecordKind::ConnectFailed => built.events.net.push(net(NetKind::ConnectFailed)),
+            ProxyRecordKind::Closed => {
+                if !failed.contains(&record.conn) {
+                    built.events.server_conns.push(conn(false));
+                }
+            }
+            ProxyRecordKind::Statement { text, params, .. } => {
+                built.events.net.push(net(NetKind::Statement));
+                if record.partitioned {
+                    if purpose == Purpose::Workload {
+                        built.held_statements += 1;
+                    }
+                    continue;
+                }
+                let param = |i: usize| params.get(i).copied().flatten().unwrap_or(0);
+                crossings.push(Crossing {
+                    node: node.node,
+                    conn: record.conn,
+                    at_us: at,
+                    purpose,
+                    kind: classify(text, purpose),
+                    params: [param(0), param(1), param(2)],
+                });
+            }
+        }
+    }
+}
+
+/// Attributes every crossing to a client operation and gives it an outcome.
+fn statements(
+    scenario: &Scenario,
+    promotions: &[(Micros, NodeIdx)],
+    ops: &[ClientOp],
+    failures: &[FailedOp],
+    crossings: Vec<Crossing>,
+    built: &mut Built,
+) -> Vec<StatementEvent> {
+    // (kind, org, key, user) -> operations, by start.
+    let mut by_identity: BTreeMap<(bool, i64, i64, i64), Vec<usize>> = BTreeMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        by_identity
+            .entry((op.kind == OpKind::Write, op.org, op.key, op.user))
+            .or_default()
+            .push(i);
+    }
+    for list in by_identity.values_mut() {
+        list.sort_by_key(|&i| ops.get(i).map(|op| op.start_us));
+    }
+    let failure_of: BTreeMap<(u32, Micros), &FailedOp> = failures
+        .iter()
+        .map(|f| ((f.client, f.start_us), f))
+        .collect();
+
+    let mut events = Vec::with_capacity(crossings.len());
+    // Per operation, the indexes of its statements in `events`, in time order.
+    let mut of_op: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for crossing in crossings {
+        let role = role_at(scenario, promotions, crossing.node, crossing.at_us);
+        let [org, key, user] = crossing.params;
+        let mut event = StatementEvent {
+            node: crossing.node,
+            conn: crossing.conn,
+            purpose: crossing.purpose,
+            kind: crossing.kind,
+            role,
+            org,
+            key,
+            user,
+            start_us: crossing.at_us,
+            end_us: crossing.at_us,
+            version: 0,
+            sqlstate: None,
+            lsn: 0,
+        };
+        let workload_op = matches!(crossing.kind, StatementKind::Read | StatementKind::Write)
+            && crossing.purpose == Purpose::Workload;
+        if !workload_op {
+            if crossing.kind == StatementKind::Unsupported {
+                event.sqlstate = Some("0A000".to_string());
+            }
+            events.push(event);
+            continue;
+        }
+        let identity = (crossing.kind == StatementKind::Write, org, key, user);
+        let op = by_identity.get(&identity).and_then(|list| {
+            list.iter().copied().find(|&i| {
+                ops.get(i)
+                    .is_some_and(|op| op.start_us <= crossing.at_us && crossing.at_us <= op.end_us)
+            })
+        });
+        match op {
+            Some(i) => of_op.entry(i).or_default().push(events.len()),
+            None => built.unmatched_statements += 1,
+        }
+        events.push(event);
+    }
+
+    for (op_index, statement_indexes) in &of_op {
+        let Some(op) = ops.get(*op_index) else {
+            continue;
+        };
+        let failure = failure_of.get(&(op.client, op.start_us));
+        let served = statement_indexes
+            .iter()
+            .rev()
+            .copied()
+            .find(|&s| op.ok && events.get(s).map(|e| Some(e.node)) == Some(op.node));
+        for (position, &s) in statement_indexes.iter().enumerate() {
+            let next_at = statement_indexes
+                .get(position + 1)
+                .and_then(|&n| events.get(n))
+                .map(|e| e.start_us);
+            let Some(event) = events.get_mut(s) else {
+                continue;
+            };
+            event.end_us = next_at.unwrap_or(op.end_us).max(event.start_us);
+            if Some(s) == served {
+                event.version = op.version;
+                continue;
+            }
+            let reported = failure
+                .filter(|f| f.node == Some(event.node))
+                .and_then(|f| f.sqlstate.clone());
+            event.sqlstate = Some(
+                if event.kind == StatementKind::Write && event.role == NodeRole::Replica {
+                    READ_ONLY_SQLSTATE.to_string()
+                } else {
+                    reported.unwrap_or_else(|| CONNECTION_FAILURE_SQLSTATE.to_string())
+                },
+            );
+        }
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::test_support::{REPLICA_1, REPLICA_2, TestRun, ms};
+    use crate::real::frames::StatementMessage;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_promotion_moves_the_primary_role_from_then_on() {
+        let run = TestRun::new();
+        let scenario = &run.scenario;
+        let shard = &scenario.shards[0];
+        let (old, new) = (shard.primary, shard.replicas[0]);
+        let promotions = [(5_000, new)];
+        assert_eq!(
+            role_at(scenario, &promotions, old, 4_999),
+            NodeRole::Primary
+        );
+        assert_eq!(
+            role_at(scenario, &promotions, new, 4_999),
+            NodeRole::Replica
+        );
+        assert_eq!(
+            role_at(scenario, &promotions, old, 5_000),
+            NodeRole::Replica
+        );
+        assert_eq!(
+            role_at(scenario, &promotions, new, 5_000),
+            NodeRole::Primary
+        );
+    }
+
+    fn record(at_ms: u64, conn: u64, kind: ProxyRecordKind) -> ProxyRecord {
+        ProxyRecord {
+            at: std::time::Duration::from_millis(at_ms),
+            conn,
+            application_name: Some(Arc::from(WORKLOAD_APPLICATION_NAME)),
+            partitioned: false,
+            kind,
+        }
+    }
+
+    fn statement(text: &str, org: i64, key: i64, user: i64) -> ProxyRecordKind {
+        ProxyRecordKind::Statement {
+            message: StatementMessage::Execute,
+            text: Arc::from(text),
+            params: Arc::from([Some(org), Some(key), Some(user)].as_slice()),
+        }
+    }
+
+    fn op(kind: OpKind, start_ms: u64, end_ms: u64, node: Option<NodeIdx>) -> ClientOp {
+        ClientOp {
+            client: 3,
+            user: 3,
+            org: 10,
+            key: 4,
+            kind,
+            prefer_replica: true,
+            start_us: ms(start_ms),
+            end_us: ms(end_ms),
+            ok: node.is_some(),
+            node,
+            version: 7,
+            error: node.is_none().then(|| "failed".to_string()),
+        }
+    }
+
+    #[test]
+    fn the_serving_attempt_succeeds_and_the_others_failed() {
+        let run = TestRun::new();
+        let clock = RunClock::start();
+        let on = |node: NodeIdx, records: Vec<ProxyRecord>| NodeRecords {
+            node,
+            started: clock.zero(),
+            records,
+        };
+        let nodes = [
+            // A read tried on replica-2 first (its connection broke), then served by replica-1.
+            on(
+                REPLICA_2,
+                vec![
+                    record(9, 1, ProxyRecordKind::Connect),
+                    record(10, 1, statement(READ_SQL, 10, 4, 3)),
+                    record(11, 1, ProxyRecordKind::Closed),
+                ],
+            ),
+            on(
+                REPLICA_1,
+                vec![
+                    record(9, 1, ProxyRecordKind::Connect),
+                    record(12, 1, statement(READ_SQL, 10, 4, 3)),
+                    // A write that reached a replica: refused by any real server in recovery.
+                    record(30, 1, statement(WRITE_SQL, 10, 4, 3)),
+                ],
+            ),
+        ];
+        let driver = DriverRecords {
+            ops: vec![
+                op(OpKind::Read, 5, 15, Some(REPLICA_1)),
+                op(OpKind::Write, 25, 35, None),
+            ],
+            failures: vec![FailedOp {
+                client: 3,
+                start_us: ms(25),
+                node: Some(REPLICA_1),
+                sqlstate: Some(READ_ONLY_SQLSTATE.to_string()),
+            }],
+        };
+        let built = build(&run.scenario, clock, &nodes, driver, &[]);
+        let outcomes: Vec<(NodeIdx, StatementKind, Option<&str>, i64, Micros)> = built
+            .events
+            .statements
+            .iter()
+            .map(|s| (s.node, s.kind, s.sqlstate.as_deref(), s.version, s.end_us))
+            .collect();
+        assert_eq!(
+            outcomes,
+            vec![
+                (REPLICA_2, StatementKind::Read, Some("08006"), 0, ms(12)),
+                (REPLICA_1, StatementKind::Read, None, 7, ms(15)),
+                (REPLICA_1, StatementKind::Write, Some("25006"), 0, ms(35)),
+            ]
+        );
+        assert_eq!(built.unmatched_statements, 0);
+        assert_eq!(built.events.net.len(), 5);
+        let opens = built.events.server_conns.iter().filter(|c| c.open).count();
+        assert_eq!((opens, built.events.server_conns.len()), (2, 3));
+    }
+
+    #[test]
+    fn statements_are_classified_by_their_exact_text() {
+        assert_eq!(classify(READ_SQL, Purpose::Workload), StatementKind::Read);
+        assert_eq!(classify(WRITE_SQL, Purpose::Workload), StatementKind::Write);
+        assert_eq!(
+            classify("SELECT pg_is_in_recovery()", Purpose::Check),
+            StatementKind::Probe
+        );
+        assert_eq!(
+            classify("SELECT 1", Purpose::Workload),
+            StatementKind::Unsupported
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! The report of a real run: the simulation's report fields (SPEC section 5), then `mode: "real"`
+//! and the `real` object of [`RealDetails`]; written as `DIR/<name>-seed<N>-real.json` and `.md`
+//! so that it never overwrites the simulated run's report of the same scenario and seed.
+
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::real::scenario_run::RealDetails;
+use crate::report::{Report, markdown, write_whole};
+
+/// The JSON document: every report field in the SPEC's order, then the real-mode additions.
+#[derive(Serialize)]
+struct RealReport<'a> {
+    #[serde(flatten)]
+    report: &'a Report,
+    mode: &'static str,
+    real: &'a RealDetails,
+}
+
+/// The paths a real run writes: `DIR/<name>-seed<N>-real.json` and `.md`.
+pub fn paths(dir: &Path, report: &Report) -> (PathBuf, PathBuf) {
+    let stem = format!("{}-seed{}-real", report.scenario, report.seed);
+    (
+        dir.join(format!("{stem}.json")),
+        dir.join(format!("{stem}.md")),
+    )
+}
+
+/// The JSON text (pretty, newline-terminated).
+pub fn to_json(report: &Report, details: &RealDetails) -> String {
+    let document = RealReport {
+        report,
+        mode: "real",
+        real: details,
+    };
+    // Plain structs of strings, numbers and maps with string keys always serialise.
+    let mut text = serde_json::to_string_pretty(&document).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// The Markdown text: the simulation's layout, marked as real time, and a real-mode section.
+pub fn to_markdown(report: &Report, details: &RealDetails) -> String {
+    let mut out = markdown::render(report).replacen(" ms simulated (", " ms of real time (", 1);
+    out.push_str("\n## Real mode\n\n");
+    let _ = writeln!(
+        out,
+        "Servers: {}. Statements are counted from what crossed each node's fault proxy; {} \
+         matched no client operation, {} were held by a partition.\n",
+        details.servers, details.unmatched_statements, details.held_statements
+    );
+    if !details.server_counts.is_empty() {
+        out.push_str(
+            "| node | pg_stat_statements reads | pg_stat_statements writes | read-only errors in \
+             its log | 25006 seen by clients |\n|---|---|---|---|---|\n",
+        );
+        for n in &details.server_counts {
+            let shown = |v: Option<i64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                n.name,
+                shown(n.stat_reads),
+                shown(n.stat_writes),
+                n.log_read_only_errors,
+                details
+                    .client_read_only_errors
+                    .get(&n.name)
+                    .copied()
+                    .unwrap_or(0)
+            );
+        }
+        out.push_str(
+            "\n`pg_stat_statements` counts start again at every server start, so a crashed \
+             node's count covers only the time since its restart.\n",
+        );
+    }
+    for (i, note) in details.fault_notes.iter().enumerate() {
+        if let Some(note) = note {
+            let _ = writeln!(out, "- fault {}: {note}", i + 1);
+        }
+    }
+    for item in &details.not_emulated {
+        let _ = writeln!(out, "- not reproduced: {item}");
+    }
+    out
+}
+
+/// Writes both files; each appears whole or not at all.
+pub fn write(
+    dir: &Path,
+    report: &Report,
+    details: &RealDetails,
+) -> std::io::Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    let (json_path, md_path) = paths(dir, report);
+    write_whole(&json_path, to_json(report, details).as_bytes())?;
+    write_whole(&md_path, to_markdown(report, details).as_bytes())?;
+    Ok((json_path, md_path))
+}

@@ -1,0 +1,139 @@
+//! `--url NODE=postgres://...`: servers run by someone else instead of a cluster replisim starts.
+//! Every node of the scenario needs one, all with the same user, database and password (the router
+//! logs in to every node the same way).
+
+use std::str::FromStr;
+
+use crate::scenario::Scenario;
+use crate::sim::events::NodeIdx;
+
+/// The external servers of a run, by node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalNodes {
+    /// `(host, port)` of every node, in scenario node order.
+    pub addresses: Vec<(String, u16)>,
+    /// The login user.
+    pub user: String,
+    /// The database.
+    pub dbname: String,
+    /// The password, if the URLs carry one.
+    pub password: Option<String>,
+}
+
+/// Why `--url` values cannot be used (the message names the value and what to change).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("--url {value}: {problem}")]
+pub struct UrlError {
+    /// The offending value (without its password).
+    pub value: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+fn error(value: &str, problem: impl Into<String>) -> UrlError {
+    UrlError {
+        value: value.split('=').next().unwrap_or(value).to_string() + "=...",
+        problem: problem.into(),
+    }
+}
+
+/// Resolves `NODE=URL` values against the scenario's nodes.
+pub fn parse(scenario: &Scenario, values: &[String]) -> Result<ExternalNodes, UrlError> {
+    let mut found: Vec<Option<(String, u16)>> = vec![None; scenario.nodes.len()];
+    let mut login: Option<(String, String, Option<String>)> = None;
+    for value in values {
+        let Some((node, url)) = value.split_once('=') else {
+            return Err(error(value, "expected NODE=postgres://USER@HOST:PORT/DB"));
+        };
+        let Some(idx) = scenario.nodes.iter().position(|n| n.name == node) else {
+            return Err(error(value, format!("the scenario has no node `{node}`")));
+        };
+        let config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| error(value, format!("not a PostgreSQL URL: {e}")))?;
+        let host = match config.get_hosts() {
+            [tokio_postgres::config::Host::Tcp(host)] => host.clone(),
+            _ => return Err(error(value, "give exactly one TCP host")),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let this_login = (
+            config.get_user().unwrap_or("postgres").to_string(),
+            config.get_dbname().unwrap_or("postgres").to_string(),
+            config
+                .get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+        );
+        match &login {
+            Some(first) if *first != this_login => {
+                return Err(error(
+                    value,
+                    "every node must use the same user, database and password",
+                ));
+            }
+            _ => login = Some(this_login),
+        }
+        match found.get_mut(idx) {
+            Some(slot @ None) => *slot = Some((host, port)),
+            _ => return Err(error(value, format!("node `{node}` is given twice"))),
+        }
+    }
+    let mut addresses = Vec::with_capacity(found.len());
+    for (idx, address) in found.into_iter().enumerate() {
+        match address {
+            Some(address) => addresses.push(address),
+            None => return Err(missing(scenario, idx)),
+        }
+    }
+    let (user, dbname, password) = login.unwrap_or_default();
+    Ok(ExternalNodes {
+        addresses,
+        user,
+        dbname,
+        password,
+    })
+}
+
+fn missing(scenario: &Scenario, idx: NodeIdx) -> UrlError {
+    let name = scenario.nodes.get(idx).map_or("?", |n| n.name.as_str());
+    UrlError {
+        value: format!("{name}=..."),
+        problem: format!("node `{name}` has no --url; give one for every node or none"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::test_support::TestRun;
+
+    fn all(scenario: &Scenario, port0: u16) -> Vec<String> {
+        scenario
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{}=postgres://app@db{i}:{}/shop", n.name, port0 + i as u16))
+            .collect()
+    }
+
+    #[test]
+    fn every_node_gets_its_address_and_one_login() {
+        let run = TestRun::new();
+        let nodes =
+            parse(&run.scenario, &all(&run.scenario, 6000)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(nodes.addresses.len(), run.scenario.nodes.len());
+        assert_eq!(nodes.addresses[1], ("db1".to_string(), 6001));
+        assert_eq!(
+            (nodes.user.as_str(), nodes.dbname.as_str()),
+            ("app", "shop")
+        );
+    }
+
+    #[test]
+    fn a_missing_or_unknown_node_is_an_error() {
+        let run = TestRun::new();
+        let mut values = all(&run.scenario, 6000);
+        values.pop();
+        assert!(parse(&run.scenario, &values).is_err_and(|e| e.problem.contains("has no --url")));
+        let unknown = vec!["nobody=postgres://a@h/d".to_string()];
+        assert!(parse(&run.scenario, &unknown).is_err_and(|e| e.problem.contains("no node")));
+    }
+}
