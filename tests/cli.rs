@@ -1,34 +1,11 @@
 //! The command line's contract: exit codes, one-line errors with positions, nothing half-written.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod cli_support;
 
-fn replisim(args: &[&str]) -> Output {
-    match Command::new(env!("CARGO_BIN_EXE_replisim"))
-        .args(args)
-        .output()
-    {
-        Ok(o) => o,
-        Err(e) => panic!("cannot run replisim: {e}"),
-    }
-}
+use std::path::Path;
+use std::process::Output;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        panic!("{}: {e}", dir.display());
-    }
-    dir
-}
-
-fn write(dir: &Path, file: &str, text: &str) -> String {
-    let path = dir.join(file);
-    if let Err(e) = std::fs::write(&path, text) {
-        panic!("{}: {e}", path.display());
-    }
-    path.display().to_string()
-}
+use cli_support::*;
 
 const TINY: &str = r#"
 name = "tiny"
@@ -47,11 +24,11 @@ kind = "writes_only_primary"
 "#;
 
 fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    text(&o.stderr)
 }
 
 fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    text(&o.stdout)
 }
 
 #[test]
@@ -118,7 +95,7 @@ fn an_unreadable_file_is_exit_2() {
 
 #[test]
 fn bad_usage_is_exit_2() {
-    assert_eq!(replisim(&[]).status.code(), Some(2));
+    assert_eq!(replisim::<&str>(&[]).status.code(), Some(2));
     assert_eq!(replisim(&["fly"]).status.code(), Some(2));
     assert_eq!(
         replisim(&["run", "x.toml", "--seed", "minus-one"])

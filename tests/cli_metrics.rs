@@ -2,8 +2,12 @@
 //! same seed writes the same bytes, and a path that cannot be written is bad input (exit 2) that
 //! leaves nothing behind.
 
+mod cli_support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+use cli_support::*;
 
 const SCENARIO: &str = r#"
 name = "metrics-cli"
@@ -26,38 +30,21 @@ kind = "writes_only_primary"
 
 /// A fresh directory for one test, holding the scenario file.
 fn workdir(test: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(test);
-    let _ = std::fs::remove_dir_all(&dir);
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        panic!("creating {}: {e}", dir.display());
-    }
-    if let Err(e) = std::fs::write(dir.join("scenario.toml"), SCENARIO) {
-        panic!("writing the scenario: {e}");
-    }
+    let dir = scratch(test);
+    write(&dir, "scenario.toml", SCENARIO);
     dir
 }
 
 fn run(dir: &Path, metrics: &Path) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_replisim"))
-        .arg("run")
-        .arg(dir.join("scenario.toml"))
-        .arg("--quiet")
-        .arg("--out")
-        .arg(dir.join("reports"))
-        .arg("--metrics")
-        .arg(metrics)
-        .output();
-    match output {
-        Ok(output) => output,
-        Err(e) => panic!("running replisim: {e}"),
-    }
-}
-
-fn read(path: &Path) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) => panic!("reading {}: {e}", path.display()),
-    }
+    replisim(&[
+        "run".as_ref(),
+        dir.join("scenario.toml").as_os_str(),
+        "--quiet".as_ref(),
+        "--out".as_ref(),
+        dir.join("reports").as_os_str(),
+        "--metrics".as_ref(),
+        metrics.as_os_str(),
+    ])
 }
 
 #[test]

@@ -1,41 +1,14 @@
 //! `replisim real`: a shipped scenario against a real PostgreSQL 15 cluster (exit 0 and a report the
 //! SPEC's checker accepts), and the faults it refuses before anything starts (exit 2, one line).
 
+mod cli_support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use cli_support::*;
+
 const PG_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
-
-fn replisim(args: &[&str]) -> Output {
-    match Command::new(env!("CARGO_BIN_EXE_replisim"))
-        .args(args)
-        .output()
-    {
-        Ok(o) => o,
-        Err(e) => panic!("cannot run replisim: {e}"),
-    }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        panic!("{}: {e}", dir.display());
-    }
-    dir
-}
-
-fn write(dir: &Path, file: &str, text: &str) -> String {
-    let path = dir.join(file);
-    if let Err(e) = std::fs::write(&path, text) {
-        panic!("{}: {e}", path.display());
-    }
-    path.display().to_string()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// A one-replica scenario with one fault of `kind` on the replica.
 fn with_fault(kind_and_keys: &str) -> String {
