@@ -22,10 +22,8 @@ use crate::real::server_counts::{self, ServerCounts};
 use crate::real::settings::ServerSettings;
 use crate::real::sql::{Admin, SUPERUSER};
 use crate::real::urls::ExternalNodes;
-use crate::router::{
-    NodeAddress, Router, RouterError, ShardConfig, TcpConnector, Topology, connector::Connector,
-};
-use crate::scenario::Scenario;
+use crate::router::{Router, RouterError, TcpConnector, connector::Connector};
+use crate::scenario::{Login, Scenario};
 use crate::sim::RunOutcome;
 use crate::sim::events::{FaultRecord, NodeRole};
 
@@ -314,26 +312,18 @@ async fn run_on(
             nodes.password.clone(),
         ),
     };
-    let address = |idx: usize| {
-        let name = scenario.nodes.get(idx).map_or("", |n| n.name.as_str());
-        let port = proxies.get(idx).map_or(0, |p| p.local_addr().port());
-        NodeAddress::new(name, "127.0.0.1", port)
-    };
-    let topology = Topology {
-        shards: scenario
-            .shards
-            .iter()
-            .map(|s| ShardConfig {
-                name: s.name.clone(),
-                orgs: s.orgs_start..s.orgs_end,
-                primary: address(s.primary),
-                replicas: s.replicas.iter().map(|&r| address(r)).collect(),
-            })
-            .collect(),
-        user,
-        dbname,
-        password,
-    };
+    // The router reaches every node through its fault proxy.
+    let topology = scenario.router_topology(
+        |idx, _| {
+            let port = proxies.get(idx).map_or(0, |p| p.local_addr().port());
+            ("127.0.0.1".to_string(), port)
+        },
+        Login {
+            user,
+            dbname,
+            password,
+        },
+    );
     let connector: Arc<dyn Connector> = Arc::new(TcpConnector);
     let router = Router::start(scenario.router.clone(), topology, connector).await?;
 

@@ -18,6 +18,7 @@ mod invariants;
 pub mod model;
 mod raw;
 mod router_section;
+mod router_topology;
 mod topology;
 mod validate;
 mod workload;
@@ -27,6 +28,7 @@ use std::path::Path;
 pub use duration::{format_duration, parse_duration};
 pub use error::{Position, ScenarioError, ScenarioErrorKind};
 pub use model::*;
+pub use router_topology::Login;
 
 /// Reads, parses and validates the scenario file at `path`.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {

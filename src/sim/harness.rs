@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::router::connector::{Connector, NodeAddress};
-use crate::router::topology::{ShardConfig, Topology};
+use crate::router::connector::Connector;
+use crate::router::topology::Topology;
 use crate::router::{MetricsSnapshot, Router, RouterConfig};
-use crate::scenario::Scenario;
+use crate::scenario::{Login, Scenario};
 use crate::sim::connector::{LinkControl, SimConnector};
 use crate::sim::events::{EventLog, Events, FaultRecord, Micros, NodeRole};
 use crate::sim::faults::{self, FaultTargets, Sighting};
@@ -74,30 +74,15 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutcome, HarnessError> {
 
 /// The topology the router is given for a scenario: shard ranges and node addresses as declared.
 pub fn topology_of(scenario: &Scenario) -> Topology {
-    let address = |idx: usize| {
-        let name = scenario.nodes.get(idx).map_or("", |n| n.name.as_str());
-        NodeAddress {
-            name: name.to_string(),
-            host: name.to_string(),
-            port: PG_PORT,
-            weight: scenario.nodes.get(idx).map_or(1, |n| n.weight),
-        }
-    };
-    Topology {
-        shards: scenario
-            .shards
-            .iter()
-            .map(|s| ShardConfig {
-                name: s.name.clone(),
-                orgs: s.orgs_start..s.orgs_end,
-                primary: address(s.primary),
-                replicas: s.replicas.iter().map(|&r| address(r)).collect(),
-            })
-            .collect(),
-        user: "replisim".to_string(),
-        dbname: "replisim".to_string(),
-        password: None,
-    }
+    // Each simulated node is a turmoil host named like the node.
+    scenario.router_topology(
+        |_, node| (node.name.clone(), PG_PORT),
+        Login {
+            user: "replisim".to_string(),
+            dbname: "replisim".to_string(),
+            password: None,
+        },
+    )
 }
 
 /// About how many operations the workload will start (an upper estimate, capped), for reserving memory.
