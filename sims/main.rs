@@ -440,6 +440,7 @@ fn writes_only_primary_catches_a_router_that_writes_to_a_replica() {
     let options = RunOptions {
         topology_edit: Some(replica_as_primary()),
         config_edit: Some(static_roles),
+        ..RunOptions::default()
     };
     let r = failing_run(&s, &options, "writes_only_primary");
     assert!(

@@ -16,7 +16,9 @@ use real_support::{
     version_of, wait_for,
 };
 use replisim::router::route_reason::RouteReason;
-use replisim::router::{ReadRequest, Router, RouterConfig, ServedRole, Session, WriteRequest};
+use replisim::router::{
+    ReadRequest, Router, RouterConfig, Scope, ServedRole, Session, WriteRequest,
+};
 use replisim::sim::workload::{READ_SQL, WRITE_SQL};
 use tokio::task::JoinHandle;
 
@@ -184,6 +186,38 @@ async fn sessions_read_their_writes_through_an_apply_delay() -> TestResult {
     assert_eq!(later.role, ServedRole::Replica, "served by {}", later.node);
     let token = session.token(ORG).map(|t| t.to_string());
     println!("read-your-writes: {on_primary} of 20 reads on the primary; token {token:?}");
+    // Row scopes: a write to one row keeps only that row's reads off the delayed replicas.
+    let (written_row, other_row) = (Scope::row(ORG, 1), Scope::row(ORG, 2));
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&ORG, &1i64, &3i64];
+    let written = step(session.write_in(
+        written_row,
+        WriteRequest { org: ORG, user: 3 },
+        WRITE_SQL,
+        &params,
+    ))
+    .await?;
+    let wrote = version_of(&written.value)?;
+    let own = step(session.read_in(written_row, request, READ_SQL, &params)).await?;
+    assert!(
+        version_of(&own.value)? >= wrote,
+        "the row's own write is missing"
+    );
+    assert_eq!(own.role, ServedRole::Primary, "served by {}", own.node);
+    let other = step(session.read_in(other_row, request, READ_SQL, &[&ORG, &2i64, &3i64])).await?;
+    assert_eq!(
+        other.role,
+        ServedRole::Replica,
+        "another row's read waited for the write: served by {}",
+        other.node
+    );
+    assert!(
+        session.token_in(ORG, other_row) < session.token_in(ORG, written_row),
+        "the other row does not wait for the write"
+    );
+    println!(
+        "read-your-writes by row: the written row read on {}, another row on {}",
+        own.node, other.node
+    );
     for replica in ["replica-1", "replica-2"] {
         cluster.set_apply_delay(replica, Duration::ZERO).await?;
     }

@@ -9,7 +9,8 @@
 //! [`Session`] that keeps the newest token also never reads older data than it read before.
 //!
 //! Positions belong to one shard's WAL: a token is only meaningful for orgs of the shard it came
-//! from, which is why a session keeps one per shard.
+//! from, which is why a session keeps tokens per shard, and within a shard per [`Scope`] (see
+//! [`causal_scope`](crate::router::causal_scope)).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,6 +19,7 @@ use std::str::FromStr;
 use tokio_postgres::Row;
 use tokio_postgres::types::{PgLsn, ToSql};
 
+use crate::router::causal_scope::{SCOPE_CAPACITY_DEFAULT, Scope, ShardTokens};
 use crate::router::conn::Between;
 use crate::router::error::RouterError;
 use crate::router::hedge::Watch;
@@ -74,38 +76,75 @@ fn newest(a: Option<Lsn>, b: Option<Lsn>) -> CausalToken {
     CausalToken(a.max(b).unwrap_or_default())
 }
 
-/// A sequence of reads and writes that sees its own writes and never goes back in time: every
-/// operation's token is kept (per shard), and every read is given the newest one.
+/// A sequence of reads and writes that sees its own writes and never goes back in time, per
+/// [`Scope`]: every operation's token is kept (per shard and scope), and every read is given the
+/// token of its scope. [`Session::read`] and [`Session::write`] use the whole shard as the scope;
+/// [`Session::read_in`] and [`Session::write_in`] take the scope the application names, so that a
+/// read waits only for the session's operations in that scope (and shard-scoped ones).
 pub struct Session {
     router: Router,
-    tokens: BTreeMap<String, CausalToken>,
+    tokens: BTreeMap<String, ShardTokens>,
+    scope_capacity: usize,
 }
 
 impl Session {
-    /// A session with nothing seen yet.
+    /// A session with nothing seen yet, keeping at most [`SCOPE_CAPACITY_DEFAULT`] scoped tokens
+    /// per shard.
     pub fn new(router: Router) -> Session {
         Session {
             router,
             tokens: BTreeMap::new(),
+            scope_capacity: SCOPE_CAPACITY_DEFAULT,
         }
     }
 
-    /// The newest token of the shard serving `org`, to hand to another process or session.
+    /// Keeps at most `capacity` scoped tokens per shard (default [`SCOPE_CAPACITY_DEFAULT`]); past
+    /// that, the scope updated least recently becomes a floor for every scope, which is safe but
+    /// sends more reads to the primary. Applies to shards the session has not touched yet.
+    pub fn scope_capacity(&mut self, capacity: usize) -> &mut Self {
+        self.scope_capacity = capacity;
+        self
+    }
+
+    /// The newest token of the shard serving `org` (every scope), to hand to another process or
+    /// session.
     pub fn token(&self, org: i64) -> Option<CausalToken> {
+        self.token_in(org, Scope::Shard)
+    }
+
+    /// The token a read in `scope` of `org`'s shard waits for.
+    pub fn token_in(&self, org: i64, scope: Scope) -> Option<CausalToken> {
         let shard = self.router.shard_name(org)?;
-        self.tokens.get(shard).copied()
+        self.tokens.get(shard).map(|tokens| tokens.token(scope))
     }
 
-    /// Makes later reads for orgs of `org`'s shard at least as new as `token` (e.g. one another
-    /// process wrote with).
+    /// Makes later reads for orgs of `org`'s shard, in every scope, at least as new as `token`
+    /// (e.g. one another process wrote with).
     pub fn observe(&mut self, org: i64, token: CausalToken) {
-        if let Some(shard) = self.router.shard_name(org) {
-            let kept = self.tokens.entry(shard.to_string()).or_default();
-            *kept = (*kept).max(token);
-        }
+        self.observe_in(org, Scope::Shard, token);
     }
 
-    /// Runs a read that sees every earlier operation of the session (see
+    /// Makes later reads in `scope` of `org`'s shard (and shard-scoped ones) at least as new as
+    /// `token`.
+    pub fn observe_in(&mut self, org: i64, scope: Scope, token: CausalToken) {
+        let Some(shard) = self.router.shard_name(org) else {
+            return;
+        };
+        let capacity = self.scope_capacity;
+        let tokens = self
+            .tokens
+            .entry(shard.to_string())
+            .or_insert_with(|| ShardTokens::new(capacity));
+        if tokens.is_full()
+            && let Some(replayed) = self.router.replayed_everywhere(org)
+        {
+            // Before a scope is folded into the floor, drop those that restrict nothing any more.
+            tokens.forget_replayed(replayed);
+        }
+        tokens.observe(scope, token);
+    }
+
+    /// Runs a read that sees every earlier operation of the session in the shard (see
     /// [`Router::read_causal`]).
     pub async fn read(
         &mut self,
@@ -113,21 +152,46 @@ impl Session {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Routed<Vec<Row>>, RouterError> {
-        let token = self.token(request.org);
+        self.read_in(Scope::Shard, request, sql, params).await
+    }
+
+    /// Runs a read that sees every earlier operation of the session in `scope` and every
+    /// shard-scoped one; the token it returns is kept for `scope`.
+    pub async fn read_in(
+        &mut self,
+        scope: Scope,
+        request: ReadRequest,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Routed<Vec<Row>>, RouterError> {
+        let token = self.token_in(request.org, scope);
         let (routed, next) = self.router.read_causal(request, token, sql, params).await?;
-        self.observe(request.org, next);
+        self.observe_in(request.org, scope, next);
         Ok(routed)
     }
 
-    /// Runs a write that later reads of the session will see (see [`Router::write_causal`]).
+    /// Runs a write that every later read of the session in the shard will see (see
+    /// [`Router::write_causal`]).
     pub async fn write(
         &mut self,
         request: WriteRequest,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Routed<Vec<Row>>, RouterError> {
+        self.write_in(Scope::Shard, request, sql, params).await
+    }
+
+    /// Runs a write that later reads of the session in `scope` (and shard-scoped ones) will see.
+    /// The write must touch only what `scope` names, or reads in other scopes may miss it.
+    pub async fn write_in(
+        &mut self,
+        scope: Scope,
+        request: WriteRequest,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Routed<Vec<Row>>, RouterError> {
         let (routed, token) = self.router.write_causal(request, sql, params).await?;
-        self.observe(request.org, token);
+        self.observe_in(request.org, scope, token);
         Ok(routed)
     }
 }
@@ -148,6 +212,19 @@ impl Router {
             .table
             .shard_for(org)
             .map(|shard| shard.name.as_str())
+    }
+
+    /// The newest position every replica of `org`'s shard is known to have replayed (from probes
+    /// and reads); `None` if the shard has no replica or one has not been seen yet.
+    pub fn replayed_everywhere(&self, org: i64) -> Option<CausalToken> {
+        let inner = self.running().ok()?;
+        let shard = inner.shard(org).ok()?;
+        let mut oldest: Option<Lsn> = None;
+        for &node in &shard.replicas {
+            let replayed = inner.nodes.get(node)?.stats.lag.replay_lsn()?;
+            oldest = Some(oldest.map_or(replayed, |lsn| lsn.min(replayed)));
+        }
+        oldest.map(CausalToken)
     }
 
     /// Runs a write like [`Router::write`] and returns with it the token of its commit. If the

@@ -17,7 +17,8 @@
 //! - [`promotion`]: which node takes writes, followed through `pg_is_in_recovery()` on every check.
 //! - [`eject`]: the passive ejection policy; `hedge`: giving up a read whose node was ejected.
 //! - [`lag`]: replica lag probes and lag-aware routing (`max_replica_lag`); [`lsn`]: WAL positions;
-//!   [`causal`]: causal tokens and read-your-writes [`Session`]s.
+//!   [`causal`]: causal tokens and read-your-writes [`Session`]s; [`causal_scope`]: the scopes
+//!   a session keeps tokens for.
 //! - `pool`, `conn`: per-node connection pools; `caps`: per-user and per-org caps.
 //! - [`stream`]: streaming reads; [`stats`]: counters and snapshots; [`error`]: [`RouterError`].
 //! - [`metrics`]: [`MetricsSnapshot`] and its Prometheus exposition; [`route_reason`]: why a request
@@ -26,6 +27,7 @@
 pub mod balance;
 mod caps;
 pub mod causal;
+pub mod causal_scope;
 pub mod config;
 mod conn;
 pub mod connector;
@@ -58,6 +60,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::types::ToSql;
 
 pub use causal::{CausalToken, Session};
+pub use causal_scope::{SCOPE_CAPACITY_DEFAULT, Scope};
 pub use config::{Balance, RouterConfig, RouterConfigBuilder};
 pub use connector::{
     BoxedStream, ConnectPurpose, Connector, NodeAddress, NodeStream, TcpConnector,

@@ -13,7 +13,7 @@ use crate::sim::connector::{LinkControl, SimConnector};
 use crate::sim::events::{EventLog, Events, FaultRecord, Micros, NodeRole};
 use crate::sim::faults::{self, FaultTargets, Sighting};
 use crate::sim::node::{NodeModel, PG_PORT, SimNode};
-use crate::sim::workload::{self, Clients};
+use crate::sim::workload::{self, ClientScope, Clients};
 use crate::sim::{APP_HOST, now_us};
 
 /// A fixed epoch (2026-01-01T00:00:00Z) so that server timestamps do not depend on the wall clock.
@@ -43,6 +43,9 @@ pub struct RunOptions {
     pub topology_edit: Option<TopologyEdit>,
     /// Applied to the configuration the router is given (not to the scenario the checkers read).
     pub config_edit: Option<ConfigEdit>,
+    /// The read-your-writes scope the clients' sessions name (default: the row each statement
+    /// touches).
+    pub client_scope: ClientScope,
 }
 
 /// What a run produced.
@@ -180,6 +183,7 @@ pub fn run_with(
         let end_us = u64::try_from(scenario.duration.as_micros()).unwrap_or(u64::MAX);
         let log = Arc::clone(&log);
         let finished = Arc::clone(&finished);
+        let scope = options.client_scope;
         sim.client(APP_HOST, async move {
             let router = Router::start(config, topology, connector).await?;
             let clients = Arc::new(Clients {
@@ -189,6 +193,7 @@ pub fn run_with(
                 spec,
                 seed,
                 end_us,
+                scope,
             });
             workload::run(clients).await;
             let metrics = router.metrics();

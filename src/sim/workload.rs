@@ -14,7 +14,7 @@ use rand_distr::{Distribution, Exp, Zipf};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::router::{ReadRequest, Router, Session, WriteRequest};
+use crate::router::{ReadRequest, Router, Scope, Session, WriteRequest};
 use crate::scenario::Workload;
 use crate::sim::events::{ClientOp, EventLog, Micros, NodeIdx, OpKind};
 use crate::sim::now_us;
@@ -80,6 +80,26 @@ impl OpMix {
     }
 }
 
+/// The read-your-writes scope a client's session names for its operations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientScope {
+    /// The row `(org, key)`: every SPEC statement touches exactly that one row.
+    #[default]
+    Row,
+    /// The whole shard: a read waits for every earlier operation of the client in the shard.
+    Shard,
+}
+
+impl ClientScope {
+    /// The session scope of an operation on `plan`'s row.
+    pub fn of(self, plan: &OpPlan) -> Scope {
+        match self {
+            ClientScope::Row => Scope::row(plan.org, plan.key),
+            ClientScope::Shard => Scope::Shard,
+        }
+    }
+}
+
 /// Everything the clients share.
 pub struct Clients {
     /// The router under test.
@@ -94,9 +114,12 @@ pub struct Clients {
     pub seed: u64,
     /// Simulated time after which no operation is started.
     pub end_us: Micros,
+    /// The scope sessions name (when the router runs with `read_your_writes`).
+    pub scope: ClientScope,
 }
 
-/// Each client's read-your-writes session, when the router runs with `read_your_writes`. A client
+/// Each client's read-your-writes session, when the router runs with `read_your_writes`, scoped by
+/// [`Clients::scope`]. A client
 /// runs one operation at a time: it takes its session out for the operation and puts it back.
 type Sessions = Arc<Vec<Mutex<Option<Session>>>>;
 
@@ -226,9 +249,10 @@ async fn execute(
     let session = slot.and_then(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).take());
     let result = match (session, plan.kind) {
         (Some(mut session), kind) => {
+            let scope = clients.scope.of(&plan);
             let result = match kind {
-                OpKind::Read => session.read(read, READ_SQL, &params).await,
-                OpKind::Write => session.write(write, WRITE_SQL, &params).await,
+                OpKind::Read => session.read_in(scope, read, READ_SQL, &params).await,
+                OpKind::Write => session.write_in(scope, write, WRITE_SQL, &params).await,
             };
             if let Some(slot) = slot {
                 *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(session);
