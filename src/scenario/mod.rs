@@ -6,6 +6,7 @@
 //! - `raw`: the file as written; unknown keys and wrong types are refused there.
 //! - `validate`: raw -> resolved, with `topology`, `router_section`, `workload`, `faults` and
 //!   `invariants` for the sections.
+//! - `router_topology`: the router's view of a scenario's cluster, for the simulation and real mode.
 //!
 //! Beyond the schema of SPEC section 4, a `[[shard]]` takes `weights`, one whole number from 1 per
 //! replica in the order of `replicas` (default all 1): each replica's share of reads under
