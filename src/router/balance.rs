@@ -3,8 +3,9 @@
 //!
 //! Candidates are a bit set of positions in a shard, so filtering by health and by earlier attempts is
 //! one `and`, counting them one `popcnt`, and a round-robin decision touches no memory besides the
-//! cursor. The other policies live in their own modules: [`random`], [`least_outstanding`],
-//! [`weighted`] and [`p2c`] (over the latency signal of [`ewma`]), with seeded draws from [`draw`];
+//! cursor. The other policies live in their own modules: [`random`](mod@random),
+//! [`least_outstanding`](mod@least_outstanding), [`weighted`](mod@weighted) and [`p2c`](mod@p2c)
+//! (over the latency signal of [`ewma`]), with seeded draws from [`draw`];
 //! `select` feeds them the router's live signals.
 
 pub mod draw;
