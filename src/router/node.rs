@@ -90,6 +90,16 @@ impl Node {
         self.routes.shards().get(self.shard)
     }
 
+    /// Whether a node that reported `role` takes part in lag probes: a replica always; a node out of
+    /// recovery only while it is its shard's writer, so a fenced former primary (which still answers
+    /// "not in recovery") never sets the position replicas are measured against.
+    fn measures_lag_as(&self, role: ServedRole) -> bool {
+        role == ServedRole::Replica
+            || self
+                .route()
+                .is_some_and(|shard| shard.writer_position() == Some(self.position))
+    }
+
     /// The node's name.
     pub(crate) fn name(&self) -> &str {
         &self.placed.address.name
@@ -386,7 +396,9 @@ pub(crate) async fn watch(
         let result = probe.check().await;
         let now = Instant::now();
         node.record_check(&result, started, now, thresholds);
-        if let (Some(lag), Ok(role), Some(conn)) = (&lag, &result, probe.connection()) {
+        if let (Some(lag), Ok(role), Some(conn)) = (&lag, &result, probe.connection())
+            && node.measures_lag_as(*role)
+        {
             lag.measure(conn, *role).await;
         }
         node.pool.reap(now);
