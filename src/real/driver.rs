@@ -1,24 +1,17 @@
-//! The scenario's workload in real time: the same operation mix and seeded client streams as the
-//! simulation (`sim::workload`), driven by `tokio::time` against the router, each operation
-//! recorded with times on the run's clock.
-//!
-//! Closed loop: every client runs one operation after another, pausing `think_time`. Open loop:
-//! Poisson arrivals at `rate`; each waits for a free client and its latency counts from its
-//! intended arrival time.
+//! The scenario's workload in real time: the simulation's own client loops (`sim::workload`: the
+//! same operation mix, seeded client streams and read-your-writes sessions), driven by `tokio::time`
+//! against the router, each operation recorded with times on the run's clock and, when it failed,
+//! what the router said about it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rand_distr::{Distribution, Exp};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
-
 use crate::real::clock::RunClock;
-use crate::router::{ReadRequest, Router, WriteRequest};
+use crate::router::{Router, RouterError};
 use crate::scenario::Workload;
-use crate::sim::events::{ClientOp, Micros, NodeIdx, OpKind};
-use crate::sim::workload::{OpMix, OpPlan, READ_SQL, WRITE_SQL, client_rng};
+use crate::sim::events::{ClientOp, Micros, NodeIdx};
+use crate::sim::workload::{self, ClientRecorder, ClientScope, Clients};
 
 /// What the router said about a failed operation, beyond its message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,153 +74,40 @@ impl Driver {
 
     /// Runs the whole workload; returns once every started operation has finished.
     pub async fn run(self: Arc<Self>) {
-        match self.spec.rate {
-            Some(rate) => self.open_loop(rate).await,
-            None => self.closed_loop().await,
-        }
+        let clients = Clients {
+            router: self.router.clone(),
+            recorder: Arc::clone(&self) as Arc<dyn ClientRecorder>,
+            node_index: self.node_index.clone(),
+            spec: self.spec.clone(),
+            seed: self.seed,
+            end_us: self.end_us,
+            // Each SPEC statement touches one row: sessions keep a token per row, as in `run`.
+            scope: ClientScope::Row,
+        };
+        workload::run(Arc::new(clients)).await;
     }
 
     /// Takes what the clients recorded.
     pub fn take_records(&self) -> DriverRecords {
         std::mem::take(&mut *lock(&self.records))
     }
-
-    async fn closed_loop(self: Arc<Self>) {
-        let mut tasks = JoinSet::new();
-        for client in 0..self.spec.clients {
-            let driver = Arc::clone(&self);
-            tasks.spawn(async move {
-                let mix = OpMix::new(&driver.spec);
-                let mut rng = client_rng(driver.seed, u64::from(client) + 1);
-                while driver.clock.now_us() < driver.end_us {
-                    let plan = mix.next(&mut rng);
-                    let start_us = driver.clock.now_us();
-                    driver.execute(client, plan, start_us).await;
-                    if !driver.spec.think_time.is_zero() {
-                        tokio::time::sleep(driver.spec.think_time).await;
-                    }
-                }
-            });
-        }
-        while let Some(done) = tasks.join_next().await {
-            surface_panic(done);
-        }
-    }
-
-    async fn open_loop(self: Arc<Self>, rate: f64) {
-        let mix = OpMix::new(&self.spec);
-        let mut rng = client_rng(self.seed, 0);
-        let Ok(gap) = Exp::new(rate) else {
-            return;
-        };
-        let free = Arc::new(Semaphore::new(self.spec.clients as usize));
-        let idle: Arc<Mutex<VecDeque<u32>>> =
-            Arc::new(Mutex::new((0..self.spec.clients).collect()));
-        let mut tasks = JoinSet::new();
-        let mut arrival_us = self.clock.now_us() as f64;
-        loop {
-            arrival_us += gap.sample(&mut rng) * 1e6;
-            let intended_us = arrival_us as Micros;
-            if intended_us >= self.end_us {
-                break;
-            }
-            let plan = mix.next(&mut rng);
-            tokio::time::sleep_until(self.clock.instant_at(intended_us)).await;
-            // FIFO: an arrival that finds every client busy waits, and its wait counts.
-            let Ok(permit) = Arc::clone(&free).acquire_owned().await else {
-                break;
-            };
-            let Some(client) = lock(&idle).pop_front() else {
-                break;
-            };
-            let driver = Arc::clone(&self);
-            let idle = Arc::clone(&idle);
-            tasks.spawn(async move {
-                driver.execute(client, plan, intended_us).await;
-                lock(&idle).push_back(client);
-                drop(permit);
-            });
-            while let Some(done) = tasks.try_join_next() {
-                surface_panic(done);
-            }
-        }
-        while let Some(done) = tasks.join_next().await {
-            surface_panic(done);
-        }
-    }
-
-    /// Runs one operation through the router and records what the client saw.
-    async fn execute(&self, client: u32, plan: OpPlan, start_us: Micros) {
-        let user = (u64::from(client) % self.spec.users) as i64;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&plan.org, &plan.key, &user];
-        let result = match plan.kind {
-            OpKind::Read => {
-                let request = ReadRequest {
-                    org: plan.org,
-                    user,
-                    prefer_replica: plan.prefer_replica,
-                };
-                self.router.read(request, READ_SQL, &params).await
-            }
-            OpKind::Write => {
-                let request = WriteRequest {
-                    org: plan.org,
-                    user,
-                };
-                self.router.write(request, WRITE_SQL, &params).await
-            }
-        };
-        let end_us = self.clock.now_us();
-        let mut failure = None;
-        let (ok, node, version, error) = match result {
-            Ok(routed) => {
-                let version = routed
-                    .value
-                    .first()
-                    .and_then(|row| row.try_get::<_, i64>(0).ok())
-                    .unwrap_or(0);
-                (
-                    true,
-                    self.node_index.get(&routed.node).copied(),
-                    version,
-                    None,
-                )
-            }
-            Err(e) => {
-                failure = Some(FailedOp {
-                    client,
-                    start_us,
-                    node: e.node().and_then(|n| self.node_index.get(n).copied()),
-                    sqlstate: e.code().map(|code| code.code().to_string()),
-                });
-                (false, None, 0, Some(e.to_string()))
-            }
-        };
-        let mut records = lock(&self.records);
-        records.ops.push(ClientOp {
-            client,
-            user,
-            org: plan.org,
-            key: plan.key,
-            kind: plan.kind,
-            prefer_replica: plan.prefer_replica,
-            start_us,
-            end_us,
-            ok,
-            node,
-            version,
-            error,
-        });
-        records.failures.extend(failure);
-    }
 }
 
-/// An operation task only ends by returning; a panic in one is a bug worth surfacing as such.
-fn surface_panic(done: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = done
-        && e.is_panic()
-    {
-        std::panic::resume_unwind(e.into_panic());
+impl ClientRecorder for Driver {
+    fn now_us(&self) -> Micros {
+        self.clock.now_us()
+    }
+
+    fn record(&self, op: ClientOp, error: Option<&RouterError>) {
+        let failure = error.map(|e| FailedOp {
+            client: op.client,
+            start_us: op.start_us,
+            node: e.node().and_then(|n| self.node_index.get(n).copied()),
+            sqlstate: e.code().map(|code| code.code().to_string()),
+        });
+        let mut records = lock(&self.records);
+        records.ops.push(op);
+        records.failures.extend(failure);
     }
 }
 

@@ -188,7 +188,7 @@ pub fn run_with(
             let router = Router::start(config, topology, connector).await?;
             let clients = Arc::new(Clients {
                 router: router.clone(),
-                log,
+                recorder: log,
                 node_index,
                 spec,
                 seed,

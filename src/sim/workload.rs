@@ -3,6 +3,8 @@
 //! Closed loop: every client runs one operation after another, pausing `think_time`. Open loop: arrivals
 //! form a Poisson process at `rate` per second; each waits for a free client (at most `clients` in
 //! flight) and its latency counts from its intended arrival time, so queueing is never hidden.
+//!
+//! The same loops drive real mode: a [`ClientRecorder`] gives them their clock and keeps what they saw.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -14,7 +16,7 @@ use rand_distr::{Distribution, Exp, Zipf};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::router::{ReadRequest, Router, Scope, Session, WriteRequest};
+use crate::router::{ReadRequest, Router, RouterError, Scope, Session, WriteRequest};
 use crate::scenario::Workload;
 use crate::sim::events::{ClientOp, EventLog, Micros, NodeIdx, OpKind};
 use crate::sim::now_us;
@@ -100,12 +102,31 @@ impl ClientScope {
     }
 }
 
+/// Where clients read the time and record what they saw: the simulation's clock and event log, or
+/// real mode's run clock and records. Both modes run the same client loops.
+pub trait ClientRecorder: Send + Sync {
+    /// Now, in microseconds on the run's clock.
+    fn now_us(&self) -> Micros;
+    /// Records a finished operation; `error` is the router's error when it failed.
+    fn record(&self, op: ClientOp, error: Option<&RouterError>);
+}
+
+impl ClientRecorder for EventLog {
+    fn now_us(&self) -> Micros {
+        now_us()
+    }
+
+    fn record(&self, op: ClientOp, _: Option<&RouterError>) {
+        self.op(op);
+    }
+}
+
 /// Everything the clients share.
 pub struct Clients {
     /// The router under test.
     pub router: Router,
-    /// Where client operations are recorded.
-    pub log: Arc<EventLog>,
+    /// The clients' clock, and where their operations are recorded.
+    pub recorder: Arc<dyn ClientRecorder>,
     /// Node name -> index, to record which node served an operation.
     pub node_index: BTreeMap<String, NodeIdx>,
     /// The load.
@@ -138,7 +159,7 @@ pub async fn run(clients: Arc<Clients>) {
     }
 }
 
-pub(crate) fn client_rng(seed: u64, stream: u64) -> ChaCha8Rng {
+fn client_rng(seed: u64, stream: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // Separate, reproducible streams per client whatever order the clients are scheduled in.
     rng.set_stream(stream);
@@ -153,9 +174,9 @@ async fn closed_loop(clients: Arc<Clients>, sessions: Sessions) {
         tasks.push(tokio::spawn(async move {
             let mix = OpMix::new(&clients.spec);
             let mut rng = client_rng(clients.seed, u64::from(client) + 1);
-            while now_us() < clients.end_us {
+            while clients.recorder.now_us() < clients.end_us {
                 let plan = mix.next(&mut rng);
-                let start_us = now_us();
+                let start_us = clients.recorder.now_us();
                 execute(&clients, &sessions, client, plan, start_us).await;
                 if !clients.spec.think_time.is_zero() {
                     tokio::time::sleep(clients.spec.think_time).await;
@@ -178,7 +199,7 @@ async fn open_loop(clients: Arc<Clients>, sessions: Sessions, rate: f64) {
     let idle: Arc<Mutex<VecDeque<u32>>> = Arc::new(Mutex::new((0..clients.spec.clients).collect()));
     // Finished operations are reaped as the loop goes, so memory stays bounded by `clients`.
     let mut tasks = JoinSet::new();
-    let mut arrival_us = now_us() as f64;
+    let mut arrival_us = clients.recorder.now_us() as f64;
     loop {
         arrival_us += gap.sample(&mut rng) * 1e6;
         let intended_us = arrival_us as Micros;
@@ -186,7 +207,7 @@ async fn open_loop(clients: Arc<Clients>, sessions: Sessions, rate: f64) {
             break;
         }
         let plan = mix.next(&mut rng);
-        let now = now_us();
+        let now = clients.recorder.now_us();
         if intended_us > now {
             tokio::time::sleep(Duration::from_micros(intended_us - now)).await;
         }
@@ -262,8 +283,8 @@ async fn execute(
         (None, OpKind::Read) => clients.router.read(read, READ_SQL, &params).await,
         (None, OpKind::Write) => clients.router.write(write, WRITE_SQL, &params).await,
     };
-    let end_us = now_us();
-    let (ok, node, version, error) = match result {
+    let end_us = clients.recorder.now_us();
+    let (ok, node, version, error) = match &result {
         Ok(routed) => {
             let version = routed
                 .value
@@ -275,7 +296,7 @@ async fn execute(
         }
         Err(e) => (false, None, 0, Some(e.to_string())),
     };
-    clients.log.op(ClientOp {
+    let op = ClientOp {
         client,
         user,
         org: plan.org,
@@ -288,7 +309,8 @@ async fn execute(
         node,
         version,
         error,
-    });
+    };
+    clients.recorder.record(op, result.err().as_ref());
 }
 
 #[cfg(test)]
