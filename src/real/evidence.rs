@@ -23,7 +23,6 @@ use crate::sim::events::{
     ClientOp, Events, Micros, NetEvent, NetKind, NodeIdx, NodeRole, OpKind, Purpose,
     ServerConnEvent, StatementEvent, StatementKind,
 };
-use crate::sim::workload::{READ_SQL, WRITE_SQL};
 
 /// SQLSTATE of a write refused by a server in recovery or fenced read-only.
 pub const READ_ONLY_SQLSTATE: &str = "25006";
@@ -87,16 +86,10 @@ pub fn role_at(
     }
 }
 
-fn classify(text: &str, purpose: Purpose) -> StatementKind {
-    if text == READ_SQL {
-        StatementKind::Read
-    } else if text == WRITE_SQL {
-        StatementKind::Write
-    } else if purpose == Purpose::Check {
-        StatementKind::Probe
-    } else {
-        StatementKind::Unsupported
-    }
+/// A statement's kind by the simulated node's rules, so that the router's position queries on
+/// workload connections (read-your-writes) count as probes, as they do in the simulation.
+fn classify(text: &str) -> StatementKind {
+    crate::sim::node::classify(text)
 }
 
 fn purpose_of(name: Option<&str>) -> Option<Purpose> {
@@ -201,7 +194,7 @@ fn network(clock: RunClock, node: &NodeRecords, built: &mut Built, crossings: &m
                     conn: record.conn,
                     at_us: at,
                     purpose,
-                    kind: classify(text, purpose),
+                    kind: classify(text),
                     params: [param(0), param(1), param(2)],
                 });
             }
@@ -321,6 +314,7 @@ mod tests {
     use super::*;
     use crate::check::test_support::{REPLICA_1, REPLICA_2, TestRun, ms};
     use crate::real::frames::StatementMessage;
+    use crate::sim::workload::{READ_SQL, WRITE_SQL};
     use std::sync::Arc;
 
     #[test]
@@ -446,16 +440,15 @@ mod tests {
     }
 
     #[test]
-    fn statements_are_classified_by_their_exact_text() {
-        assert_eq!(classify(READ_SQL, Purpose::Workload), StatementKind::Read);
-        assert_eq!(classify(WRITE_SQL, Purpose::Workload), StatementKind::Write);
+    fn statements_are_classified_as_the_simulated_node_does() {
+        assert_eq!(classify(READ_SQL), StatementKind::Read);
+        assert_eq!(classify(WRITE_SQL), StatementKind::Write);
+        assert_eq!(classify("SELECT pg_is_in_recovery()"), StatementKind::Probe);
         assert_eq!(
-            classify("SELECT pg_is_in_recovery()", Purpose::Check),
-            StatementKind::Probe
+            classify(crate::router::causal::REPLAY_LSN_SQL),
+            StatementKind::Probe,
+            "a session's position query on a workload connection"
         );
-        assert_eq!(
-            classify("SELECT 1", Purpose::Workload),
-            StatementKind::Unsupported
-        );
+        assert_eq!(classify("SELECT 1"), StatementKind::Unsupported);
     }
 }

@@ -37,6 +37,14 @@ mod wal_sender;
 
 use std::time::Duration;
 
+use crate::sim::events::StatementKind;
+
+/// How a simulated node classifies statement `text` (read, write, probe, or unsupported): real mode
+/// sorts what crossed its proxies by the same rules.
+pub(crate) fn classify(text: &str) -> StatementKind {
+    sql::parse(text).kind()
+}
+
 pub use error::NodeError;
 pub use state::{KvRow, SimNode};
 
