@@ -5,6 +5,8 @@
 //!
 //! Run: `cargo bench --bench balance_policies -- --warm-up-time 1 --measurement-time 3`
 
+mod support;
+
 use std::hint::black_box;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -12,29 +14,10 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use replisim::router::balance::p2c::load_cost;
 use replisim::router::balance::{least_outstanding, p2c, random, weighted};
-use replisim::router::route::{
-    RouteTable, ShardRoute, Tried, choose_read_node, choose_read_node_by,
-};
+use replisim::router::route::{ShardRoute, Tried, choose_read_node, choose_read_node_by};
 use replisim::router::stats::NodeStats;
+use support::{REPLICAS, SHARDS, table};
 use tokio::time::Instant;
-
-const SHARDS: usize = 3;
-const REPLICAS: usize = 3;
-
-fn table() -> RouteTable {
-    let shards = (0..SHARDS)
-        .map(|i| {
-            let primary = i * (REPLICAS + 1);
-            let start = i as i64 * 1_000_000;
-            let replicas = (1..=REPLICAS).map(|r| primary + r).collect();
-            ShardRoute::new(format!("s{i}"), start..start + 1_000_000, primary, replicas)
-        })
-        .collect();
-    match RouteTable::new(shards) {
-        Ok(table) => table,
-        Err(message) => panic!("bench topology refused: {message}"),
-    }
-}
 
 fn balance_policies(c: &mut Criterion) {
     let table = table();

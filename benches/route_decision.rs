@@ -7,32 +7,17 @@
 //!
 //! Run: `cargo bench --bench route_decision -- --warm-up-time 1 --measurement-time 3`
 
+mod support;
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use replisim::router::route::{RouteTable, ShardRoute, Tried, choose_read_node};
+use replisim::router::route::{Tried, choose_read_node};
 use replisim::router::route_reason::RouteReason;
 use replisim::router::stats::NodeStats;
-
-const SHARDS: usize = 3;
-const REPLICAS: usize = 3;
-
-fn table() -> RouteTable {
-    let shards = (0..SHARDS)
-        .map(|i| {
-            let primary = i * (REPLICAS + 1);
-            let start = i as i64 * 1_000_000;
-            let replicas = (1..=REPLICAS).map(|r| primary + r).collect();
-            ShardRoute::new(format!("s{i}"), start..start + 1_000_000, primary, replicas)
-        })
-        .collect();
-    match RouteTable::new(shards) {
-        Ok(table) => table,
-        Err(message) => panic!("bench topology refused: {message}"),
-    }
-}
+use support::{REPLICAS, SHARDS, table};
 
 fn route_decision(c: &mut Criterion) {
     let table = table();
