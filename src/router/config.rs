@@ -72,10 +72,16 @@ pub struct RouterConfig {
     pub ejection_time: Duration,
     /// Longest ban of an ejected replica. Default 30 s.
     pub ejection_time_max: Duration,
-    /// A replica whose request has waited this long (after getting a pool slot) is ejected, and reads
-    /// still waiting on it are retried elsewhere: this is what detects a blackholed node well before
-    /// `query_timeout`. `0` turns it off. Default 1 s.
+    /// A replica whose request has waited this long (after getting a pool slot) is ejected if it is an
+    /// outlier among the shard's replicas (it has answered nothing younger while another replica has;
+    /// see `router::outlier`), and reads still waiting on it are retried elsewhere: this is what
+    /// detects a blackholed node well before `query_timeout`, while a query slow on every node runs
+    /// once. `0` turns it off. Default 1 s.
     pub slow_request_ejection: Duration,
+    /// Most replicas of a shard out for passive reasons at once, as a percentage of its replicas
+    /// (rounded down; Envoy's `max_ejection_percent`). Health checks still take any dead node out.
+    /// Default: unset, all but one replica.
+    pub max_ejection_percent: Option<u32>,
     /// Replicas the deployment expects per shard (`REPLICA_COUNT`); informational. Default: unset.
     pub replica_count: Option<u32>,
     /// Follow a promotion: a replica whose health check finds it out of recovery becomes the shard's
@@ -108,6 +114,7 @@ impl Default for RouterConfig {
             ejection_time: Duration::from_secs(1),
             ejection_time_max: Duration::from_secs(30),
             slow_request_ejection: Duration::from_secs(1),
+            max_ejection_percent: None,
             replica_count: None,
             follow_promotion: true,
         }
@@ -166,6 +173,13 @@ impl RouterConfig {
             return Err(invalid(format!(
                 "ejection_time_max ({:?}) must not be below ejection_time ({:?})",
                 self.ejection_time_max, self.ejection_time
+            )));
+        }
+        if let Some(percent) = self.max_ejection_percent
+            && percent > 100
+        {
+            return Err(invalid(format!(
+                "max_ejection_percent ({percent}) must be at most 100"
             )));
         }
         if self.read_retries > READ_RETRIES_MAX {
@@ -243,8 +257,10 @@ setters! {
     ejection_time: Duration,
     /// Longest ban of an ejected replica (default 30 s).
     ejection_time_max: Duration,
-    /// Outstanding time after which a replica is ejected, 0 = never (default 1 s).
+    /// Outstanding time after which an outlier replica is ejected, 0 = never (default 1 s).
     slow_request_ejection: Duration,
+    /// Most replicas of a shard out for passive reasons, in percent (default all but one).
+    max_ejection_percent: Option<u32>,
     /// Replicas the deployment expects per shard (default unset).
     replica_count: Option<u32>,
     /// Follow a replica's promotion to primary (default true).

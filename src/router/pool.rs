@@ -90,6 +90,11 @@ impl Pool {
         self.idle_count.load(Ordering::Relaxed)
     }
 
+    /// Whether a checkout would get a slot now without waiting.
+    pub(crate) fn has_free_slot(&self) -> bool {
+        self.slots.available_permits() > 0
+    }
+
     /// Checkouts so far that had to wait for a slot.
     pub(crate) fn slot_waits(&self) -> u64 {
         self.slot_waits.load(Ordering::Relaxed)
