@@ -82,6 +82,16 @@ pub struct RouterConfig {
     /// (rounded down; Envoy's `max_ejection_percent`). Health checks still take any dead node out.
     /// Default: unset, all but one replica.
     pub max_ejection_percent: Option<u32>,
+    /// Judge a request slower than `slow_request_ejection` against the shard's other replicas, and
+    /// eject only an outlier (see `router::outlier`). false ejects any replica whose request outlasts
+    /// `slow_request_ejection`, whatever its peers do. Default true.
+    pub outlier_ejection: bool,
+    /// Send PostgreSQL a CancelRequest for every statement the router abandons (its
+    /// `query_timeout` ran out, it was moved to another node, or its caller went away), and reuse
+    /// the connection only once the statement has answered. false just closes the connection and
+    /// lets the server run the statement to its end (e.g. behind a proxy that cannot route cancels).
+    /// Default true.
+    pub cancel_abandoned: bool,
     /// Replicas the deployment expects per shard (`REPLICA_COUNT`); informational. Default: unset.
     pub replica_count: Option<u32>,
     /// Follow a promotion: a replica whose health check finds it out of recovery becomes the shard's
@@ -115,6 +125,8 @@ impl Default for RouterConfig {
             ejection_time_max: Duration::from_secs(30),
             slow_request_ejection: Duration::from_secs(1),
             max_ejection_percent: None,
+            outlier_ejection: true,
+            cancel_abandoned: true,
             replica_count: None,
             follow_promotion: true,
         }
@@ -261,6 +273,10 @@ setters! {
     slow_request_ejection: Duration,
     /// Most replicas of a shard out for passive reasons, in percent (default all but one).
     max_ejection_percent: Option<u32>,
+    /// Eject a slow replica only if it is an outlier among its peers (default true).
+    outlier_ejection: bool,
+    /// Cancel abandoned statements on the server (default true).
+    cancel_abandoned: bool,
     /// Replicas the deployment expects per shard (default unset).
     replica_count: Option<u32>,
     /// Follow a replica's promotion to primary (default true).

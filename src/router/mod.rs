@@ -169,6 +169,7 @@ impl Router {
             query_timeout: config.query_timeout,
             max_idle_time: config.max_idle_time,
             max_lifetime: config.max_lifetime,
+            cancel_abandoned: config.cancel_abandoned,
         };
         let mut nodes = Vec::new();
         let mut probes = Vec::new();
@@ -207,6 +208,7 @@ impl Router {
                 position,
                 ejection_policy,
                 outlier::ejection_cap(replicas, config.max_ejection_percent),
+                config.outlier_ejection,
             ));
             lag_probes.push(probe_lag.then(|| LagProbe {
                 routes: Arc::clone(&table),

@@ -56,6 +56,8 @@ pub(crate) struct Node {
     ejection_policy: Option<EjectionPolicy>,
     /// Most replicas of the shard out for passive reasons at once (see `outlier`).
     ejection_cap: u32,
+    /// Whether a slow request ejects the node only when it is an outlier (`outlier_ejection`).
+    outliers_only: bool,
     /// Wakes the attempts waiting on the node when it leaves rotation, so that they can go elsewhere.
     ejected: Notify,
     /// Wakes the check loop when a ban starts: the time of its next probe moved.
@@ -73,6 +75,7 @@ impl Node {
         position: u32,
         ejection_policy: Option<EjectionPolicy>,
         ejection_cap: u32,
+        outliers_only: bool,
     ) -> Node {
         Node {
             placed,
@@ -85,6 +88,7 @@ impl Node {
             ejections_pending: AtomicBool::new(false),
             ejection_policy,
             ejection_cap,
+            outliers_only,
             ejected: Notify::new(),
             ban_started: Notify::new(),
         }
@@ -131,9 +135,10 @@ impl Node {
             return false;
         };
         if self.ejection_policy.is_none()
-            || !shard
-                .progress
-                .is_outlier(self.position, started, shard.replica_positions())
+            || (self.outliers_only
+                && !shard
+                    .progress
+                    .is_outlier(self.position, started, shard.replica_positions()))
         {
             return false;
         }
@@ -397,6 +402,7 @@ impl Node {
     pub(crate) fn snapshot(&self) -> NodeStatsSnapshot {
         let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
         let open_connections = self.pool.open_connections();
+        let (abandoned, cancels_sent) = self.pool.cancels();
         let max_connections = self.pool.limits().max_connections;
         NodeStatsSnapshot {
             name: self.placed.address.name.clone(),
@@ -413,6 +419,8 @@ impl Node {
             errors: load(&self.stats.errors),
             cancelled: load(&self.stats.cancelled),
             in_flight: load(&self.stats.in_flight),
+            abandoned,
+            cancels_sent,
             open_connections,
             idle_connections: self.pool.idle_connections(),
             max_connections,

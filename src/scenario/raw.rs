@@ -76,6 +76,9 @@ pub(crate) struct RawRouter {
     pub(crate) ejection_time: Option<Spanned<String>>,
     pub(crate) ejection_time_max: Option<Spanned<String>>,
     pub(crate) slow_request_ejection: Option<Spanned<String>>,
+    pub(crate) max_ejection_percent: Option<Spanned<u32>>,
+    pub(crate) outlier_ejection: Option<bool>,
+    pub(crate) cancel_abandoned: Option<bool>,
 }
 
 /// `[workload]`.

@@ -104,8 +104,23 @@ pub(crate) fn resolve(raw: &RawRouter) -> Result<RouterConfig, Issue> {
             defaults.slow_request_ejection,
             |v| duration_value(v, "router.slow_request_ejection"),
         )?,
+        max_ejection_percent: raw.max_ejection_percent.as_ref().map(percent).transpose()?,
+        outlier_ejection: raw.outlier_ejection.unwrap_or(defaults.outlier_ejection),
+        cancel_abandoned: raw.cancel_abandoned.unwrap_or(defaults.cancel_abandoned),
         ..defaults
     })
+}
+
+/// `router.max_ejection_percent`: a share of a shard's replicas, 0 to 100.
+fn percent(value: &Spanned<u32>) -> Result<u32, Issue> {
+    let percent = *value.get_ref();
+    if percent > 100 {
+        return Err(Issue::at(
+            value.span(),
+            format!("router.max_ejection_percent must be at most 100 (got {percent})"),
+        ));
+    }
+    Ok(percent)
 }
 
 /// A balancing policy by name.
