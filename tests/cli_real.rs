@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use cli_support::*;
-
-const PG_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
+use replisim::real::prerequisites::{Needs, skip_without_postgres};
 
 /// A one-replica scenario with one fault of `kind` on the replica.
 fn with_fault(kind_and_keys: &str) -> String {
@@ -94,8 +93,7 @@ fn url_must_name_every_node() {
 
 #[test]
 fn the_real_smoke_scenario_holds_against_a_real_cluster() {
-    if !Path::new(PG_BIN_DIR).join("initdb").is_file() {
-        println!("skipped: PostgreSQL 15 is not installed in {PG_BIN_DIR}");
+    if skip_without_postgres(Needs::Server) {
         return;
     }
     let dir = scratch("cli_real_smoke");
@@ -207,8 +205,7 @@ kind = "org_routing"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn url_servers_run_link_faults_against_a_cluster_started_elsewhere() {
-    if !Path::new(PG_BIN_DIR).join("initdb").is_file() {
-        println!("skipped: PostgreSQL 15 is not installed in {PG_BIN_DIR}");
+    if skip_without_postgres(Needs::Server) {
         return;
     }
     let spec = replisim::real::ClusterSpec {
@@ -290,8 +287,7 @@ fn processes_with(needle: &str) -> Vec<String> {
 
 #[test]
 fn ctrl_c_stops_the_run_and_removes_the_cluster() {
-    if !Path::new(PG_BIN_DIR).join("initdb").is_file() {
-        println!("skipped: PostgreSQL 15 is not installed in {PG_BIN_DIR}");
+    if skip_without_postgres(Needs::Server) {
         return;
     }
     let dir = scratch("cli_real_ctrl_c");

@@ -5,17 +5,14 @@
 use std::path::Path;
 use std::time::Duration;
 
+use replisim::real::prerequisites::{Needs, skip_without_postgres};
 use replisim::real::scenario_run;
 use replisim::scenario::{Fault, FaultKind, Invariant};
 use replisim::sim::events::{NodeRole, Purpose, StatementKind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promotion_moves_roles_and_refused_writes_agree_on_every_side() {
-    if !Path::new(replisim::real::PG_BIN_DIR)
-        .join("initdb")
-        .is_file()
-    {
-        println!("skipped: PostgreSQL 15 is not installed");
+    if skip_without_postgres(Needs::Server) {
         return;
     }
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/real-smoke.toml");

@@ -10,6 +10,7 @@
 //! - `settings`: [`ServerSettings`], extra `postgresql.conf` settings for every node.
 //! - `sql`: the cluster's own SQL sessions, each step under a time limit.
 //! - `error`: [`ClusterError`].
+//! - `prerequisites`: whether the real-cluster tests can run here; skip locally, fail under CI.
 //! - `proxy`: [`FaultProxy`]: latency, partition, connection resets, records.
 //! - `relay`: one connection through the proxy.
 //! - `frames`: the frontend message parser the proxy records with.
@@ -34,6 +35,7 @@ pub mod frames;
 pub mod inject;
 pub mod node;
 mod ports;
+pub mod prerequisites;
 pub mod proxy;
 pub mod real_report;
 pub mod refusal;
