@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use replisim::real::{
-    Cluster, ClusterError, ClusterSpec, FaultProxy, ProxyRecordKind, RealNode,
-    RealRole, ShardSpec, StatementMessage,
-};
 use replisim::real::prerequisites::{Needs, skip_without_postgres};
+use replisim::real::{
+    Cluster, ClusterError, ClusterSpec, FaultProxy, ProxyRecordKind, RealNode, RealRole, ShardSpec,
+    StatementMessage,
+};
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};

@@ -138,8 +138,14 @@ mod tests {
             let Verdict::Skip(line) = verdict(Some(&server()), ci) else {
                 panic!("CI={ci:?} must skip");
             };
-            assert!(line.starts_with("skipped: PostgreSQL 15 is not installed"), "{line}");
-            assert!(line.contains("/nowhere/initdb") && line.contains(INSTALL_HINT), "{line}");
+            assert!(
+                line.starts_with("skipped: PostgreSQL 15 is not installed"),
+                "{line}"
+            );
+            assert!(
+                line.contains("/nowhere/initdb") && line.contains(INSTALL_HINT),
+                "{line}"
+            );
         }
     }
 
@@ -150,7 +156,10 @@ mod tests {
                 panic!("CI={ci} must fail");
             };
             assert!(message.contains("/nowhere/initdb"), "{message}");
-            assert!(message.contains("apt-get install postgresql-15"), "{message}");
+            assert!(
+                message.contains("apt-get install postgresql-15"),
+                "{message}"
+            );
             assert!(!message.contains('\n'));
         }
     }
@@ -161,7 +170,10 @@ mod tests {
         let Verdict::Fail(message) = verdict(Some(&missing), Some("true")) else {
             panic!("must fail under CI");
         };
-        assert!(message.starts_with("the pg_stat_statements module"), "{message}");
+        assert!(
+            message.starts_with("the pg_stat_statements module"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -172,10 +184,8 @@ mod tests {
             Some(Missing::Server(empty.join("initdb")))
         );
         // A bin directory with `initdb` but no module next to it.
-        let dir = std::env::temp_dir().join(format!(
-            "replisim-prerequisites-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("replisim-prerequisites-{}", std::process::id()));
         let bin = dir.join("bin");
         assert!(std::fs::create_dir_all(&bin).is_ok());
         assert!(std::fs::write(bin.join("initdb"), b"").is_ok());

@@ -1,7 +1,8 @@
 //! A TCP fault proxy in front of one node: the router connects to it instead of the node, and it
 //! adds latency, partitions the link or resets its connections on request, and records what
 //! crossed it (connects, and every statement-bearing frontend message with the connection's
-//! `application_name`, so that health checks can be told from workload).
+//! `application_name`, so that health checks can be told from workload, and the server's answer
+//! to it).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -15,6 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::real::backend::StatementAnswer;
 use crate::real::frames::StatementMessage;
 use crate::real::relay;
 
@@ -57,6 +59,8 @@ pub enum ProxyRecordKind {
         text: Arc<str>,
         /// An Execute's Bind parameters read as `bigint` (empty for a simple query).
         params: Arc<[Option<i64>]>,
+        /// What the server answered, read off its reply as it crossed the proxy.
+        answer: StatementAnswer,
     },
     /// The connection ended (either side closed, a reset, or the proxy dropped it).
     Closed,
@@ -134,6 +138,17 @@ impl Shared {
         };
         if let Some(record) = lock(&self.records).list.get_mut(index) {
             record.application_name = application_name;
+        }
+    }
+
+    /// Sets the server's answer on the statement record at `index`.
+    pub(crate) fn answer(&self, index: usize, answer: StatementAnswer) {
+        if let Some(ProxyRecord {
+            kind: ProxyRecordKind::Statement { answer: slot, .. },
+            ..
+        }) = lock(&self.records).list.get_mut(index)
+        {
+            *slot = answer;
         }
     }
 

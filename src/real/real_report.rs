@@ -1,12 +1,14 @@
 //! The report of a real run: the simulation's report fields (SPEC section 5), then `mode: "real"`
 //! and the `real` object of [`RealDetails`]; written as `DIR/<name>-seed<N>-real.json` and `.md`
-//! so that it never overwrites the simulated run's report of the same scenario and seed.
+//! so that it never overwrites the simulated run's report of the same scenario and seed. The
+//! Markdown ends with the per-node cross-check of the evidence against the servers' counts.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::real::cross_check;
 use crate::real::scenario_run::RealDetails;
 use crate::report::{Report, markdown, write_whole};
 
@@ -77,6 +79,7 @@ pub fn to_markdown(report: &Report, details: &RealDetails) -> String {
              node's count covers only the time since its restart.\n",
         );
     }
+    cross_check_section(&mut out, details);
     for (i, note) in details.fault_notes.iter().enumerate() {
         if let Some(note) = note {
             let _ = writeln!(out, "- fault {}: {note}", i + 1);
@@ -86,6 +89,48 @@ pub fn to_markdown(report: &Report, details: &RealDetails) -> String {
         let _ = writeln!(out, "- not reproduced: {item}");
     }
     out
+}
+
+/// The per-node comparison of the evidence with the servers' counts, and its verdict.
+fn cross_check_section(out: &mut String, details: &RealDetails) {
+    let check = &details.cross_check;
+    if check.comparisons.is_empty() {
+        return;
+    }
+    let verdict = if check.passed { "agrees" } else { "DISAGREES" };
+    let _ = writeln!(
+        out,
+        "\n### Cross-check: the evidence {verdict} with the servers\n\n| node | figure | inferred \
+         | server | tolerance | agrees |\n|---|---|---|---|---|---|"
+    );
+    for c in &check.comparisons {
+        let server = c.server.map_or_else(|| "-".to_string(), |v| v.to_string());
+        let tolerance = if c.figure == cross_check::REFUSED_SEEN_BY_CLIENTS {
+            "<= server".to_string()
+        } else {
+            c.tolerance.to_string()
+        };
+        let agrees = match (c.server, c.agrees) {
+            (None, _) => "not compared",
+            (Some(_), true) => "yes",
+            (Some(_), false) => "**no**",
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {server} | {tolerance} | {agrees} |",
+            c.node, c.figure, c.inferred
+        );
+    }
+    for c in check.disagreements() {
+        let _ = writeln!(out, "- disagreement: {}", cross_check::describe(c));
+    }
+    out.push_str(
+        "\nTolerances: `reads`/`writes` allow the statements whose execution the proxy could not \
+         know (no answer crossed it, or a partition held them) and those executed between a \
+         snapshot of `pg_stat_statements` (taken before each crash or restart) and the stop; \
+         `refused_writes` allows the writes with no answer; clients may see fewer refusals than \
+         a server's log, never more.\n",
+    );
 }
 
 /// Writes both files; each appears whole or not at all.
