@@ -151,6 +151,27 @@ fn the_real_smoke_scenario_holds_against_a_real_cluster() {
     if primary_stat_writes.is_some() {
         assert_eq!(primary_stat_writes, writes("primary-1"));
     }
+    // The servers' counts were compared with the evidence, node by node, and agree; the crashed
+    // replica's counts before its crash were kept.
+    let cross_check = &json["real"]["cross_check"];
+    assert_eq!(cross_check["passed"], true, "{cross_check}");
+    let comparisons = cross_check["comparisons"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(comparisons.len(), 3 * 4, "{cross_check}");
+    let snapshots = json["real"]["snapshots"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(snapshots.len(), 1, "one crash, one snapshot: {snapshots:?}");
+    assert!(
+        comparisons
+            .iter()
+            .filter(|c| c["node"] == "replica-2" && c["figure"] == "reads")
+            .all(|c| c["server"].as_u64().is_some_and(|n| n > 0)),
+        "{cross_check}"
+    );
     let faults = json["faults"].as_array().cloned().unwrap_or_default();
     assert_eq!(faults.len(), 2);
     assert!(
@@ -263,6 +284,17 @@ async fn url_servers_run_link_faults_against_a_cluster_started_elsewhere() {
         Err(e) => panic!("{}: {e}", report.display()),
     };
     assert_eq!(json["real"]["servers"], "external");
+    // External servers give no counts of their own: nothing is compared, nothing fails.
+    let cross_check = &json["real"]["cross_check"];
+    assert_eq!(cross_check["passed"], true, "{cross_check}");
+    let comparisons = cross_check["comparisons"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        comparisons.iter().all(|c| c["server"].is_null()),
+        "{cross_check}"
+    );
     let faults = json["faults"].as_array().cloned().unwrap_or_default();
     assert_eq!(faults.len(), 2);
     assert!(
