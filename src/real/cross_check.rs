@@ -269,6 +269,7 @@ pub fn describe(comparison: &Comparison) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::test_support::{REPLICA_1, REPLICA_2, REPLICA_3, TestRun, ms};
 
     fn agreeing() -> NodeFigures {
         NodeFigures {
@@ -344,6 +345,127 @@ mod tests {
         let mut node = agreeing();
         node.refused_by_clients = 1;
         assert!(compare(&[node]).passed);
+    }
+
+    fn read_at(node: NodeIdx, start_ms: u64, sqlstate: Option<&str>) -> StatementEvent {
+        StatementEvent {
+            node,
+            conn: 1,
+            purpose: Purpose::Workload,
+            kind: StatementKind::Read,
+            role: crate::sim::events::NodeRole::Replica,
+            org: 1,
+            key: 1,
+            user: 1,
+            start_us: ms(start_ms),
+            end_us: ms(start_ms),
+            version: 0,
+            sqlstate: sqlstate.map(str::to_string),
+            lsn: 0,
+        }
+    }
+
+    fn counts(name: &str, reads: Option<i64>, running_at_end: bool) -> ServerCounts {
+        ServerCounts {
+            name: name.to_string(),
+            stat_reads: reads,
+            stat_writes: reads.map(|_| 0),
+            log_read_only_errors: 0,
+            running_at_end,
+            statements_counted: true,
+        }
+    }
+
+    #[test]
+    fn a_crashed_server_counts_its_snapshot_and_the_blind_window_is_tolerated() {
+        let run = TestRun::new();
+        let name = |idx: NodeIdx| run.scenario.nodes[idx].name.clone();
+        // replica-1: crashed at 2 s after a snapshot at 1.95 s (3 reads counted), restarted,
+        // then 2 more reads counted; one read ran in the blind window and was lost.
+        // replica-2: crashed at the end, after a snapshot of 1 read.
+        let statements = vec![
+            read_at(REPLICA_1, 1_000, None),
+            read_at(REPLICA_1, 1_200, None),
+            read_at(REPLICA_1, 1_900, None),
+            read_at(REPLICA_1, 1_960, None),
+            read_at(REPLICA_1, 1_990, Some("08006")),
+            read_at(REPLICA_1, 3_000, None),
+            read_at(REPLICA_1, 3_100, None),
+            read_at(REPLICA_2, 500, None),
+        ];
+        let snapshots = vec![
+            Snapshot {
+                node: REPLICA_1,
+                taken_us: ms(1_950),
+                stopped_us: ms(2_000),
+                reads: Some(3),
+                writes: Some(0),
+            },
+            Snapshot {
+                node: REPLICA_2,
+                taken_us: ms(4_000),
+                stopped_us: ms(4_010),
+                reads: Some(1),
+                writes: Some(0),
+            },
+        ];
+        let server_counts = vec![
+            counts(&name(REPLICA_1), Some(2), true),
+            counts(&name(REPLICA_2), None, false),
+        ];
+        let uncertain = std::collections::BTreeMap::from([(
+            REPLICA_1,
+            Uncertain {
+                reads: 1,
+                writes: 0,
+            },
+        )]);
+        let refused_by_clients = std::collections::BTreeMap::new();
+        let figures = node_figures(&RunFigures {
+            scenario: &run.scenario,
+            statements: &statements,
+            uncertain: &uncertain,
+            server_counts: &server_counts,
+            snapshots: &snapshots,
+            refused_by_clients: &refused_by_clients,
+        });
+        let of = |idx: NodeIdx| match figures.iter().find(|f| f.name == name(idx)) {
+            Some(f) => f.clone(),
+            None => panic!("no figures for node {idx}"),
+        };
+        let replica_1 = of(REPLICA_1);
+        assert_eq!(
+            (
+                replica_1.reads_inferred,
+                replica_1.reads_server,
+                replica_1.reads_uncertain,
+                replica_1.reads_blind
+            ),
+            // 1.9 s and 1.96 s fall from 100 ms before the snapshot to the stop.
+            (6, Some(5), 1, 2)
+        );
+        assert_eq!(of(REPLICA_2).reads_server, Some(1));
+        // A node without counts of its own is not compared.
+        assert_eq!(of(REPLICA_3).reads_server, None);
+        assert!(compare(&figures).passed);
+        // Without the snapshot, the crashed replica's reads disagree beyond the tolerance.
+        let figures = node_figures(&RunFigures {
+            scenario: &run.scenario,
+            statements: &statements,
+            uncertain: &uncertain,
+            server_counts: &server_counts,
+            snapshots: &snapshots[1..],
+            refused_by_clients: &refused_by_clients,
+        });
+        let check = compare(&figures);
+        assert!(!check.passed);
+        assert_eq!(
+            check.disagreements().map(describe).collect::<Vec<_>>(),
+            vec![format!(
+                "{} reads: inferred 6 vs server 2, tolerance 1",
+                name(REPLICA_1)
+            )]
+        );
     }
 
     #[test]

@@ -382,6 +382,102 @@ mod tests {
         Ok(())
     }
 
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![tag];
+        bytes.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        bytes.extend_from_slice(body);
+        bytes
+    }
+
+    /// A server that answers its client's startup, then each of `answers` in turn, every one
+    /// after some client bytes arrived.
+    async fn scripted_server(answers: Vec<Vec<u8>>) -> std::io::Result<SocketAddr> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 1024];
+            let mut startup = message(b'R', &0u32.to_be_bytes());
+            startup.extend(message(b'Z', b"I"));
+            for answer in std::iter::once(startup).chain(answers) {
+                if !matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {
+                    return;
+                }
+                if stream.write_all(&answer).await.is_err() {
+                    return;
+                }
+            }
+            let _ = stream.read(&mut buf).await;
+        });
+        Ok(addr)
+    }
+
+    /// Reads until a `ReadyForQuery` (`Z` and its 5-byte body) ends what was read.
+    async fn until_ready(client: &mut TcpStream) -> TestResult {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while seen.len() < 6 || seen[seen.len() - 6] != b'Z' {
+            let n = tokio::time::timeout(Duration::from_secs(2), client.read(&mut buf)).await??;
+            if n == 0 {
+                return Err("the server closed".into());
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_servers_answer_is_recorded_on_its_statement() -> TestResult {
+        let mut refused = b"SERROR\0VERROR\0C25006\0".to_vec();
+        refused.extend_from_slice(b"Mcannot execute INSERT in a read-only transaction\0\0");
+        let mut completed = message(b'C', b"INSERT 0 1\0");
+        completed.extend(message(b'Z', b"I"));
+        let mut failed = message(b'E', &refused);
+        failed.extend(message(b'Z', b"I"));
+        let proxy = FaultProxy::start(scripted_server(vec![completed, failed]).await?).await?;
+        let mut client = TcpStream::connect(proxy.local_addr()).await?;
+        let mut startup = Vec::new();
+        startup.extend_from_slice(&(3u32 << 16).to_be_bytes());
+        startup.extend_from_slice(b"application_name\0replisim\0\0");
+        let mut bytes = ((startup.len() + 4) as u32).to_be_bytes().to_vec();
+        bytes.extend(startup);
+        client.write_all(&bytes).await?;
+        until_ready(&mut client).await?;
+        for sql in ["INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (2)"] {
+            let mut batch = message(b'P', format!("\0{sql}\0\0\0").as_bytes());
+            batch.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+            batch.extend(message(b'E', b"\0\0\0\0\0"));
+            batch.extend(message(b'S', b""));
+            client.write_all(&batch).await?;
+            until_ready(&mut client).await?;
+        }
+        let answers: Vec<(String, StatementAnswer)> = proxy
+            .records()
+            .into_iter()
+            .filter_map(|r| match r.kind {
+                ProxyRecordKind::Statement { text, answer, .. } => Some((text.to_string(), answer)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            answers,
+            vec![
+                (
+                    "INSERT INTO t VALUES (1)".to_string(),
+                    StatementAnswer::Completed
+                ),
+                (
+                    "INSERT INTO t VALUES (2)".to_string(),
+                    StatementAnswer::Failed(Arc::from("25006"))
+                ),
+            ]
+        );
+        proxy.shutdown().await;
+        Ok(())
+    }
+
     #[tokio::test]
     async fn refused_upstream_resets_the_client_and_is_recorded() -> TestResult {
         // A port that was just free: nothing listens there.
