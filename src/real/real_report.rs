@@ -145,3 +145,57 @@ pub fn write(
     write_whole(&md_path, to_markdown(report, details).as_bytes())?;
     Ok((json_path, md_path))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::real::cross_check::{NodeFigures, compare};
+
+    fn failing() -> RealDetails {
+        let node = NodeFigures {
+            name: "replica-1".to_string(),
+            reads_inferred: 100,
+            reads_uncertain: 5,
+            reads_server: Some(94),
+            writes_server: Some(0),
+            refused_server: Some(0),
+            ..NodeFigures::default()
+        };
+        RealDetails {
+            servers: "cluster",
+            cross_check: compare(&[node]),
+            ..RealDetails::default()
+        }
+    }
+
+    #[test]
+    fn a_disagreement_is_named_in_the_markdown_and_the_json() {
+        let details = failing();
+        let mut out = String::new();
+        cross_check_section(&mut out, &details);
+        assert!(
+            out.contains("### Cross-check: the evidence DISAGREES with the servers"),
+            "{out}"
+        );
+        assert!(
+            out.contains("| replica-1 | reads | 100 | 94 | 5 | **no** |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("- disagreement: replica-1 reads: inferred 100 vs server 94, tolerance 5"),
+            "{out}"
+        );
+        let json = serde_json::to_value(&details).unwrap_or_default();
+        assert_eq!(json["cross_check"]["passed"], false);
+        assert_eq!(json["cross_check"]["comparisons"][0]["node"], "replica-1");
+        assert_eq!(json["cross_check"]["comparisons"][0]["figure"], "reads");
+        assert_eq!(json["cross_check"]["comparisons"][0]["agrees"], false);
+    }
+
+    #[test]
+    fn no_comparisons_no_section() {
+        let mut out = String::new();
+        cross_check_section(&mut out, &RealDetails::default());
+        assert!(out.is_empty());
+    }
+}
