@@ -89,6 +89,9 @@ pub struct NodeCounts {
     pub errors: u64,
     /// This node's share of all workload reads executed.
     pub read_share: f64,
+    /// Workload statements a CancelRequest ended (SQLSTATE 57014; counted in `errors` too): work
+    /// the router abandoned and the server stopped.
+    pub cancelled: u64,
 }
 
 /// Percentiles of one operation kind, in ms.
@@ -184,6 +187,9 @@ fn node_counts(scenario: &Scenario, events: &Events) -> Vec<NodeCounts> {
             (None, StatementKind::Write) => n.writes += 1,
             (Some(code), kind) => {
                 n.errors += 1;
+                if code == "57014" {
+                    n.cancelled += 1;
+                }
                 if kind == StatementKind::Write && code == "25006" {
                     n.rejected_writes += 1;
                 }
