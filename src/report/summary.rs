@@ -50,12 +50,12 @@ pub fn render(r: &Report, replay: &str) -> String {
         let effect = if f.took_effect {
             "took effect"
         } else {
-            "NOT observed"
+            "FAIL: effect NOT observed"
         };
         let _ = writeln!(
             out,
-            "fault {} {} at {} ms until {until}: {effect}",
-            f.kind, f.target, f.at_ms
+            "fault {} {} at {} ms until {until}: {effect} ({})",
+            f.kind, f.target, f.at_ms, f.evidence
         );
     }
     for i in &r.invariants {
