@@ -610,3 +610,386 @@ impl Look<'_> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::check::test_support::{PRIMARY_1, REPLICA_1, REPLICA_2, TestRun, ms};
+    use crate::scenario::Fault;
+    use crate::sim::events::{NetKind, OpKind, WalApplyEvent};
+    use crate::sim::faults;
+
+    /// Schedules `kind` on `target` at `at_ms` (for `duration_ms` if given) in `run`'s scenario.
+    fn schedule(
+        run: &mut TestRun,
+        kind: FaultKind,
+        target: NodeIdx,
+        at_ms: u64,
+        duration_ms: Option<u64>,
+    ) {
+        run.scenario.faults.push(Fault {
+            at: Duration::from_millis(at_ms),
+            kind,
+            target,
+            duration: duration_ms.map(Duration::from_millis),
+        });
+    }
+
+    /// Judges every fault of `run`'s scenario; `sighting` stands for what applying each showed.
+    fn verdicts(run: &TestRun, sighting: &Sighting) -> Vec<Verdict> {
+        let mut records = faults::records(&run.scenario);
+        let sightings = vec![sighting.clone(); records.len()];
+        judge(
+            &run.scenario,
+            &mut records,
+            &sightings,
+            &run.events,
+            run.run_end_us,
+        );
+        records
+            .into_iter()
+            .map(|r| Verdict::from(r.took_effect, r.evidence))
+            .collect()
+    }
+
+    fn only(run: &TestRun) -> Verdict {
+        verdict_of(run, &Sighting::default(), 0)
+    }
+
+    fn verdict_of(run: &TestRun, sighting: &Sighting, index: usize) -> Verdict {
+        verdicts(run, sighting)
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| Verdict::not_seen("no such fault".to_string()))
+    }
+
+    fn apply(run: &mut TestRun, node: NodeIdx, commit_ms: u64, applied_ms: u64) {
+        run.events.wal_applies.push(WalApplyEvent {
+            node,
+            lsn: commit_ms,
+            commit_us: ms(commit_ms),
+            applied_us: ms(applied_ms),
+        });
+    }
+
+    /// A crash from 10 s to 20 s of replica-1, whose connection 1 was open since 1 s.
+    fn crash_run() -> TestRun {
+        let mut run = TestRun::new();
+        schedule(&mut run, FaultKind::Crash, REPLICA_1, 10_000, Some(10_000));
+        run.conn(REPLICA_1, 1, ms(1_000), true);
+        run
+    }
+
+    #[test]
+    fn a_crash_that_reset_the_open_connections_and_refused_a_connect_took_effect() {
+        let mut run = crash_run();
+        run.conn(REPLICA_1, 1, ms(10_000), false);
+        run.net(REPLICA_1, NetKind::Connect, ms(12_000));
+        run.net(REPLICA_1, NetKind::ConnectFailed, ms(12_000));
+        let verdict = only(&run);
+        assert!(verdict.took_effect, "{}", verdict.evidence);
+        assert_eq!(
+            verdict.evidence,
+            "1 of 1 open connections reset at 10000 ms; 1 of 1 connects during the crash failed"
+        );
+    }
+
+    #[test]
+    fn a_crash_whose_open_connection_stayed_open_did_not_take_effect() {
+        let mut run = crash_run();
+        run.net(REPLICA_1, NetKind::Connect, ms(12_000));
+        run.net(REPLICA_1, NetKind::ConnectFailed, ms(12_000));
+        let verdict = only(&run);
+        assert!(!verdict.took_effect);
+        assert!(
+            verdict
+                .evidence
+                .starts_with("0 of 1 open connections reset")
+        );
+    }
+
+    #[test]
+    fn a_crash_during_which_the_node_ran_a_statement_did_not_take_effect() {
+        let mut run = crash_run();
+        run.conn(REPLICA_1, 1, ms(10_000), false);
+        run.statement(REPLICA_1, StatementKind::Read, ms(15_000));
+        let verdict = only(&run);
+        assert!(!verdict.took_effect);
+        assert!(
+            verdict.evidence.contains("started 1 statements"),
+            "{}",
+            verdict.evidence
+        );
+    }
+
+    #[test]
+    fn a_crash_of_a_node_nobody_talked_to_shows_nothing() {
+        let mut run = TestRun::new();
+        schedule(&mut run, FaultKind::Crash, REPLICA_1, 10_000, Some(10_000));
+        let verdict = only(&run);
+        assert!(!verdict.took_effect);
+        assert!(
+            verdict.evidence.starts_with("nothing could show it"),
+            "{}",
+            verdict.evidence
+        );
+    }
+
+    #[test]
+    fn a_restart_needs_the_node_to_serve_again() {
+        let mut run = TestRun::new();
+        schedule(&mut run, FaultKind::Crash, REPLICA_1, 10_000, None);
+        schedule(&mut run, FaultKind::Restart, REPLICA_1, 20_000, None);
+        run.statement(REPLICA_1, StatementKind::Read, ms(5_000));
+        assert!(!verdict_of(&run, &Sighting::default(), 1).took_effect);
+        run.statement(REPLICA_1, StatementKind::Read, ms(20_014));
+        let verdict = verdict_of(&run, &Sighting::default(), 1);
+        assert!(verdict.took_effect);
+        assert_eq!(
+            verdict.evidence,
+            "after the restart: served a statement at 20014 ms"
+        );
+    }
+
+    /// A partition of replica-1 from 10 s, healed at 20 s.
+    fn partition_run() -> TestRun {
+        let mut run = TestRun::new();
+        schedule(&mut run, FaultKind::Partition, REPLICA_1, 10_000, None);
+        schedule(&mut run, FaultKind::Heal, REPLICA_1, 20_000, None);
+        run
+    }
+
+    #[test]
+    fn a_partition_that_swallowed_every_attempt_took_effect() {
+        let mut run = partition_run();
+        // Sent just before: it may still arrive within the link latency.
+        run.statement(REPLICA_1, StatementKind::Read, ms(10_001));
+        run.net(REPLICA_1, NetKind::Statement, ms(11_000));
+        run.net(REPLICA_1, NetKind::Connect, ms(12_000));
+        run.net(REPLICA_1, NetKind::ConnectFailed, ms(13_000));
+        let verdict = only(&run);
+        assert!(verdict.took_effect, "{}", verdict.evidence);
+        assert_eq!(
+            verdict.evidence,
+            "2 connects and statements sent towards the node during the partition, 0 reached it; \
+             1 connects failed"
+        );
+    }
+
+    #[test]
+    fn a_partition_that_let_a_statement_through_did_not_take_effect() {
+        let mut run = partition_run();
+        run.net(REPLICA_1, NetKind::Statement, ms(11_000));
+        run.statement(REPLICA_1, StatementKind::Read, ms(11_001));
+        assert!(!only(&run).took_effect);
+    }
+
+    #[test]
+    fn a_partition_nothing_was_sent_across_shows_nothing() {
+        let run = partition_run();
+        let verdict = only(&run);
+        assert!(!verdict.took_effect);
+        assert!(
+            verdict.evidence.starts_with("nothing could show it"),
+            "{}",
+            verdict.evidence
+        );
+    }
+
+    #[test]
+    fn a_heal_needs_the_node_to_serve_again() {
+        let mut run = partition_run();
+        assert!(!verdict_of(&run, &Sighting::default(), 1).took_effect);
+        run.conn(REPLICA_1, 7, ms(20_010), true);
+        let verdict = verdict_of(&run, &Sighting::default(), 1);
+        assert!(verdict.took_effect);
+        assert_eq!(
+            verdict.evidence,
+            "after the heal: accepted a connection at 20010 ms"
+        );
+    }
+
+    #[test]
+    fn dropped_connections_must_close_at_the_node_right_away() {
+        let mut run = TestRun::new();
+        schedule(
+            &mut run,
+            FaultKind::DropConnections,
+            REPLICA_1,
+            10_000,
+            None,
+        );
+        run.conn(REPLICA_1, 1, ms(1_000), true);
+        let reset = Sighting {
+            streams_reset: 1,
+            ..Sighting::default()
+        };
+        run.conn(REPLICA_1, 1, ms(10_500), false);
+        assert!(!verdict_of(&run, &reset, 0).took_effect, "closed too late");
+        run.events.server_conns.pop();
+        run.conn(REPLICA_1, 1, ms(10_001), false);
+        assert!(
+            !verdict_of(&run, &Sighting::default(), 0).took_effect,
+            "no stream reset"
+        );
+        let verdict = verdict_of(&run, &reset, 0);
+        assert!(verdict.took_effect, "{}", verdict.evidence);
+        assert_eq!(
+            verdict.evidence,
+            "1 streams reset at 10000 ms; 1 of 1 server connections open then closed within 100 ms"
+        );
+    }
+
+    #[test]
+    fn latency_must_lengthen_the_round_trip_by_about_twice_the_added_latency() {
+        let mut run = TestRun::new();
+        let latency = Duration::from_millis(50);
+        schedule(
+            &mut run,
+            FaultKind::Latency { latency },
+            REPLICA_1,
+            10_000,
+            Some(10_000),
+        );
+        run.op(1, OpKind::Read, ms(5_000), ms(5_003)).node = Some(REPLICA_1);
+        run.op(1, OpKind::Read, ms(12_000), ms(12_004)).node = Some(REPLICA_1);
+        let verdict = only(&run);
+        assert!(!verdict.took_effect, "{}", verdict.evidence);
+        run.events.ops.pop();
+        run.op(1, OpKind::Read, ms(12_000), ms(12_103)).node = Some(REPLICA_1);
+        let verdict = only(&run);
+        assert!(verdict.took_effect, "{}", verdict.evidence);
+        assert_eq!(
+            verdict.evidence,
+            "fastest operation on the node took 103 ms during the fault, 3 ms outside latency \
+             faults: 100 ms longer (2 x latency = 100 ms)"
+        );
+    }
+
+    #[test]
+    fn lag_must_delay_applies_by_about_the_delay() {
+        let mut run = TestRun::new();
+        let delay = Duration::from_secs(2);
+        schedule(
+            &mut run,
+            FaultKind::Lag { delay },
+            REPLICA_1,
+            10_000,
+            Some(10_000),
+        );
+        apply(&mut run, REPLICA_1, 11_000, 11_005);
+        assert!(!only(&run).took_effect);
+        apply(&mut run, REPLICA_1, 12_000, 14_001);
+        let verdict = only(&run);
+        assert!(verdict.took_effect, "{}", verdict.evidence);
+        assert_eq!(
+            verdict.evidence,
+            "2 records committed during the fault applied 5 to 2001 ms after their commit \
+             (delay 2000 ms)"
+        );
+    }
+
+    #[test]
+    fn a_pause_must_hold_back_what_the_shard_committed() {
+        let mut run = TestRun::new();
+        schedule(&mut run, FaultKind::PauseReplay, REPLICA_1, 10_000, None);
+        schedule(&mut run, FaultKind::ResumeReplay, REPLICA_1, 15_000, None);
+        assert!(
+            only(&run).evidence.starts_with("nothing could show it"),
+            "no commit: nothing to hold back"
+        );
+        run.statement(PRIMARY_1, StatementKind::Write, ms(11_000));
+        apply(&mut run, REPLICA_1, 11_001, 15_000);
+        let seen = verdicts(&run, &Sighting::default());
+        assert!(seen[0].took_effect, "{}", seen[0].evidence);
+        assert!(seen[1].took_effect, "{}", seen[1].evidence);
+        assert_eq!(
+            seen[1].evidence,
+            "0 records applied while paused from 10000 ms; first apply after the resume at 15000 ms"
+        );
+        apply(&mut run, REPLICA_1, 11_001, 12_000);
+        let seen = verdicts(&run, &Sighting::default());
+        assert!(!seen[0].took_effect, "applied while paused");
+        assert!(!seen[1].took_effect, "nothing was stopped");
+    }
+
+    #[test]
+    fn a_resume_needs_an_apply_after_it() {
+        let mut run = TestRun::new();
+        schedule(&mut run, FaultKind::PauseReplay, REPLICA_1, 10_000, None);
+        schedule(&mut run, FaultKind::ResumeReplay, REPLICA_1, 15_000, None);
+        let verdict = verdict_of(&run, &Sighting::default(), 1);
+        assert!(!verdict.took_effect);
+        assert_eq!(
+            verdict.evidence,
+            "the replica applied no record after the resume at 15000 ms"
+        );
+    }
+
+    #[test]
+    fn slow_must_stretch_the_service_time_by_the_factor() {
+        let mut run = TestRun::new();
+        schedule(
+            &mut run,
+            FaultKind::Slow { factor: 10.0 },
+            REPLICA_1,
+            10_000,
+            Some(10_000),
+        );
+        // The test nodes' query_time is 1 ms, as is every hand-built statement.
+        run.statement(REPLICA_1, StatementKind::Read, ms(11_000));
+        let verdict = only(&run);
+        assert!(!verdict.took_effect, "{}", verdict.evidence);
+        for at in [12_000, 13_000] {
+            run.statement(REPLICA_1, StatementKind::Read, ms(at)).end_us = ms(at + 10);
+        }
+        let verdict = only(&run);
+        assert!(verdict.took_effect, "{}", verdict.evidence);
+        assert_eq!(
+            verdict.evidence,
+            "median service time of 3 workload statements 10 ms during the fault (10 x 1 ms = 10 ms)"
+        );
+    }
+
+    #[test]
+    fn a_promotion_needs_the_target_to_serve_as_a_primary() {
+        let mut run = TestRun::new();
+        schedule(&mut run, FaultKind::Promote, REPLICA_1, 10_000, None);
+        run.statement(REPLICA_1, StatementKind::Read, ms(11_000));
+        let fenced = Sighting {
+            fenced: vec![PRIMARY_1],
+            ..Sighting::default()
+        };
+        assert!(!verdict_of(&run, &fenced, 0).took_effect);
+        run.statement(REPLICA_1, StatementKind::Write, ms(12_000))
+            .role = NodeRole::Primary;
+        let verdict = verdict_of(&run, &fenced, 0);
+        assert!(
+            !verdict.took_effect,
+            "replica-2 did not follow: {}",
+            verdict.evidence
+        );
+        run.events.wal_applies.push(WalApplyEvent {
+            node: REPLICA_2,
+            lsn: 0,
+            commit_us: ms(12_001),
+            applied_us: ms(12_006),
+        });
+        let verdict = verdict_of(&run, &fenced, 0);
+        assert!(verdict.took_effect, "{}", verdict.evidence);
+        assert_eq!(
+            verdict.evidence,
+            "served as primary from 12000 ms; 0 writes on 1 fenced nodes; 1 commits on it, \
+             followed by the shard's replicas"
+        );
+        run.statement(PRIMARY_1, StatementKind::Write, ms(13_000));
+        let verdict = verdict_of(&run, &fenced, 0);
+        assert!(
+            !verdict.took_effect,
+            "a fenced node wrote: {}",
+            verdict.evidence
+        );
+    }
+}
