@@ -221,4 +221,11 @@ kind = "writes_only_primary"
         json.contains("\"evidence\": \"nothing could show it"),
         "{json}"
     );
+    let quiet = replisim(&["run", &path, "--out", &out.display().to_string(), "--quiet"]);
+    assert_eq!(quiet.status.code(), Some(1));
+    assert!(
+        stdout(&quiet).contains("fault partition replica-1 at 5000 ms until 8000 ms: FAIL"),
+        "{}",
+        stdout(&quiet)
+    );
 }
