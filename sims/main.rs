@@ -6,6 +6,7 @@
 //! primary crash in `promotion`.
 
 mod balance;
+mod evidence;
 mod lag;
 mod metrics;
 mod promotion;
