@@ -12,6 +12,9 @@ use crate::sim::events::{
 };
 use crate::sim::faults::Sighting;
 
+/// SQLSTATE of a statement a CancelRequest ended.
+const CANCELLED: &str = "57014";
+
 /// The simulation's tick: a fault is applied within one tick of its `at`.
 const TICK_US: Micros = 1_000;
 
@@ -497,7 +500,7 @@ impl Look<'_> {
         }
     }
 
-    /// slow: the median service time of the workload statements the node ran during the fault is
+    /// slow: the median service time (a cancelled statement counting as at least what it ran) of the workload statements the node ran during the fault is
     /// nearer `factor x query_time` than `query_time`, and not beyond it.
     fn slow(&self, factor: f64) -> Verdict {
         let Window { from, to, .. } = self.window;
@@ -507,11 +510,21 @@ impl Look<'_> {
             .get(self.node)
             .map_or(0, |n| micros(n.query_time));
         let expected = (base as f64 * factor) as Micros;
+        let lower = base + (expected.saturating_sub(base)) / 2;
+        // A statement a CancelRequest ended (57014) ran only as long as the router waited: it says
+        // the node was at least that slow. One cancelled past `lower` counts as `lower`; one
+        // cancelled sooner says nothing either way.
         let mut times: Vec<Micros> = self
             .statements(from, to)
             .filter(|s| s.end_us <= to)
             .filter(|s| matches!(s.kind, StatementKind::Read | StatementKind::Write))
-            .map(|s| s.end_us.saturating_sub(s.start_us))
+            .filter_map(|s| {
+                let took = s.end_us.saturating_sub(s.start_us);
+                match s.sqlstate.as_deref() {
+                    Some(CANCELLED) => (took >= lower).then_some(lower),
+                    _ => Some(took),
+                }
+            })
             .collect();
         times.sort_unstable();
         let Some(&median) = times.get(times.len() / 2) else {
@@ -521,7 +534,6 @@ impl Look<'_> {
                 ms(to)
             ));
         };
-        let lower = base + (expected.saturating_sub(base)) / 2;
         let upper = expected + (expected / 10).max(TICK_US);
         Verdict::from(
             median >= lower && median <= upper,
