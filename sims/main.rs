@@ -3,13 +3,15 @@
 //! the determinism check. Reports land in `target/sim-reports/` for the independent report checker.
 //! The router's own metrics are checked against the servers in `metrics`; the balancing policies
 //! against each other in `balance`; lag-aware routing and read-your-writes in `lag`; promotions and a
-//! primary crash in `promotion`.
+//! primary crash in `promotion`; the router under ordinary stress (slow queries, saturated pools,
+//! sessions across a promotion, an outlier replica) in `stress`; fault evidence in `evidence`.
 
 mod balance;
 mod evidence;
 mod lag;
 mod metrics;
 mod promotion;
+mod stress;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -78,9 +78,10 @@ pub struct RouterConfig {
     /// detects a blackholed node well before `query_timeout`, while a query slow on every node runs
     /// once. `0` turns it off. Default 1 s.
     pub slow_request_ejection: Duration,
-    /// Most replicas of a shard out for passive reasons at once, as a percentage of its replicas
-    /// (rounded down; Envoy's `max_ejection_percent`). Health checks still take any dead node out.
-    /// Default: unset, all but one replica.
+    /// Most replicas of a shard out at once for a passive judgment (slow or timed-out requests), as a
+    /// percentage of its replicas (rounded down; Envoy's `max_ejection_percent`). A replica that
+    /// refuses or closes connections is out regardless, and health checks still take any dead node
+    /// out. Default: unset, all but one replica.
     pub max_ejection_percent: Option<u32>,
     /// Judge a request slower than `slow_request_ejection` against the shard's other replicas, and
     /// eject only an outlier (see `router::outlier`). false ejects any replica whose request outlasts

@@ -224,6 +224,23 @@ impl RouterError {
         matches!(self, RouterError::Query { source, .. } if source.as_db_error().is_some())
     }
 
+    /// True if the node itself said it is down: it refused the connection, or the connection broke
+    /// (closed, reset). Unlike a timeout, this is no judgment about slowness.
+    pub fn is_node_down(&self) -> bool {
+        match self {
+            RouterError::Connect { source, .. } => match source {
+                ConnectFailure::Stream(_) => true,
+                ConnectFailure::Startup(error) => error.code().is_none(),
+            },
+            RouterError::Query { source, .. } => {
+                source.code().is_none()
+                    && (source.is_closed()
+                        || source.source().is_some_and(|cause| cause.is::<io::Error>()))
+            }
+            _ => false,
+        }
+    }
+
     /// True if the request waited in the router (for a pool slot, or for its user's or org's cap)
     /// and gave up: backpressure, not a fault of any node. Such an error never ejects a node and never
     /// sends the request to the primary instead.

@@ -79,7 +79,7 @@ use eject::EjectionPolicy;
 use health::{HealthThresholds, PROBE_APPLICATION_NAME, Probe};
 use hedge::{Elsewhere, Watch};
 use lag::{LagBoard, LagProbe};
-use node::Node;
+use node::{Node, PassiveEjection};
 use pool::{Pool, PoolLimits};
 use route::{Choice, NodeIdx, RouteTable, ShardRoute, Tried};
 use route_reason::RouteReason;
@@ -206,9 +206,11 @@ impl Router {
                 Arc::clone(&table),
                 shard,
                 position,
-                ejection_policy,
-                outlier::ejection_cap(replicas, config.max_ejection_percent),
-                config.outlier_ejection,
+                PassiveEjection {
+                    policy: ejection_policy,
+                    cap: outlier::ejection_cap(replicas, config.max_ejection_percent),
+                    outliers_only: config.outlier_ejection,
+                },
             ));
             lag_probes.push(probe_lag.then(|| LagProbe {
                 routes: Arc::clone(&table),
@@ -502,6 +504,8 @@ impl Inner {
                         // Slow is not failed: only an outlier among the replicas is ejected.
                         node.report_slow(started, &error);
                         timeouts = timeouts.saturating_add(1);
+                    } else if error.is_node_down() {
+                        node.report_down(started, &error);
                     } else if error.is_node_failure() && !abandoned {
                         node.report_failure(started, &error);
                     }

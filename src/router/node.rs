@@ -37,6 +37,17 @@ impl Health {
     }
 }
 
+/// How failed and slow requests take a node out of reads.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PassiveEjection {
+    /// `None`: failed requests never eject the node (ejection is off, or it is a primary).
+    pub(crate) policy: Option<EjectionPolicy>,
+    /// Most replicas of the shard out for a judgment at once (see `outlier`).
+    pub(crate) cap: u32,
+    /// Whether a slow request ejects the node only when it is an outlier (`outlier_ejection`).
+    pub(crate) outliers_only: bool,
+}
+
 /// One node of the topology with its runtime state.
 pub(crate) struct Node {
     pub(crate) placed: PlacedNode,
@@ -73,10 +84,13 @@ impl Node {
         routes: Arc<RouteTable>,
         shard: usize,
         position: u32,
-        ejection_policy: Option<EjectionPolicy>,
-        ejection_cap: u32,
-        outliers_only: bool,
+        passive: PassiveEjection,
     ) -> Node {
+        let PassiveEjection {
+            policy: ejection_policy,
+            cap: ejection_cap,
+            outliers_only,
+        } = passive;
         Node {
             placed,
             pool: Arc::new(pool),
@@ -187,16 +201,29 @@ impl Node {
         }
     }
 
-    /// A workload attempt that started at `started` failed because of the node (`reason`): ejects it
-    /// from reads, unless ejection is off for it or it is out already.
+    /// A workload attempt that started at `started` failed because of the node (`reason`), in a way
+    /// that is a judgment (it timed out, or was slow): ejects it from reads, unless ejection is off
+    /// for it, it is out already, or its shard has as many replicas out as `max_ejection_percent`
+    /// allows.
     pub(crate) fn report_failure(&self, started: Instant, reason: &dyn fmt::Display) {
+        self.eject(started, reason, true);
+    }
+
+    /// A workload attempt that started at `started` found the node down (`reason`: it refused the
+    /// connection, or closed it): ejects it like [`Node::report_failure`], but past the cap, as a
+    /// health check would take it out; such a node counts against the cap for the others.
+    pub(crate) fn report_down(&self, started: Instant, reason: &dyn fmt::Display) {
+        self.eject(started, reason, false);
+    }
+
+    fn eject(&self, started: Instant, reason: &dyn fmt::Display, capped: bool) {
         let Some(policy) = self.ejection_policy.filter(|_| !self.is_writer()) else {
             return;
         };
         let change = {
             let mut health = self.lock_health();
             let (next, change) = health.ejection.on_failure(started, Instant::now(), &policy);
-            if change != EjectionChange::Unchanged && !self.claim_ejection() {
+            if change != EjectionChange::Unchanged && !self.claim_ejection(capped) {
                 drop(health);
                 tracing::info!(
                     node = self.name(),
@@ -222,13 +249,12 @@ impl Node {
         }
     }
 
-    /// Counts the node against its shard's passive-ejection cap; false if the cap is reached.
-    fn claim_ejection(&self) -> bool {
-        self.route().is_some_and(|shard| {
-            shard
-                .progress
-                .claim_ejection(self.position, self.ejection_cap)
-        })
+    /// Counts the node against its shard's passive-ejection cap; false if `capped` and the cap is
+    /// reached.
+    fn claim_ejection(&self, capped: bool) -> bool {
+        let cap = if capped { self.ejection_cap } else { u32::MAX };
+        self.route()
+            .is_some_and(|shard| shard.progress.claim_ejection(self.position, cap))
     }
 
     /// The node is back from a passive ejection: it no longer counts against the cap.
@@ -247,7 +273,7 @@ impl Node {
         }
         let plural = if closed == 1 { "" } else { "s" };
         let reason = format!("{closed} idle connection{plural} found closed by the server");
-        self.report_failure(Instant::now(), &reason);
+        self.report_down(Instant::now(), &reason);
     }
 
     /// A workload attempt that started at `started` succeeded.

@@ -12,8 +12,10 @@
 //! other requests.
 //!
 //! The cap ([`ejection_cap`]) is Envoy's `max_ejection_percent`: at most that share of a shard's
-//! replicas is out for passive reasons at once (default: all but one), so that passive ejection alone
-//! never moves every replica read onto the primary. Health checks still take any dead node out.
+//! replicas is out at once for a judgment (slowness, timeouts; default: all but one), so that such
+//! judgments never move every replica read onto the primary. A node that says it is down (refuses
+//! connections, closes them) is out regardless, as a health check would find, and counts against
+//! the cap for the others.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

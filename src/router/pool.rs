@@ -468,8 +468,10 @@ impl Drop for Checkout {
             return;
         };
         let permit = self.permit.take();
-        if self.busy && self.reusable && self.pool.limits.cancel_abandoned {
+        if self.busy {
             self.pool.abandoned.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.busy && self.reusable && self.pool.limits.cancel_abandoned {
             if let (Ok(runtime), Some(permit)) = (tokio::runtime::Handle::try_current(), permit) {
                 let pool = Arc::clone(&self.pool);
                 runtime.spawn(pool.settle_abandoned(conn, permit));
