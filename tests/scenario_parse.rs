@@ -9,6 +9,8 @@ use replisim::scenario::{
 };
 use replisim::sim::events::NodeRole;
 
+#[path = "scenario_parse/limits.rs"]
+mod limits;
 #[path = "scenario_parse/refused.rs"]
 mod refused;
 #[path = "scenario_parse/refused_faults.rs"]

@@ -68,14 +68,20 @@ pub(crate) struct RawRouter {
     pub(crate) max_replica_lag: Option<Spanned<String>>,
     pub(crate) read_your_writes: Option<Spanned<bool>>,
     pub(crate) max_connections_per_node: Option<Spanned<u32>>,
-    pub(crate) max_connections_per_user: Option<u32>,
-    pub(crate) max_connections_per_org: Option<u32>,
+    pub(crate) min_connections_per_node: Option<Spanned<u32>>,
+    pub(crate) max_connections_per_user: Option<Spanned<u32>>,
+    pub(crate) max_connections_per_org: Option<Spanned<u32>>,
+    pub(crate) max_idle_time: Option<Spanned<String>>,
+    pub(crate) max_lifetime: Option<Spanned<String>>,
     pub(crate) connect_timeout: Option<Spanned<String>>,
     pub(crate) query_timeout: Option<Spanned<String>>,
-    pub(crate) read_retries: Option<u32>,
+    pub(crate) read_retries: Option<Spanned<u32>>,
     pub(crate) ejection_time: Option<Spanned<String>>,
     pub(crate) ejection_time_max: Option<Spanned<String>>,
     pub(crate) slow_request_ejection: Option<Spanned<String>>,
+    pub(crate) balance_seed: Option<u64>,
+    pub(crate) replica_count: Option<u32>,
+    pub(crate) follow_promotion: Option<bool>,
 }
 
 /// `[workload]`.
