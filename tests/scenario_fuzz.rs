@@ -3,7 +3,8 @@
 //! empty strings, wrong types or random unicode, keys renamed, text truncated) go through
 //! `scenario::parse`, the entry point `check` and `run` use. Whatever the text, the parser must not
 //! panic, every refusal must be one line naming the file, and every accepted scenario must be within
-//! the documented limits and a configuration the router accepts. A few refusals then go through
+//! the documented limits, a configuration the router accepts, and written back by
+//! `Scenario::to_toml` as text that parses to an equal scenario. A few refusals then go through
 //! `replisim check` for exit code 2 and one line of stderr.
 
 mod cli_support;
@@ -297,6 +298,15 @@ fn mutated_scenarios_never_panic_and_are_refused_in_one_line_or_within_limits() 
             Ok(scenario) => {
                 if let Some(broken) = beyond_limits(&scenario) {
                     panic!("case {case}: accepted beyond the limits ({broken}):\n{text}");
+                }
+                let written = scenario
+                    .to_toml()
+                    .unwrap_or_else(|e| panic!("case {case}: {e}:\n{text}"));
+                match parse(&written, FILE) {
+                    Ok(back) => {
+                        assert_eq!(back, scenario, "case {case}: changed through:\n{written}")
+                    }
+                    Err(e) => panic!("case {case}: the written text is refused: {e}\n{written}"),
                 }
                 accepted += 1;
             }

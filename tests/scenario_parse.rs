@@ -15,6 +15,8 @@ mod limits;
 mod refused;
 #[path = "scenario_parse/refused_faults.rs"]
 mod refused_faults;
+#[path = "scenario_parse/write.rs"]
+mod write;
 
 /// Every key of the schema.
 const FULL: &str = r#"

@@ -7,6 +7,7 @@
 //! - `raw`: the file as written; unknown keys and wrong types are refused there.
 //! - `validate`: raw -> resolved, with `topology`, `router_section`, `workload`, `faults` and
 //!   `invariants` for the sections.
+//! - `write`: [`Scenario::to_toml`], the validated model back to scenario TOML (round-trips).
 //! - `router_topology`: the router's view of a scenario's cluster, for the simulation and real mode.
 //!
 //! Beyond the schema of SPEC section 4, a `[[shard]]` takes `weights`, one whole number from 1 per
@@ -25,6 +26,7 @@ mod router_topology;
 mod topology;
 mod validate;
 mod workload;
+mod write;
 
 use std::path::Path;
 
@@ -32,6 +34,7 @@ pub use duration::{format_duration, parse_duration};
 pub use error::{Position, ScenarioError, ScenarioErrorKind};
 pub use model::*;
 pub use router_topology::Login;
+pub use write::WriteError;
 
 /// Reads, parses and validates the scenario file at `path`; a file above
 /// [`limits::FILE_SIZE_MAX`] is refused without being read whole.

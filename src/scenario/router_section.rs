@@ -187,6 +187,14 @@ fn key_span(raw: &RawRouter, key: &str) -> Option<Range<usize>> {
     })
 }
 
+/// The name scenario files use for `policy`.
+pub(crate) fn balance_name(policy: Balance) -> &'static str {
+    BALANCE_NAMES
+        .iter()
+        .find(|(_, listed)| *listed == policy)
+        .map_or("round_robin", |(name, _)| name)
+}
+
 /// A balancing policy by name.
 fn balance(value: &Spanned<String>) -> Result<Balance, Issue> {
     BALANCE_NAMES
@@ -214,6 +222,7 @@ mod tests {
         for (name, policy) in BALANCE_NAMES {
             let value = Spanned::new(0..1, name.to_owned());
             assert_eq!(balance(&value), Ok(policy));
+            assert_eq!(balance_name(policy), name);
         }
         let issue = balance(&Spanned::new(4..9, "fastest".to_owned())).expect_err("unknown");
         assert_eq!(issue.offset, Some(4));
