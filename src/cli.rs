@@ -183,7 +183,10 @@ fn real(path: &Path, seed: Option<u64>, out: &Path, quiet: bool, urls: &[String]
         Err(e @ RealRunError::Interrupted) => return Outcome::Interrupted(e.to_string()),
         Err(e) => return Outcome::Internal(e.to_string()),
     };
-    let report = report::evaluate(&scenario, &real_outcome.outcome);
+    let mut report = report::evaluate(&scenario, &real_outcome.outcome);
+    // The evidence must agree with the servers' own counts, or the run proves nothing.
+    let cross_check = &real_outcome.details.cross_check;
+    report.passed &= cross_check.passed;
     let (json, md) = match real_mode::real_report::write(out, &report, &real_outcome.details) {
         Ok(paths) => paths,
         Err(e) => {
@@ -213,6 +216,12 @@ fn real(path: &Path, seed: Option<u64>, out: &Path, quiet: bool, urls: &[String]
                 .replacen("replay: ", "rerun (real time, not an exact replay): ", 1)
         );
         println!("reports: {} {}", json.display(), md.display());
+    }
+    for c in cross_check.disagreements() {
+        println!(
+            "cross-check disagrees: {}",
+            real_mode::cross_check::describe(c)
+        );
     }
     if report.passed {
         Outcome::Passed

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use cli_support::*;
-
-const PG_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
+use replisim::real::prerequisites::{Needs, skip_without_postgres};
 
 /// A one-replica scenario with one fault of `kind` on the replica.
 fn with_fault(kind_and_keys: &str) -> String {
@@ -94,8 +93,7 @@ fn url_must_name_every_node() {
 
 #[test]
 fn the_real_smoke_scenario_holds_against_a_real_cluster() {
-    if !Path::new(PG_BIN_DIR).join("initdb").is_file() {
-        println!("skipped: PostgreSQL 15 is not installed in {PG_BIN_DIR}");
+    if skip_without_postgres(Needs::Server) {
         return;
     }
     let dir = scratch("cli_real_smoke");
@@ -153,6 +151,27 @@ fn the_real_smoke_scenario_holds_against_a_real_cluster() {
     if primary_stat_writes.is_some() {
         assert_eq!(primary_stat_writes, writes("primary-1"));
     }
+    // The servers' counts were compared with the evidence, node by node, and agree; the crashed
+    // replica's counts before its crash were kept.
+    let cross_check = &json["real"]["cross_check"];
+    assert_eq!(cross_check["passed"], true, "{cross_check}");
+    let comparisons = cross_check["comparisons"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(comparisons.len(), 3 * 4, "{cross_check}");
+    let snapshots = json["real"]["snapshots"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(snapshots.len(), 1, "one crash, one snapshot: {snapshots:?}");
+    assert!(
+        comparisons
+            .iter()
+            .filter(|c| c["node"] == "replica-2" && c["figure"] == "reads")
+            .all(|c| c["server"].as_u64().is_some_and(|n| n > 0)),
+        "{cross_check}"
+    );
     let faults = json["faults"].as_array().cloned().unwrap_or_default();
     assert_eq!(faults.len(), 2);
     assert!(
@@ -207,8 +226,7 @@ kind = "org_routing"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn url_servers_run_link_faults_against_a_cluster_started_elsewhere() {
-    if !Path::new(PG_BIN_DIR).join("initdb").is_file() {
-        println!("skipped: PostgreSQL 15 is not installed in {PG_BIN_DIR}");
+    if skip_without_postgres(Needs::Server) {
         return;
     }
     let spec = replisim::real::ClusterSpec {
@@ -266,6 +284,17 @@ async fn url_servers_run_link_faults_against_a_cluster_started_elsewhere() {
         Err(e) => panic!("{}: {e}", report.display()),
     };
     assert_eq!(json["real"]["servers"], "external");
+    // External servers give no counts of their own: nothing is compared, nothing fails.
+    let cross_check = &json["real"]["cross_check"];
+    assert_eq!(cross_check["passed"], true, "{cross_check}");
+    let comparisons = cross_check["comparisons"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        comparisons.iter().all(|c| c["server"].is_null()),
+        "{cross_check}"
+    );
     let faults = json["faults"].as_array().cloned().unwrap_or_default();
     assert_eq!(faults.len(), 2);
     assert!(
@@ -290,8 +319,7 @@ fn processes_with(needle: &str) -> Vec<String> {
 
 #[test]
 fn ctrl_c_stops_the_run_and_removes_the_cluster() {
-    if !Path::new(PG_BIN_DIR).join("initdb").is_file() {
-        println!("skipped: PostgreSQL 15 is not installed in {PG_BIN_DIR}");
+    if skip_without_postgres(Needs::Server) {
         return;
     }
     let dir = scratch("cli_real_ctrl_c");

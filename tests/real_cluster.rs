@@ -1,13 +1,14 @@
 //! Real mode against PostgreSQL 15: a primary and replicas started by the crate, their faults, the
-//! fault proxy, and teardown. Each test prints a line and returns when PostgreSQL 15 is not
-//! installed. Clusters run one at a time (they share ports and memory); the file takes seconds.
+//! fault proxy, and teardown. Without PostgreSQL 15 each test prints a line and passes
+//! (under `CI=true` it fails instead). Clusters run one at a time (they share ports and memory); the file takes seconds.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use replisim::real::prerequisites::{Needs, skip_without_postgres};
 use replisim::real::{
-    Cluster, ClusterError, ClusterSpec, FaultProxy, PG_BIN_DIR, ProxyRecordKind, RealNode,
-    RealRole, ShardSpec, StatementMessage,
+    Cluster, ClusterError, ClusterSpec, FaultProxy, ProxyRecordKind, RealNode, RealRole, ShardSpec,
+    StatementMessage,
 };
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
@@ -25,12 +26,9 @@ const WRITE: &str = "INSERT INTO replisim_kv (org_id, key, version, updated_by) 
                      updated_by = $3 RETURNING version";
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Whether the test must be skipped (a local run without PostgreSQL 15; under `CI=true` it fails).
 fn postgres_missing() -> bool {
-    let missing = !Path::new(PG_BIN_DIR).join("initdb").is_file();
-    if missing {
-        println!("skipped: PostgreSQL 15 is not installed ({PG_BIN_DIR}/initdb is missing)");
-    }
-    missing
+    skip_without_postgres(Needs::Server)
 }
 
 fn spec(primary: &str, replicas: &[&str]) -> ClusterSpec {

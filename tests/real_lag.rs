@@ -1,7 +1,7 @@
 //! Lag-aware routing and read-your-writes sessions against a real PostgreSQL 15 streaming-replication
 //! cluster: a replica whose replay is paused leaves reads under `max_replica_lag` and comes back after
-//! resume; sessions see their own writes through a 2 s apply delay. Each test prints a line and
-//! passes when PostgreSQL 15 is not installed. Clusters run one at a time.
+//! resume; sessions see their own writes through a 2 s apply delay. Without PostgreSQL 15 each test
+//! prints a line and passes (under `CI=true` it fails instead). Clusters run one at a time.
 
 // Shared with the other real-cluster tests; this file uses only part of it.
 #[allow(dead_code)]

@@ -1,21 +1,19 @@
-//! Real mode with a promotion (a scenario built in code: scenario files do not accept `promote`
-//! yet): the fault is observed, the roles in the evidence follow it, and the writes the fenced old
-//! primary refused are counted alike by the proxy evidence, the clients and the server's log.
+//! Real mode with a promotion (a scenario built in code): the fault is observed, the roles in the
+//! evidence follow it, and the writes the fenced old primary refused are counted alike by the
+//! proxy evidence (the server's answers), the clients and the server's log, as the run's own
+//! cross-check also finds.
 
 use std::path::Path;
 use std::time::Duration;
 
+use replisim::real::prerequisites::{Needs, skip_without_postgres};
 use replisim::real::scenario_run;
 use replisim::scenario::{Fault, FaultKind, Invariant};
 use replisim::sim::events::{NodeRole, Purpose, StatementKind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promotion_moves_roles_and_refused_writes_agree_on_every_side() {
-    if !Path::new(replisim::real::PG_BIN_DIR)
-        .join("initdb")
-        .is_file()
-    {
-        println!("skipped: PostgreSQL 15 is not installed");
+    if skip_without_postgres(Needs::Server) {
         return;
     }
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/real-smoke.toml");
@@ -86,4 +84,15 @@ async fn a_promotion_moves_roles_and_refused_writes_agree_on_every_side() {
     );
     assert_eq!(refused_by_evidence, refused_by_log, "{details:?}");
     assert_eq!(refused_by_clients, refused_by_log, "{details:?}");
+    // The run's own cross-check reached the same verdict, node by node.
+    let check = &details.cross_check;
+    assert!(check.passed, "{check:?}");
+    let refused = check
+        .comparisons
+        .iter()
+        .find(|c| c.node == "primary-1" && c.figure == "refused_writes");
+    assert_eq!(
+        refused.map(|c| (c.inferred, c.server)),
+        Some((refused_by_evidence, Some(refused_by_log)))
+    );
 }

@@ -2,8 +2,8 @@
 //! replica (the old primary fenced read-only), its health checks find the new primary through
 //! `pg_is_in_recovery()` and writes succeed there; writes sent in between are refused cleanly
 //! (SQLSTATE 25006), never run twice. Then the new primary dies with nothing to promote: writes fail
-//! fast with a clear error while reads go on. Passes with a printed line when PostgreSQL 15 is not
-//! installed.
+//! fast with a clear error while reads go on. Without PostgreSQL 15 it passes with a printed line
+//! (under `CI=true` it fails instead).
 
 // Shared with `real_router`, which uses the parts this file does not.
 #[allow(dead_code)]

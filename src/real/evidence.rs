@@ -2,17 +2,21 @@
 //! what crossed each node's fault proxy (connects, closes, every statement with its Bind
 //! parameters and `application_name`), the node's role at that moment, and what the clients saw.
 //!
-//! A real server does not tell the proxy how each statement ended, so outcomes are attributed from
-//! the client side: the last statement of a successful operation on the node that served it
-//! succeeded (with the operation's row version and end); every other attempt failed, with
-//! SQLSTATE 25006 for a write that reached a node in recovery or fenced (real PostgreSQL always
-//! refuses those), else the SQLSTATE the router reported for that node, else 08006.
-//! Statements held by a partition are not counted as executed (they are still network attempts).
+//! Outcomes come from the server's own answers where the proxy saw them: the last statement of a
+//! successful operation on the node that served it succeeded (with the operation's row version
+//! and end); any other statement the server completed was executed (version 0: its client never
+//! learnt the row version); one the server refused carries the server's SQLSTATE (so 25006 is
+//! what a read-only server said, never assumed from its role). A statement with no answer (its
+//! connection or server ended first) failed with the SQLSTATE the router reported for that node,
+//! else 08006. Statements held by a partition are not counted as executed (they are still network
+//! attempts). Statements whose execution the proxy cannot know (no answer, or held) are tallied
+//! per node for the cross-check against the servers' counts.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use tokio::time::Instant;
 
+use crate::real::backend::StatementAnswer;
 use crate::real::clock::RunClock;
 use crate::real::driver::{DriverRecords, FailedOp};
 use crate::real::proxy::{ProxyRecord, ProxyRecordKind};
@@ -49,6 +53,29 @@ pub struct Built {
     pub unmatched_statements: u64,
     /// Workload statements that crossed the proxy while the link was partitioned.
     pub held_statements: u64,
+    /// Per node, workload reads and writes the server may or may not have run.
+    pub uncertain: BTreeMap<NodeIdx, Uncertain>,
+}
+
+/// Workload statements of one node that the server may or may not have run: no answer crossed
+/// the proxy (the connection was reset or the server stopped first), or a partition held them
+/// (the proxy delivers held bytes at the heal if the connection survived).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Uncertain {
+    /// Reads.
+    pub reads: u64,
+    /// Writes.
+    pub writes: u64,
+}
+
+impl Uncertain {
+    fn add(&mut self, kind: StatementKind) {
+        match kind {
+            StatementKind::Read => self.reads += 1,
+            StatementKind::Write => self.writes += 1,
+            _ => {}
+        }
+    }
 }
 
 /// One workload or check statement that crossed a proxy, before its outcome is known.
@@ -59,6 +86,7 @@ struct Crossing {
     purpose: Purpose,
     kind: StatementKind,
     params: [i64; 3],
+    answer: StatementAnswer,
 }
 
 /// A node's role at `at_us`: its initial role, changed by every promotion in its shard before then
@@ -180,11 +208,21 @@ fn network(clock: RunClock, node: &NodeRecords, built: &mut Built, crossings: &m
                     built.events.server_conns.push(conn(false));
                 }
             }
-            ProxyRecordKind::Statement { text, params, .. } => {
+            ProxyRecordKind::Statement {
+                text,
+                params,
+                answer,
+                ..
+            } => {
                 built.events.net.push(net(NetKind::Statement));
                 if record.partitioned {
                     if purpose == Purpose::Workload {
                         built.held_statements += 1;
+                        built
+                            .uncertain
+                            .entry(node.node)
+                            .or_default()
+                            .add(classify(text));
                     }
                     continue;
                 }
@@ -196,6 +234,7 @@ fn network(clock: RunClock, node: &NodeRecords, built: &mut Built, crossings: &m
                     purpose,
                     kind: classify(text),
                     params: [param(0), param(1), param(2)],
+                    answer: answer.clone(),
                 });
             }
         }
@@ -228,6 +267,9 @@ fn statements(
         .collect();
 
     let mut events = Vec::with_capacity(crossings.len());
+    // The server's answer of each workload statement, by its index in `events`.
+    let mut answers: Vec<StatementAnswer> = Vec::new();
+    let mut answer_of: BTreeMap<usize, usize> = BTreeMap::new();
     // Per operation, the indexes of its statements in `events`, in time order.
     let mut of_op: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for crossing in crossings {
@@ -257,6 +299,14 @@ fn statements(
             events.push(event);
             continue;
         }
+        if crossing.answer == StatementAnswer::Unanswered {
+            built
+                .uncertain
+                .entry(crossing.node)
+                .or_default()
+                .add(crossing.kind);
+        }
+        answers.push(crossing.answer.clone());
         let identity = (crossing.kind == StatementKind::Write, org, key, user);
         let op = by_identity.get(&identity).and_then(|list| {
             list.iter().copied().find(|&i| {
@@ -266,8 +316,16 @@ fn statements(
         });
         match op {
             Some(i) => of_op.entry(i).or_default().push(events.len()),
-            None => built.unmatched_statements += 1,
+            None => {
+                built.unmatched_statements += 1;
+                event.sqlstate = match &crossing.answer {
+                    StatementAnswer::Completed => None,
+                    StatementAnswer::Failed(sqlstate) => Some(sqlstate.to_string()),
+                    StatementAnswer::Unanswered => Some(CONNECTION_FAILURE_SQLSTATE.to_string()),
+                };
+            }
         }
+        answer_of.insert(events.len(), answers.len() - 1);
         events.push(event);
     }
 
@@ -294,16 +352,17 @@ fn statements(
                 event.version = op.version;
                 continue;
             }
-            let reported = failure
-                .filter(|f| f.node == Some(event.node))
-                .and_then(|f| f.sqlstate.clone());
-            event.sqlstate = Some(
-                if event.kind == StatementKind::Write && event.role == NodeRole::Replica {
-                    READ_ONLY_SQLSTATE.to_string()
-                } else {
-                    reported.unwrap_or_else(|| CONNECTION_FAILURE_SQLSTATE.to_string())
-                },
-            );
+            let answer = answer_of.get(&s).and_then(|&a| answers.get(a));
+            event.sqlstate = match answer {
+                Some(StatementAnswer::Completed) => None,
+                Some(StatementAnswer::Failed(sqlstate)) => Some(sqlstate.to_string()),
+                Some(StatementAnswer::Unanswered) | None => Some(
+                    failure
+                        .filter(|f| f.node == Some(event.node))
+                        .and_then(|f| f.sqlstate.clone())
+                        .unwrap_or_else(|| CONNECTION_FAILURE_SQLSTATE.to_string()),
+                ),
+            };
         }
     }
     events
@@ -353,11 +412,26 @@ mod tests {
     }
 
     fn statement(text: &str, org: i64, key: i64, user: i64) -> ProxyRecordKind {
+        answered(text, org, key, user, StatementAnswer::Completed)
+    }
+
+    fn answered(
+        text: &str,
+        org: i64,
+        key: i64,
+        user: i64,
+        answer: StatementAnswer,
+    ) -> ProxyRecordKind {
         ProxyRecordKind::Statement {
             message: StatementMessage::Execute,
             text: Arc::from(text),
             params: Arc::from([Some(org), Some(key), Some(user)].as_slice()),
+            answer,
         }
+    }
+
+    fn refused() -> StatementAnswer {
+        StatementAnswer::Failed(Arc::from(READ_ONLY_SQLSTATE))
     }
 
     fn op(kind: OpKind, start_ms: u64, end_ms: u64, node: Option<NodeIdx>) -> ClientOp {
@@ -392,7 +466,11 @@ mod tests {
                 REPLICA_2,
                 vec![
                     record(9, 1, ProxyRecordKind::Connect),
-                    record(10, 1, statement(READ_SQL, 10, 4, 3)),
+                    record(
+                        10,
+                        1,
+                        answered(READ_SQL, 10, 4, 3, StatementAnswer::Unanswered),
+                    ),
                     record(11, 1, ProxyRecordKind::Closed),
                 ],
             ),
@@ -401,8 +479,8 @@ mod tests {
                 vec![
                     record(9, 1, ProxyRecordKind::Connect),
                     record(12, 1, statement(READ_SQL, 10, 4, 3)),
-                    // A write that reached a replica: refused by any real server in recovery.
-                    record(30, 1, statement(WRITE_SQL, 10, 4, 3)),
+                    // A write that reached a replica: the server refused it.
+                    record(30, 1, answered(WRITE_SQL, 10, 4, 3, refused())),
                 ],
             ),
         ];
@@ -434,9 +512,69 @@ mod tests {
             ]
         );
         assert_eq!(built.unmatched_statements, 0);
+        assert_eq!(
+            built.uncertain.get(&REPLICA_2),
+            Some(&Uncertain {
+                reads: 1,
+                writes: 0
+            })
+        );
+        assert_eq!(built.uncertain.get(&REPLICA_1), None);
         assert_eq!(built.events.net.len(), 5);
         let opens = built.events.server_conns.iter().filter(|c| c.open).count();
         assert_eq!((opens, built.events.server_conns.len()), (2, 3));
+    }
+
+    /// 25006 used to be stamped on every failed write that reached a non-primary, whatever the
+    /// server said; now it is what the server answered.
+    #[test]
+    fn read_only_refusals_come_from_the_server_not_the_role() {
+        let run = TestRun::new();
+        let clock = RunClock::start();
+        let primary = run.scenario.shards[0].primary;
+        let nodes = [
+            NodeRecords {
+                node: REPLICA_1,
+                started: clock.zero(),
+                records: vec![
+                    record(1, 1, ProxyRecordKind::Connect),
+                    // Its connection was reset before any answer: no 25006 is assumed.
+                    record(
+                        2,
+                        1,
+                        answered(WRITE_SQL, 10, 4, 3, StatementAnswer::Unanswered),
+                    ),
+                ],
+            },
+            NodeRecords {
+                node: primary,
+                started: clock.zero(),
+                records: vec![
+                    record(1, 1, ProxyRecordKind::Connect),
+                    // A primary (by the scenario's roles) that said 25006: fenced by hand.
+                    record(3, 1, answered(WRITE_SQL, 10, 4, 3, refused())),
+                ],
+            },
+        ];
+        let driver = DriverRecords {
+            ops: vec![op(OpKind::Write, 0, 5, None)],
+            failures: Vec::new(),
+        };
+        let built = build(&run.scenario, clock, &nodes, driver, &[]);
+        let outcomes: Vec<(NodeIdx, NodeRole, Option<&str>)> = built
+            .events
+            .statements
+            .iter()
+            .map(|s| (s.node, s.role, s.sqlstate.as_deref()))
+            .collect();
+        assert_eq!(
+            outcomes,
+            vec![
+                (REPLICA_1, NodeRole::Replica, Some("08006")),
+                (primary, NodeRole::Primary, Some("25006")),
+            ]
+        );
+        assert_eq!(built.uncertain.get(&REPLICA_1).map(|u| u.writes), Some(1));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use crate::real::clock::RunClock;
 use crate::real::cluster::Cluster;
 use crate::real::proxy::FaultProxy;
+use crate::real::server_counts::{Snapshot, statement_counts};
 use crate::real::sql::Admin;
 use crate::scenario::{FaultKind, Scenario};
 use crate::sim::events::{Micros, NodeIdx};
@@ -44,6 +45,8 @@ pub struct Injected {
     pub sightings: Vec<Sighting>,
     /// Completed promotions: when (run clock) and which node became primary.
     pub promotions: Vec<(Micros, NodeIdx)>,
+    /// The `pg_stat_statements` counts of every server replisim stopped, taken just before.
+    pub snapshots: Vec<Snapshot>,
 }
 
 /// What the faults act upon.
@@ -63,6 +66,7 @@ pub async fn run(targets: &Targets<'_>) -> Injected {
     let mut injected = Injected {
         sightings: vec![Sighting::default(); targets.scenario.faults.len()],
         promotions: Vec::new(),
+        snapshots: Vec::new(),
     };
     for action in schedule(targets.scenario) {
         tokio::time::sleep_until(
@@ -71,7 +75,7 @@ pub async fn run(targets: &Targets<'_>) -> Injected {
                 .instant_at(crate::real::clock::micros(action.at)),
         )
         .await;
-        let sighting = apply(targets, action, &mut injected.promotions).await;
+        let sighting = apply(targets, action, &mut injected).await;
         if !action.undo
             && let Some(slot) = injected.sightings.get_mut(action.fault)
         {
@@ -95,11 +99,7 @@ fn failed(error: impl std::fmt::Display) -> Sighting {
     }
 }
 
-async fn apply(
-    targets: &Targets<'_>,
-    action: Action,
-    promotions: &mut Vec<(Micros, NodeIdx)>,
-) -> Sighting {
+async fn apply(targets: &Targets<'_>, action: Action, injected: &mut Injected) -> Sighting {
     let Some(fault) = targets.scenario.faults.get(action.fault) else {
         return Sighting::default();
     };
@@ -118,26 +118,42 @@ async fn apply(
     };
     match (&fault.kind, action.undo) {
         (FaultKind::Crash, false) => match server() {
-            Ok(cluster) => match cluster.crash(name).await {
-                Ok(()) => seen(!answers(proxy.upstream()).await, "the server still answers"),
-                Err(e) => failed(e),
-            },
+            Ok(cluster) => {
+                let taken_us = targets.clock.now_us();
+                let counts = counts_before_stop(cluster, name).await;
+                let stopped = cluster.crash(name).await;
+                injected
+                    .snapshots
+                    .extend(counts.map(|c| c.stopped(target, taken_us, targets.clock.now_us())));
+                match stopped {
+                    Ok(()) => seen(!answers(proxy.upstream()).await, "the server still answers"),
+                    Err(e) => failed(e),
+                }
+            }
             Err(e) => failed(e),
         },
         (FaultKind::Crash, true) | (FaultKind::Restart, _) => match server() {
-            Ok(cluster) => match cluster.restart(name).await {
-                Ok(()) => {
-                    if model.initial_role == crate::sim::events::NodeRole::Replica {
-                        // A replica that does not stream yet still serves (stale) reads.
-                        let _ = cluster.wait_streaming(name, RESTREAM_TIMEOUT).await;
+            Ok(cluster) => {
+                let taken_us = targets.clock.now_us();
+                let counts = counts_before_stop(cluster, name).await;
+                let restarted = cluster.restart(name).await;
+                injected
+                    .snapshots
+                    .extend(counts.map(|c| c.stopped(target, taken_us, targets.clock.now_us())));
+                match restarted {
+                    Ok(()) => {
+                        if model.initial_role == crate::sim::events::NodeRole::Replica {
+                            // A replica that does not stream yet still serves (stale) reads.
+                            let _ = cluster.wait_streaming(name, RESTREAM_TIMEOUT).await;
+                        }
+                        seen(
+                            answers(proxy.upstream()).await,
+                            "the server does not answer",
+                        )
                     }
-                    seen(
-                        answers(proxy.upstream()).await,
-                        "the server does not answer",
-                    )
+                    Err(e) => failed(e),
                 }
-                Err(e) => failed(e),
-            },
+            }
             Err(e) => failed(e),
         },
         (FaultKind::Partition, false) => {
@@ -200,7 +216,7 @@ async fn apply(
         (FaultKind::Promote, _) => match server() {
             Ok(cluster) => match cluster.promote(name).await {
                 Ok(()) => {
-                    promotions.push((targets.clock.now_us(), target));
+                    injected.promotions.push((targets.clock.now_us(), target));
                     observe_value(cluster, name, "SELECT pg_is_in_recovery()", "f").await
                 }
                 Err(e) => failed(e),
@@ -208,6 +224,33 @@ async fn apply(
             Err(e) => failed(e),
         },
         (FaultKind::Slow { .. }, _) => failed("`slow` has no real equivalent"),
+    }
+}
+
+/// A running server's counts, taken before it is stopped (`None` if it is not running: a
+/// restart after a crash has nothing to lose).
+async fn counts_before_stop(cluster: &Cluster, name: &str) -> Option<Counts> {
+    let node = cluster.node(name).filter(|n| n.is_running())?;
+    // A failed query (no module, or the server not answering) leaves the counts unknown.
+    let (reads, writes) = statement_counts(node).await.unwrap_or((None, None));
+    Some(Counts { reads, writes })
+}
+
+/// Counts of one server before its stop.
+struct Counts {
+    reads: Option<i64>,
+    writes: Option<i64>,
+}
+
+impl Counts {
+    fn stopped(self, node: NodeIdx, taken_us: Micros, stopped_us: Micros) -> Snapshot {
+        Snapshot {
+            node,
+            taken_us,
+            stopped_us,
+            reads: self.reads,
+            writes: self.writes,
+        }
     }
 }
 

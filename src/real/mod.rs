@@ -10,9 +10,11 @@
 //! - `settings`: [`ServerSettings`], extra `postgresql.conf` settings for every node.
 //! - `sql`: the cluster's own SQL sessions, each step under a time limit.
 //! - `error`: [`ClusterError`].
+//! - `prerequisites`: whether the real-cluster tests can run here; skip locally, fail under CI.
 //! - `proxy`: [`FaultProxy`]: latency, partition, connection resets, records.
 //! - `relay`: one connection through the proxy.
 //! - `frames`: the frontend message parser the proxy records with.
+//! - `backend`: the server's answers, paired with the statements they answer.
 //!
 //! `replisim real`, one scenario against such a cluster:
 //! - `scenario_run`: [`scenario_run::run`], the whole run; `urls`: servers given with `--url`.
@@ -20,12 +22,15 @@
 //! - `clock`: the run's time line; `driver`: the workload in real time.
 //! - `inject`: the faults on schedule, each followed by an observation of its effect.
 //! - `evidence`: proxy records and client operations as the checkers' records.
-//! - `server_counts`: `pg_stat_statements` and server-log counts, a cross-check.
+//! - `server_counts`: `pg_stat_statements` and server-log counts, with snapshots before stops.
+//! - `cross_check`: those counts against the evidence, per node; a disagreement fails the run.
 //! - `real_report`: the `-real.json` and `.md` reports.
 
+pub mod backend;
 pub mod clock;
 pub mod cluster;
 mod command;
+pub mod cross_check;
 pub mod driver;
 pub mod error;
 pub mod evidence;
@@ -34,6 +39,7 @@ pub mod frames;
 pub mod inject;
 pub mod node;
 mod ports;
+pub mod prerequisites;
 pub mod proxy;
 pub mod real_report;
 pub mod refusal;
@@ -45,6 +51,7 @@ mod sql;
 mod teardown;
 pub mod urls;
 
+pub use backend::StatementAnswer;
 pub use cluster::{Cluster, ClusterSpec, ShardSpec};
 pub use command::PG_BIN_DIR;
 pub use error::ClusterError;

@@ -1,7 +1,8 @@
 //! A TCP fault proxy in front of one node: the router connects to it instead of the node, and it
 //! adds latency, partitions the link or resets its connections on request, and records what
 //! crossed it (connects, and every statement-bearing frontend message with the connection's
-//! `application_name`, so that health checks can be told from workload).
+//! `application_name`, so that health checks can be told from workload, and the server's answer
+//! to it).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -15,6 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::real::backend::StatementAnswer;
 use crate::real::frames::StatementMessage;
 use crate::real::relay;
 
@@ -57,6 +59,8 @@ pub enum ProxyRecordKind {
         text: Arc<str>,
         /// An Execute's Bind parameters read as `bigint` (empty for a simple query).
         params: Arc<[Option<i64>]>,
+        /// What the server answered, read off its reply as it crossed the proxy.
+        answer: StatementAnswer,
     },
     /// The connection ended (either side closed, a reset, or the proxy dropped it).
     Closed,
@@ -134,6 +138,17 @@ impl Shared {
         };
         if let Some(record) = lock(&self.records).list.get_mut(index) {
             record.application_name = application_name;
+        }
+    }
+
+    /// Sets the server's answer on the statement record at `index`.
+    pub(crate) fn answer(&self, index: usize, answer: StatementAnswer) {
+        if let Some(ProxyRecord {
+            kind: ProxyRecordKind::Statement { answer: slot, .. },
+            ..
+        }) = lock(&self.records).list.get_mut(index)
+        {
+            *slot = answer;
         }
     }
 
@@ -364,6 +379,102 @@ mod tests {
         proxy.set_partitioned(false);
         tokio::time::timeout(Duration::from_secs(2), client.read_exact(&mut back)).await??;
         assert_eq!(&back, b"held");
+        Ok(())
+    }
+
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![tag];
+        bytes.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        bytes.extend_from_slice(body);
+        bytes
+    }
+
+    /// A server that answers its client's startup, then each of `answers` in turn, every one
+    /// after some client bytes arrived.
+    async fn scripted_server(answers: Vec<Vec<u8>>) -> std::io::Result<SocketAddr> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 1024];
+            let mut startup = message(b'R', &0u32.to_be_bytes());
+            startup.extend(message(b'Z', b"I"));
+            for answer in std::iter::once(startup).chain(answers) {
+                if !matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {
+                    return;
+                }
+                if stream.write_all(&answer).await.is_err() {
+                    return;
+                }
+            }
+            let _ = stream.read(&mut buf).await;
+        });
+        Ok(addr)
+    }
+
+    /// Reads until a `ReadyForQuery` (`Z` and its 5-byte body) ends what was read.
+    async fn until_ready(client: &mut TcpStream) -> TestResult {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while seen.len() < 6 || seen[seen.len() - 6] != b'Z' {
+            let n = tokio::time::timeout(Duration::from_secs(2), client.read(&mut buf)).await??;
+            if n == 0 {
+                return Err("the server closed".into());
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_servers_answer_is_recorded_on_its_statement() -> TestResult {
+        let mut refused = b"SERROR\0VERROR\0C25006\0".to_vec();
+        refused.extend_from_slice(b"Mcannot execute INSERT in a read-only transaction\0\0");
+        let mut completed = message(b'C', b"INSERT 0 1\0");
+        completed.extend(message(b'Z', b"I"));
+        let mut failed = message(b'E', &refused);
+        failed.extend(message(b'Z', b"I"));
+        let proxy = FaultProxy::start(scripted_server(vec![completed, failed]).await?).await?;
+        let mut client = TcpStream::connect(proxy.local_addr()).await?;
+        let mut startup = Vec::new();
+        startup.extend_from_slice(&(3u32 << 16).to_be_bytes());
+        startup.extend_from_slice(b"application_name\0replisim\0\0");
+        let mut bytes = ((startup.len() + 4) as u32).to_be_bytes().to_vec();
+        bytes.extend(startup);
+        client.write_all(&bytes).await?;
+        until_ready(&mut client).await?;
+        for sql in ["INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (2)"] {
+            let mut batch = message(b'P', format!("\0{sql}\0\0\0").as_bytes());
+            batch.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+            batch.extend(message(b'E', b"\0\0\0\0\0"));
+            batch.extend(message(b'S', b""));
+            client.write_all(&batch).await?;
+            until_ready(&mut client).await?;
+        }
+        let answers: Vec<(String, StatementAnswer)> = proxy
+            .records()
+            .into_iter()
+            .filter_map(|r| match r.kind {
+                ProxyRecordKind::Statement { text, answer, .. } => Some((text.to_string(), answer)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            answers,
+            vec![
+                (
+                    "INSERT INTO t VALUES (1)".to_string(),
+                    StatementAnswer::Completed
+                ),
+                (
+                    "INSERT INTO t VALUES (2)".to_string(),
+                    StatementAnswer::Failed(Arc::from("25006"))
+                ),
+            ]
+        );
+        proxy.shutdown().await;
         Ok(())
     }
 

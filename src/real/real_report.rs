@@ -1,12 +1,14 @@
 //! The report of a real run: the simulation's report fields (SPEC section 5), then `mode: "real"`
 //! and the `real` object of [`RealDetails`]; written as `DIR/<name>-seed<N>-real.json` and `.md`
-//! so that it never overwrites the simulated run's report of the same scenario and seed.
+//! so that it never overwrites the simulated run's report of the same scenario and seed. The
+//! Markdown ends with the per-node cross-check of the evidence against the servers' counts.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::real::cross_check;
 use crate::real::scenario_run::RealDetails;
 use crate::report::{Report, markdown, write_whole};
 
@@ -77,6 +79,7 @@ pub fn to_markdown(report: &Report, details: &RealDetails) -> String {
              node's count covers only the time since its restart.\n",
         );
     }
+    cross_check_section(&mut out, details);
     for (i, note) in details.fault_notes.iter().enumerate() {
         if let Some(note) = note {
             let _ = writeln!(out, "- fault {}: {note}", i + 1);
@@ -86,6 +89,48 @@ pub fn to_markdown(report: &Report, details: &RealDetails) -> String {
         let _ = writeln!(out, "- not reproduced: {item}");
     }
     out
+}
+
+/// The per-node comparison of the evidence with the servers' counts, and its verdict.
+fn cross_check_section(out: &mut String, details: &RealDetails) {
+    let check = &details.cross_check;
+    if check.comparisons.is_empty() {
+        return;
+    }
+    let verdict = if check.passed { "agrees" } else { "DISAGREES" };
+    let _ = writeln!(
+        out,
+        "\n### Cross-check: the evidence {verdict} with the servers\n\n| node | figure | inferred \
+         | server | tolerance | agrees |\n|---|---|---|---|---|---|"
+    );
+    for c in &check.comparisons {
+        let server = c.server.map_or_else(|| "-".to_string(), |v| v.to_string());
+        let tolerance = if c.figure == cross_check::REFUSED_SEEN_BY_CLIENTS {
+            "<= server".to_string()
+        } else {
+            c.tolerance.to_string()
+        };
+        let agrees = match (c.server, c.agrees) {
+            (None, _) => "not compared",
+            (Some(_), true) => "yes",
+            (Some(_), false) => "**no**",
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {server} | {tolerance} | {agrees} |",
+            c.node, c.figure, c.inferred
+        );
+    }
+    for c in check.disagreements() {
+        let _ = writeln!(out, "- disagreement: {}", cross_check::describe(c));
+    }
+    out.push_str(
+        "\nTolerances: `reads`/`writes` allow the statements whose execution the proxy could not \
+         know (no answer crossed it, or a partition held them) and those executed between a \
+         snapshot of `pg_stat_statements` (taken before each crash or restart) and the stop; \
+         `refused_writes` allows the writes with no answer; clients may see fewer refusals than \
+         a server's log, never more.\n",
+    );
 }
 
 /// Writes both files; each appears whole or not at all.
@@ -99,4 +144,58 @@ pub fn write(
     write_whole(&json_path, to_json(report, details).as_bytes())?;
     write_whole(&md_path, to_markdown(report, details).as_bytes())?;
     Ok((json_path, md_path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::real::cross_check::{NodeFigures, compare};
+
+    fn failing() -> RealDetails {
+        let node = NodeFigures {
+            name: "replica-1".to_string(),
+            reads_inferred: 100,
+            reads_uncertain: 5,
+            reads_server: Some(94),
+            writes_server: Some(0),
+            refused_server: Some(0),
+            ..NodeFigures::default()
+        };
+        RealDetails {
+            servers: "cluster",
+            cross_check: compare(&[node]),
+            ..RealDetails::default()
+        }
+    }
+
+    #[test]
+    fn a_disagreement_is_named_in_the_markdown_and_the_json() {
+        let details = failing();
+        let mut out = String::new();
+        cross_check_section(&mut out, &details);
+        assert!(
+            out.contains("### Cross-check: the evidence DISAGREES with the servers"),
+            "{out}"
+        );
+        assert!(
+            out.contains("| replica-1 | reads | 100 | 94 | 5 | **no** |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("- disagreement: replica-1 reads: inferred 100 vs server 94, tolerance 5"),
+            "{out}"
+        );
+        let json = serde_json::to_value(&details).unwrap_or_default();
+        assert_eq!(json["cross_check"]["passed"], false);
+        assert_eq!(json["cross_check"]["comparisons"][0]["node"], "replica-1");
+        assert_eq!(json["cross_check"]["comparisons"][0]["figure"], "reads");
+        assert_eq!(json["cross_check"]["comparisons"][0]["agrees"], false);
+    }
+
+    #[test]
+    fn no_comparisons_no_section() {
+        let mut out = String::new();
+        cross_check_section(&mut out, &RealDetails::default());
+        assert!(out.is_empty());
+    }
 }

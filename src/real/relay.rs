@@ -1,8 +1,9 @@
 //! One connection through the fault proxy: client bytes are parsed (for the records) and queued
-//! with their delivery time, server bytes likewise, and each queue is written out no earlier than
-//! that time and only while the link is not partitioned.
+//! with their delivery time, server bytes likewise (their answers are set on the statements'
+//! records), and each queue is written out no earlier than that time and only while the link is
+//! not partitioned.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::real::backend::{BackendParser, Pending, StatementAnswer};
 use crate::real::frames::{Frame, FrontendParser, StatementTexts};
 use crate::real::proxy::{ProxyRecordKind, Shared};
 
@@ -60,11 +62,13 @@ pub(crate) async fn serve(
     let _ = client.set_nodelay(true);
     let (mut client_read, mut client_write) = client.into_split();
     let (to_upstream, from_client) = mpsc::channel(CHUNKS_MAX);
+    let pending = Mutex::new(Pending::default());
     // Boxed so that it can be dropped (ending its borrow of the read half) before a reset.
     let mut reading = Box::pin(read_client(
         &shared,
         conn,
         connect_record,
+        &pending,
         &mut client_read,
         to_upstream,
     ));
@@ -95,7 +99,7 @@ pub(crate) async fn serve(
             tokio::try_join!(
                 reading.as_mut(),
                 write_out(&shared, from_client, &mut upstream_write),
-                read_upstream(&shared, &mut upstream_read, to_client),
+                read_upstream(&shared, &pending, &mut upstream_read, to_client),
                 write_out(&shared, from_upstream, &mut client_write),
             )
         };
@@ -142,6 +146,7 @@ async fn read_client(
     shared: &Shared,
     conn: u64,
     connect_record: Option<usize>,
+    pending: &Mutex<Pending>,
     client: &mut OwnedReadHalf,
     to_upstream: mpsc::Sender<Chunk>,
 ) -> std::io::Result<()> {
@@ -167,7 +172,7 @@ async fn read_client(
                 shared.name_record(connect_record, application_name.clone());
             }
             if let Some(sent) = texts.on_frame(&frame) {
-                shared.record(
+                let record = shared.record(
                     conn,
                     application_name.clone(),
                     partitioned,
@@ -175,8 +180,18 @@ async fn read_client(
                         message: sent.message,
                         text: sent.text,
                         params: sent.params,
+                        answer: StatementAnswer::Unanswered,
                     },
                 );
+                // Registered before the bytes are queued: the answer cannot come first.
+                lock(pending).sent(record);
+            }
+            // A simple query and a function call end with an implicit Sync.
+            if matches!(
+                frame,
+                Frame::Query { .. } | Frame::Other { tag: b'S' | b'F' }
+            ) {
+                lock(pending).synced();
             }
         }
         if !queue(shared, &to_upstream, &buf[..n]).await {
@@ -185,19 +200,38 @@ async fn read_client(
     }
 }
 
-/// Reads the node and queues its bytes.
+/// Reads the node, sets its answers on the statements' records, and queues its bytes. An answer
+/// counts when the server sent it, even if a partition then holds it back from the client.
 async fn read_upstream(
     shared: &Shared,
+    pending: &Mutex<Pending>,
     upstream: &mut OwnedReadHalf,
     to_client: mpsc::Sender<Chunk>,
 ) -> std::io::Result<()> {
+    let mut parser = BackendParser::new();
+    let mut messages = Vec::new();
     let mut buf = vec![0u8; CHUNK_BYTES_MAX];
     loop {
         let n = upstream.read(&mut buf).await?;
-        if n == 0 || !queue(shared, &to_client, &buf[..n]).await {
+        if n == 0 {
+            return Ok(());
+        }
+        parser.feed(&buf[..n], &mut messages);
+        for message in messages.drain(..) {
+            let answered = lock(pending).on_message(message);
+            if let Some((record, answer)) = answered {
+                shared.answer(record, answer);
+            }
+        }
+        if !queue(shared, &to_client, &buf[..n]).await {
             return Ok(());
         }
     }
+}
+
+/// A poisoned lock only means a relay task panicked; the queue is still consistent.
+fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
+    pending.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Queues bytes for delivery after the current latency; false if the writer is gone.

@@ -12,13 +12,14 @@ use serde::Serialize;
 
 use crate::real::clock::RunClock;
 use crate::real::cluster::{Cluster, ClusterSpec};
+use crate::real::cross_check::{self, CrossCheck, RunFigures};
 use crate::real::driver::{Driver, drain_limit};
 use crate::real::error::ClusterError;
 use crate::real::evidence::{self, NodeRecords};
 use crate::real::inject::{self, Targets, model_apply_delay};
 use crate::real::node::DATABASE;
 use crate::real::proxy::FaultProxy;
-use crate::real::server_counts::{self, ServerCounts};
+use crate::real::server_counts::{self, ServerCounts, Snapshot};
 use crate::real::settings::ServerSettings;
 use crate::real::sql::{Admin, SUPERUSER};
 use crate::real::urls::ExternalNodes;
@@ -83,6 +84,10 @@ pub struct RealDetails {
     pub held_statements: u64,
     /// Records a proxy could not keep (over its cap).
     pub proxy_records_dropped: u64,
+    /// `pg_stat_statements` counts taken before each crash or restart replisim applied.
+    pub snapshots: Vec<Snapshot>,
+    /// Per node, the evidence against the servers' own counts; a disagreement fails the run.
+    pub cross_check: CrossCheck,
     /// Per fault (scenario order), why its effect was not seen, if it was not.
     pub fault_notes: Vec<Option<String>>,
     /// Model values a real run does not reproduce.
@@ -415,6 +420,16 @@ async fn run_on(
     details.unmatched_statements = built.unmatched_statements;
     details.held_statements = built.held_statements;
     details.fault_notes = injected.sightings.iter().map(|s| s.note.clone()).collect();
+    let figures = cross_check::node_figures(&RunFigures {
+        scenario,
+        statements: &built.events.statements,
+        uncertain: &built.uncertain,
+        server_counts: &details.server_counts,
+        snapshots: &injected.snapshots,
+        refused_by_clients: &details.client_read_only_errors,
+    });
+    details.cross_check = cross_check::compare(&figures);
+    details.snapshots = injected.snapshots;
 
     let mut faults: Vec<FaultRecord> = crate::sim::faults::records(scenario);
     for (record, sighting) in faults.iter_mut().zip(&injected.sightings) {

@@ -1,6 +1,10 @@
 //! The servers' own word, as a cross-check of the proxy evidence: `pg_stat_statements` counts of
 //! the workload statements per node, and the writes each server's log says it refused as
 //! read-only (SQLSTATE 25006).
+//!
+//! The servers run with `pg_stat_statements.save = off`, so a server's counts start again at every
+//! start: before each crash or restart replisim applies, the stopping server's counts are taken
+//! as a [`Snapshot`], and a node's total is its snapshots plus its counts at the end.
 
 use serde::Serialize;
 
@@ -26,6 +30,10 @@ pub struct ServerCounts {
     pub stat_writes: Option<i64>,
     /// Writes the server's log says it refused as read-only (over every start of the server).
     pub log_read_only_errors: u64,
+    /// Whether the server was running when counted.
+    pub running_at_end: bool,
+    /// Whether the servers count statements (`pg_stat_statements` was loaded).
+    pub statements_counted: bool,
 }
 
 /// The start of a statement text as `pg_stat_statements` stores it (constants become `$n`).
@@ -47,12 +55,30 @@ pub async fn collect(cluster: &Cluster, with_statements: bool) -> Vec<ServerCoun
             stat_reads,
             stat_writes,
             log_read_only_errors: read_only_errors(node),
+            running_at_end: node.is_running(),
+            statements_counted: with_statements,
         });
     }
     all
 }
 
-async fn statement_counts(
+/// One server's counts taken just before replisim stopped it (a crash or a restart).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    /// The node (index in the scenario).
+    pub node: usize,
+    /// When the counts were asked for (run clock).
+    pub taken_us: u64,
+    /// When the server was stopped (run clock): statements it ran after `taken_us` are lost.
+    pub stopped_us: u64,
+    /// Workload reads counted since the server's previous start (`None`: not known).
+    pub reads: Option<i64>,
+    /// Workload writes counted since the server's previous start.
+    pub writes: Option<i64>,
+}
+
+/// The workload reads and writes `node`'s `pg_stat_statements` counted since the server started.
+pub async fn statement_counts(
     node: &RealNode,
 ) -> Result<(Option<i64>, Option<i64>), crate::real::ClusterError> {
     let admin = Admin::connect(&node.name, node.port, DATABASE).await?;

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+use tokio::time::Instant;
 use tokio_postgres::Row;
 use tokio_postgres::types::{PgLsn, ToSql};
 
@@ -25,7 +26,8 @@ use crate::router::error::RouterError;
 use crate::router::hedge::Watch;
 use crate::router::lag::PRIMARY_LSN_SQL;
 use crate::router::lsn::{Lsn, ParseLsnError};
-use crate::router::route::{self, NodeIdx, PRIMARY_POSITION, ShardRoute, Tried};
+use crate::router::node::Node;
+use crate::router::route::{NodeIdx, ShardRoute, Tried};
 use crate::router::route_reason::RouteReason;
 use crate::router::stats::{AttemptEnd, AttemptGuard};
 use crate::router::{Inner, ReadRequest, Routed, Router, WriteRequest};
@@ -237,20 +239,23 @@ impl Router {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<(Routed<Vec<Row>>, CausalToken), RouterError> {
         let inner = self.running()?;
-        let shard = inner.shard(request.org)?;
-        let caps = inner.caps.acquire(request.user, request.org).await?;
-        let Some(choice) = route::choose_write_node(shard) else {
-            return Err(inner.no_healthy_node(shard, "write", false, Tried::default()));
-        };
-        inner.count_route(choice.node, RouteReason::Write);
-        if caps.waited() {
-            inner.count_route(choice.node, RouteReason::CapWait);
-        }
-        let (_, rows, after) = inner
-            .collect_between(choice.node, Watch::OFF, None, sql, params, PRIMARY_LSN_SQL)
+        let routed = inner
+            .write_with(request, |node| async move {
+                let (_, rows, after) = inner
+                    .collect_between(node, Watch::OFF, None, sql, params, PRIMARY_LSN_SQL)
+                    .await?;
+                Ok((rows, inner.lsn_of(node, &after)?))
+            })
             .await?;
-        let lsn = inner.lsn_of(choice.node, &after)?;
-        Ok((inner.routed(rows, choice, 1), newest(lsn, None)))
+        let (rows, lsn) = routed.value;
+        let token = newest(lsn, None);
+        let routed = Routed {
+            value: rows,
+            node: routed.node,
+            role: routed.role,
+            attempts: routed.attempts,
+        };
+        Ok((routed, token))
     }
 
     /// Runs a read like [`Router::read`] that sees at least the state of `after` (a token of the
@@ -277,11 +282,15 @@ impl Router {
             let readable = inner.readable_replicas(shard);
             let caught_up = inner.caught_up_replicas(shard, lsn);
             let worth_checking = readable & !inner.seemingly_behind_replicas(shard);
+            // The shard's writer (the configured primary, or a promoted replica) has every write.
+            let writer = shard
+                .writer_position()
+                .map_or(0, |position| 1u64.checked_shl(position).unwrap_or(0));
             if readable & caught_up != 0 {
-                start = start.restricted_to(caught_up | 1);
+                start = start.restricted_to(caught_up | writer);
                 steered = readable & !caught_up != 0;
             } else if worth_checking != 0 {
-                start = start.restricted_to(worth_checking | 1);
+                start = start.restricted_to(worth_checking | writer);
                 check_before = true;
                 steered = readable & !worth_checking != 0;
             } else if readable != 0 {
@@ -349,18 +358,21 @@ impl Inner {
         .await
     }
 
-    /// Replica positions found short of a token they have not been seen to reach since.
-    fn seemingly_behind_replicas(&self, shard: &ShardRoute) -> u64 {
+    /// Positions (bit 1 + i) of the replicas of `shard` that serve as replicas now (not the writer,
+    /// a promoted replica, nor a retired node) and pass `test`.
+    fn replicas_where(&self, shard: &ShardRoute, test: impl Fn(&Node) -> bool) -> u64 {
         shard
             .replicas
             .iter()
             .zip(1u32..)
-            .filter(|(node, _)| {
-                self.nodes
-                    .get(**node)
-                    .is_some_and(|node| node.stats.lag.seems_behind())
-            })
+            .filter(|(node, _)| self.nodes.get(**node).is_some_and(|node| test(node)))
             .fold(0, |set, (_, position)| set | 1u64 << position)
+            & shard.replica_positions()
+    }
+
+    /// Replica positions found short of a token they have not been seen to reach since.
+    fn seemingly_behind_replicas(&self, shard: &ShardRoute) -> u64 {
+        self.replicas_where(shard, |node| node.stats.lag.seems_behind())
     }
 
     /// Replica positions (bit 1 + i) that routing may use now: healthy, not ejected, fresh.
@@ -368,21 +380,17 @@ impl Inner {
         (1..=u32::try_from(shard.replicas.len()).unwrap_or(u32::MAX))
             .filter(|&position| shard.is_usable(position) && shard.is_fresh(position))
             .fold(0, |set, position| set | 1u64 << position)
+            & shard.replica_positions()
     }
 
     /// Replica positions known (from probes and earlier reads) to have replayed up to `lsn`.
     fn caught_up_replicas(&self, shard: &ShardRoute, lsn: Lsn) -> u64 {
-        shard
-            .replicas
-            .iter()
-            .zip(1u32..)
-            .filter(|(node, _)| {
-                self.nodes
-                    .get(**node)
-                    .and_then(|node| node.stats.lag.replay_lsn())
-                    .is_some_and(|replayed| replayed >= lsn)
-            })
-            .fold(0, |set, (_, position)| set | 1u64 << position)
+        self.replicas_where(shard, |node| {
+            node.stats
+                .lag
+                .replay_lsn()
+                .is_some_and(|replayed| replayed >= lsn)
+        })
     }
 
     /// One attempt of a causal read on `node`: the read with the node's position after it, and
@@ -398,7 +406,11 @@ impl Inner {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<CausalRead, RouterError> {
-        let primary = shard.position_of(node) == Some(PRIMARY_POSITION);
+        // The shard's writer now: a promoted replica answers its current WAL position, not the
+        // replay position it stopped at when it left recovery.
+        let writer_before = shard.writer_position();
+        let position = shard.position_of(node);
+        let primary = position.is_some() && position == writer_before;
         let before = (check_before && !primary).then_some(REPLAY_LSN_SQL);
         let after = if primary {
             PRIMARY_LSN_SQL
@@ -408,6 +420,15 @@ impl Inner {
         let (before_rows, rows, after_rows) = self
             .collect_between(node, watch, before, sql, params, after)
             .await?;
+        if !primary && position.is_some() && shard.writer_position() == position {
+            // The node was promoted while the read ran: it may have taken writes its frozen replay
+            // position does not cover, so the read is repeated on the writer.
+            return Ok(CausalRead {
+                rows,
+                reached: false,
+                lsn_after: None,
+            });
+        }
         let stats = self.nodes.get(node).map(|n| &n.stats);
         let reached = match (token, before_rows) {
             (Some(token), Some(before_rows)) => {
@@ -461,11 +482,14 @@ impl Inner {
         let attempt = AttemptGuard::start(&node.stats);
         let result = async {
             let slot = node.pool.acquire().await?;
+            let started = Instant::now();
             let work = async {
                 let mut checkout = slot.open(|closed| node.report_closed(closed)).await?;
                 checkout.query_between(before, sql, params, after).await
             };
-            watch.run(node, work).await
+            let result = watch.run(node, work).await;
+            node.note_answer(started, &result);
+            result
         }
         .await;
         attempt.end(match &result {

@@ -72,10 +72,26 @@ pub struct RouterConfig {
     pub ejection_time: Duration,
     /// Longest ban of an ejected replica. Default 30 s.
     pub ejection_time_max: Duration,
-    /// A replica whose request has waited this long (after getting a pool slot) is ejected, and reads
-    /// still waiting on it are retried elsewhere: this is what detects a blackholed node well before
-    /// `query_timeout`. `0` turns it off. Default 1 s.
+    /// A replica whose request has waited this long (after getting a pool slot) is ejected if it is an
+    /// outlier among the shard's replicas (it has answered nothing younger while another replica has;
+    /// see `router::outlier`), and reads still waiting on it are retried elsewhere: this is what
+    /// detects a blackholed node well before `query_timeout`, while a query slow on every node runs
+    /// once. `0` turns it off. Default 1 s.
     pub slow_request_ejection: Duration,
+    /// Most replicas of a shard out for passive reasons at once, as a percentage of its replicas
+    /// (rounded down; Envoy's `max_ejection_percent`). Health checks still take any dead node out.
+    /// Default: unset, all but one replica.
+    pub max_ejection_percent: Option<u32>,
+    /// Judge a request slower than `slow_request_ejection` against the shard's other replicas, and
+    /// eject only an outlier (see `router::outlier`). false ejects any replica whose request outlasts
+    /// `slow_request_ejection`, whatever its peers do. Default true.
+    pub outlier_ejection: bool,
+    /// Send PostgreSQL a CancelRequest for every statement the router abandons (its
+    /// `query_timeout` ran out, it was moved to another node, or its caller went away), and reuse
+    /// the connection only once the statement has answered. false just closes the connection and
+    /// lets the server run the statement to its end (e.g. behind a proxy that cannot route cancels).
+    /// Default true.
+    pub cancel_abandoned: bool,
     /// Replicas the deployment expects per shard (`REPLICA_COUNT`); informational. Default: unset.
     pub replica_count: Option<u32>,
     /// Follow a promotion: a replica whose health check finds it out of recovery becomes the shard's
@@ -108,6 +124,9 @@ impl Default for RouterConfig {
             ejection_time: Duration::from_secs(1),
             ejection_time_max: Duration::from_secs(30),
             slow_request_ejection: Duration::from_secs(1),
+            max_ejection_percent: None,
+            outlier_ejection: true,
+            cancel_abandoned: true,
             replica_count: None,
             follow_promotion: true,
         }
@@ -166,6 +185,13 @@ impl RouterConfig {
             return Err(invalid(format!(
                 "ejection_time_max ({:?}) must not be below ejection_time ({:?})",
                 self.ejection_time_max, self.ejection_time
+            )));
+        }
+        if let Some(percent) = self.max_ejection_percent
+            && percent > 100
+        {
+            return Err(invalid(format!(
+                "max_ejection_percent ({percent}) must be at most 100"
             )));
         }
         if self.read_retries > READ_RETRIES_MAX {
@@ -243,8 +269,14 @@ setters! {
     ejection_time: Duration,
     /// Longest ban of an ejected replica (default 30 s).
     ejection_time_max: Duration,
-    /// Outstanding time after which a replica is ejected, 0 = never (default 1 s).
+    /// Outstanding time after which an outlier replica is ejected, 0 = never (default 1 s).
     slow_request_ejection: Duration,
+    /// Most replicas of a shard out for passive reasons, in percent (default all but one).
+    max_ejection_percent: Option<u32>,
+    /// Eject a slow replica only if it is an outlier among its peers (default true).
+    outlier_ejection: bool,
+    /// Cancel abandoned statements on the server (default true).
+    cancel_abandoned: bool,
     /// Replicas the deployment expects per shard (default unset).
     replica_count: Option<u32>,
     /// Follow a replica's promotion to primary (default true).

@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Row, RowStream, Statement};
+use tokio_postgres::{CancelToken, Client, NoTls, Row, RowStream, Statement};
 
 use crate::router::connector::{ConnectPurpose, Connector, NodeAddress};
 use crate::router::error::{ConnectFailure, RouterError};
@@ -21,6 +21,10 @@ const STATEMENTS_MAX: usize = 256;
 /// before its socket is dropped; a wedged socket must not keep a task alive.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// The statement that tells when a connection whose statement was cancelled is idle again: any
+/// statement is answered after the ones before it; this one costs nothing and every server has it.
+pub(crate) const SETTLE_SQL: &str = "SELECT pg_is_in_recovery()";
+
 /// Rows of [`Conn::query_between`]: of the statement before (if any), the statement, and the one after.
 pub(crate) type Between = (Option<Vec<Row>>, Vec<Row>, Vec<Row>);
 
@@ -29,18 +33,23 @@ pub(crate) struct Conn {
     client: Client,
     statements: BTreeMap<String, Statement>,
     opened_at: Instant,
+    /// What a CancelRequest for this connection's running statement must name.
+    cancel: CancelToken,
     /// Dropped with the connection: tells the background task to finish within [`CLOSE_GRACE`].
     _closing: oneshot::Sender<()>,
 }
 
 impl Conn {
-    /// Opens a stream with `connector` and starts a connection on it, all within `timeout`.
+    /// Opens a stream with `connector` and starts a connection on it, all within `timeout`. `socket`,
+    /// if given, is held until the socket is closed (after the connection is dropped, within
+    /// [`CLOSE_GRACE`]), so that a pool counts sockets still closing.
     pub(crate) async fn open(
         connector: &dyn Connector,
         node: &NodeAddress,
         purpose: ConnectPurpose,
         login: &tokio_postgres::Config,
         timeout: Duration,
+        socket: Option<OwnedSemaphorePermit>,
     ) -> Result<Conn, RouterError> {
         let connect = async {
             let stream = connector
@@ -69,7 +78,9 @@ impl Conn {
         };
         let (closing, closed) = oneshot::channel::<()>();
         let name = node.name.clone();
+        let cancel = client.cancel_token();
         tokio::spawn(async move {
+            let _socket = socket;
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
                 biased;
@@ -87,8 +98,51 @@ impl Conn {
             client,
             statements: BTreeMap::new(),
             opened_at: Instant::now(),
+            cancel,
             _closing: closing,
         })
+    }
+
+    /// Sends PostgreSQL a CancelRequest for the statement running on this connection, over a
+    /// connection of its own opened by `connector`, all within `timeout`. PostgreSQL says nothing
+    /// back: `Ok` means the request was delivered, not that a statement was stopped.
+    pub(crate) async fn cancel(
+        &self,
+        connector: &dyn Connector,
+        node: &NodeAddress,
+        timeout: Duration,
+    ) -> Result<(), RouterError> {
+        let send = async {
+            let stream = connector
+                .connect(node, ConnectPurpose::Cancel)
+                .await
+                .map_err(ConnectFailure::Stream)?;
+            self.cancel
+                .cancel_query_raw(stream, NoTls)
+                .await
+                .map_err(ConnectFailure::Startup)
+        };
+        match tokio::time::timeout(timeout, send).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(RouterError::Connect {
+                node: node.name.clone(),
+                source,
+            }),
+            Err(_) => Err(RouterError::ConnectTimeout {
+                node: node.name.clone(),
+                timeout,
+            }),
+        }
+    }
+
+    /// Waits, within `timeout`, until every statement sent before has answered: a statement sent
+    /// now is answered after them (one connection answers in order). True if the connection is
+    /// idle and sound again.
+    pub(crate) async fn settle(&mut self, timeout: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(timeout, self.query(SETTLE_SQL, &[])).await,
+            Ok(Ok(_))
+        )
     }
 
     /// When the connection was opened.

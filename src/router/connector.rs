@@ -24,6 +24,8 @@ pub enum ConnectPurpose {
     Workload,
     /// A probe connection (`application_name = 'replisim-health'`).
     HealthCheck,
+    /// A connection that carries one CancelRequest for a statement the router abandoned.
+    Cancel,
 }
 
 /// Where a node listens, and the name the router reports it by.

@@ -219,14 +219,29 @@ impl RouterError {
         self.code() == Some(SqlState::READ_ONLY_SQL_TRANSACTION)
     }
 
+    /// True if the node answered the statement, with an error: the server is alive and talking.
+    pub fn is_answer(&self) -> bool {
+        matches!(self, RouterError::Query { source, .. } if source.as_db_error().is_some())
+    }
+
+    /// True if the request waited in the router (for a pool slot, or for its user's or org's cap)
+    /// and gave up: backpressure, not a fault of any node. Such an error never ejects a node and never
+    /// sends the request to the primary instead.
+    pub fn is_backpressure(&self) -> bool {
+        matches!(
+            self,
+            RouterError::PoolTimeout { .. } | RouterError::CapExceeded { .. }
+        )
+    }
+
     /// True if the node (not the statement) failed, so the same read may succeed on another node.
+    /// Waiting in the router ([`RouterError::is_backpressure`]) is not a node failure.
     pub fn is_node_failure(&self) -> bool {
         match self {
             RouterError::ConnectTimeout { .. }
             | RouterError::Connect { .. }
             | RouterError::QueryTimeout { .. }
             | RouterError::Abandoned { .. }
-            | RouterError::PoolTimeout { .. }
             | RouterError::HealthCheckTimeout { .. }
             | RouterError::Protocol { .. } => true,
             RouterError::Query { source, .. } => is_node_failure(source),

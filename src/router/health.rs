@@ -155,6 +155,7 @@ impl Probe {
                     ConnectPurpose::HealthCheck,
                     &self.login,
                     self.timeout,
+                    None,
                 )
                 .await?,
             ),

@@ -1,5 +1,5 @@
 //! Watching one read attempt on a replica: a request outstanding longer than `slow_request_ejection`
-//! ejects its node, and an attempt whose node is ejected (or found down by its health checks) while it
+//! ejects its node if the node is an outlier among its peers (see `outlier`), and an attempt whose node is ejected (or found down by its health checks) while it
 //! waits is given up so that the read can be retried on another node.
 //!
 //! A blackholed node answers nothing and refuses nothing, so without this a read would wait out the
@@ -89,13 +89,23 @@ impl Watch<'_> {
                     return work.await;
                 }
                 () = &mut slow, if !slow_seen => {
-                    slow_seen = true;
                     let reason = format!(
-                        "a request was outstanding for {:?} (slow_request_ejection)",
+                        "a request was outstanding for {:?} while other replicas answered younger \
+                         ones (slow_request_ejection)",
                         started.elapsed()
                     );
-                    // An ejection wakes `ejected` above.
-                    node.report_failure(started, &reason);
+                    // An ejection wakes `ejected` above. A request slow on a node that is no
+                    // outlier (slow everywhere, or the node still answers others) stays where it
+                    // is; the question is asked again one `slow_request_ejection` later, as the
+                    // peers' answers are evidence that builds up.
+                    let ejected_now = node.report_slow(started, &reason);
+                    match self.slow_after {
+                        Some(every) if !ejected_now => {
+                            let next = Instant::now() + every;
+                            slow.as_mut().reset(next);
+                        }
+                        _ => slow_seen = true,
+                    }
                 }
             }
         }

@@ -87,7 +87,7 @@ type NodeFamily = (
 );
 
 /// The per-node families, in exposition order.
-const NODE_FAMILIES: [NodeFamily; 14] = [
+const NODE_FAMILIES: [NodeFamily; 16] = [
     (
         "attempts_total",
         "counter",
@@ -111,6 +111,19 @@ const NODE_FAMILIES: [NodeFamily; 14] = [
         "counter",
         "Workload attempts the caller abandoned before they ended.",
         |n| n.stats.cancelled.to_string(),
+    ),
+    (
+        "abandoned_statements_total",
+        "counter",
+        "Statements the router gave up while the node may still run them (query_timeout, a move \
+         to another node, or the caller gone); each gets a CancelRequest.",
+        |n| n.stats.abandoned.to_string(),
+    ),
+    (
+        "cancel_requests_total",
+        "counter",
+        "CancelRequests delivered to the node for abandoned statements.",
+        |n| n.stats.cancels_sent.to_string(),
     ),
     ("in_flight", "gauge", "Workload attempts under way.", |n| {
         n.stats.in_flight.to_string()

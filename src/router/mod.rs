@@ -15,7 +15,8 @@
 //! - [`route`]: the routing decision (pure, benchmarked); [`balance`]: the balancing policies.
 //! - [`health`]: the health state machine and the probe; `node`: a node's runtime state and check loop.
 //! - [`promotion`]: which node takes writes, followed through `pg_is_in_recovery()` on every check.
-//! - [`eject`]: the passive ejection policy; `hedge`: giving up a read whose node was ejected.
+//! - [`eject`]: the passive ejection policy; [`outlier`]: when a slow replica is an outlier among
+//!   its peers, and the cap on passive ejections; `hedge`: giving up a read whose node was ejected.
 //! - [`lag`]: replica lag probes and lag-aware routing (`max_replica_lag`); [`lsn`]: WAL positions;
 //!   [`causal`]: causal tokens and read-your-writes [`Session`]s; [`causal_scope`]: the scopes
 //!   a session keeps tokens for.
@@ -41,6 +42,7 @@ pub mod latency;
 pub mod lsn;
 pub mod metrics;
 mod node;
+pub mod outlier;
 mod pool;
 pub mod promotion;
 pub mod route;
@@ -167,6 +169,7 @@ impl Router {
             query_timeout: config.query_timeout,
             max_idle_time: config.max_idle_time,
             max_lifetime: config.max_lifetime,
+            cancel_abandoned: config.cancel_abandoned,
         };
         let mut nodes = Vec::new();
         let mut probes = Vec::new();
@@ -196,6 +199,7 @@ impl Router {
                 workload_login.clone(),
                 limits,
             );
+            let replicas = table.shards().get(shard).map_or(0, |s| s.replicas.len());
             let node = Arc::new(Node::new(
                 placed,
                 pool,
@@ -203,6 +207,8 @@ impl Router {
                 shard,
                 position,
                 ejection_policy,
+                outlier::ejection_cap(replicas, config.max_ejection_percent),
+                config.outlier_ejection,
             ));
             lag_probes.push(probe_lag.then(|| LagProbe {
                 routes: Arc::clone(&table),
@@ -339,23 +345,9 @@ impl Router {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Routed<Vec<Row>>, RouterError> {
         let inner = self.running()?;
-        let shard = inner.shard(request.org)?;
-        let caps = inner.caps.acquire(request.user, request.org).await?;
-        let Some(choice) = route::choose_write_node(shard) else {
-            return Err(inner.no_writer(shard));
-        };
-        inner.count_route(choice.node, RouteReason::Write);
-        if caps.waited() {
-            inner.count_route(choice.node, RouteReason::CapWait);
-        }
-        let result = inner.collect(choice.node, Watch::OFF, sql, params).await;
-        if let Err(error) = &result
-            && (error.is_node_failure() || error.is_read_only())
-        {
-            // The primary may have died or been fenced by a promotion: look for a new one now.
-            shard.roles.request_recheck();
-        }
-        Ok(inner.routed(result?, choice, 1))
+        inner
+            .write_with(request, |node| inner.collect(node, Watch::OFF, sql, params))
+            .await
     }
 
     /// A snapshot of every node's counters, in topology order.
@@ -402,6 +394,38 @@ impl Inner {
             .ok_or(RouterError::NoShardForOrg { org })
     }
 
+    /// The one write path (plain and session writes): waits for the user's and org's caps, runs
+    /// `attempt` once on the shard's writer, never anywhere else, and never again. A write that
+    /// failed with its node, or was refused as read-only (25006), asks the shard to look for a new
+    /// primary now: the writer may have died or been fenced by a promotion.
+    async fn write_with<'a, T, F, Fut>(
+        &'a self,
+        request: WriteRequest,
+        attempt: F,
+    ) -> Result<Routed<T>, RouterError>
+    where
+        F: FnOnce(NodeIdx) -> Fut,
+        Fut: Future<Output = Result<T, RouterError>> + 'a,
+    {
+        let shard = self.shard(request.org)?;
+        let caps = self.caps.acquire(request.user, request.org).await?;
+        let Some(choice) = route::choose_write_node(shard) else {
+            return Err(self.no_writer(shard));
+        };
+        self.count_route(choice.node, RouteReason::Write);
+        if caps.waited() {
+            self.count_route(choice.node, RouteReason::CapWait);
+        }
+        let result = attempt(choice.node).await;
+        drop(caps);
+        if let Err(error) = &result
+            && (error.is_node_failure() || error.is_read_only())
+        {
+            shard.roles.request_recheck();
+        }
+        Ok(self.routed(result?, choice, 1))
+    }
+
     /// Tries `attempt` on the nodes the read may use, one after another, while the failures are the
     /// node's and retries are left. Each failure of a replica ejects it, and each attempt on a replica
     /// is watched (see `hedge`). An attempt given up because its node was ejected does not use up a
@@ -426,6 +450,7 @@ impl Inner {
         };
         let mut tried = start;
         let mut failures: u32 = 0;
+        let mut timeouts: u32 = 0;
         // The error of the last failed attempt: if no other node is left, it says more than
         // "no healthy node".
         let mut failure: Option<RouterError> = None;
@@ -455,17 +480,38 @@ impl Inner {
                     return Ok(self.routed(value, choice, tried.count() + 1));
                 }
                 Err(error) => {
+                    tried.add(choice);
+                    if error.is_backpressure() {
+                        // Waiting in the router is no node's fault and says nothing about it. The
+                        // read may go to another replica that has a free slot now, never to the
+                        // primary, which is where overload must not spill.
+                        let free = self.replicas_with_free_slots(shard);
+                        if !prefer_replica || free & tried.open_positions() == 0 {
+                            return Err(error);
+                        }
+                        tried = tried.restricted_to(free);
+                        tracing::debug!(node = node.name(), %error, "read waited too long for a slot; trying a replica with a free one");
+                        failure = Some(error);
+                        continue;
+                    }
                     // A given-up attempt is no news about its node: whatever took the node out of
                     // rotation was reported already.
                     let abandoned = matches!(error, RouterError::Abandoned { .. });
-                    if error.is_node_failure() && !abandoned {
+                    let timed_out = matches!(error, RouterError::QueryTimeout { .. });
+                    if timed_out {
+                        // Slow is not failed: only an outlier among the replicas is ejected.
+                        node.report_slow(started, &error);
+                        timeouts = timeouts.saturating_add(1);
+                    } else if error.is_node_failure() && !abandoned {
                         node.report_failure(started, &error);
                     }
-                    tried.add(choice);
                     if !abandoned {
                         failures = failures.saturating_add(1);
                     }
-                    let retries_left = abandoned || failures <= self.config.read_retries;
+                    // A statement that ran out its query_timeout is tried elsewhere once at most: if
+                    // it is slow everywhere, more copies only add load.
+                    let retries_left =
+                        abandoned || (failures <= self.config.read_retries && timeouts <= 1);
                     if !(error.is_node_failure() && retries_left) {
                         return Err(error);
                     }
@@ -474,6 +520,21 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Replica positions of `shard` (bit 1 + i) whose pools have a connection slot free now.
+    fn replicas_with_free_slots(&self, shard: &ShardRoute) -> u64 {
+        shard
+            .replicas
+            .iter()
+            .zip(1u32..)
+            .filter(|(node, _)| {
+                self.nodes
+                    .get(**node)
+                    .is_some_and(|node| node.pool.has_free_slot())
+            })
+            .fold(0, |set, (_, position)| set | 1u64 << position)
+            & shard.replica_positions()
     }
 
     /// Counts why `node` was chosen for one attempt.
@@ -525,11 +586,14 @@ impl Inner {
         let attempt = AttemptGuard::start(&node.stats);
         let result = async {
             let slot = node.pool.acquire().await?;
+            let started = Instant::now();
             let work = async {
                 let mut checkout = slot.open(|closed| node.report_closed(closed)).await?;
                 checkout.query(sql, params).await
             };
-            watch.run(node, work).await
+            let result = watch.run(node, work).await;
+            node.note_answer(started, &result);
+            result
         }
         .await;
         attempt.end(match &result {
@@ -560,6 +624,7 @@ impl Inner {
         };
         // The attempt travels with the work: if the watch gives the work up, dropping it counts the
         // attempt as cancelled.
+        let attempt_started = Instant::now();
         let work = async move {
             let started = async {
                 let mut checkout = slot.open(|closed| node.report_closed(closed)).await?;
@@ -576,7 +641,9 @@ impl Inner {
                 }
             }
         };
-        watch.run(node, work).await
+        let result = watch.run(node, work).await;
+        node.note_answer(attempt_started, &result);
+        result
     }
 
     fn routed<T>(&self, value: T, choice: Choice, attempts: u32) -> Routed<T> {

@@ -54,6 +54,10 @@ pub(crate) struct Node {
     /// `None`: failed requests never eject this node (ejection is off, or the node is a primary, which
     /// must keep taking writes until its health checks say otherwise).
     ejection_policy: Option<EjectionPolicy>,
+    /// Most replicas of the shard out for passive reasons at once (see `outlier`).
+    ejection_cap: u32,
+    /// Whether a slow request ejects the node only when it is an outlier (`outlier_ejection`).
+    outliers_only: bool,
     /// Wakes the attempts waiting on the node when it leaves rotation, so that they can go elsewhere.
     ejected: Notify,
     /// Wakes the check loop when a ban starts: the time of its next probe moved.
@@ -70,6 +74,8 @@ impl Node {
         shard: usize,
         position: u32,
         ejection_policy: Option<EjectionPolicy>,
+        ejection_cap: u32,
+        outliers_only: bool,
     ) -> Node {
         Node {
             placed,
@@ -81,6 +87,8 @@ impl Node {
             health: Mutex::new(Health::default()),
             ejections_pending: AtomicBool::new(false),
             ejection_policy,
+            ejection_cap,
+            outliers_only,
             ejected: Notify::new(),
             ban_started: Notify::new(),
         }
@@ -98,6 +106,44 @@ impl Node {
             || self
                 .route()
                 .is_some_and(|shard| shard.writer_position() == Some(self.position))
+    }
+
+    /// The node answered (a result or a statement error) an attempt whose node part started at
+    /// `started`: evidence for the outlier rule (see `outlier`).
+    pub(crate) fn answered(&self, started: Instant) {
+        if let Some(shard) = self.route() {
+            shard.progress.answered(self.position, started);
+        }
+    }
+
+    /// Records the outcome of an attempt whose node part started at `started` as evidence of
+    /// progress when the node answered it (see [`RouterError::is_answer`]).
+    pub(crate) fn note_answer<T>(&self, started: Instant, result: &Result<T, RouterError>) {
+        if result
+            .as_ref()
+            .map_or_else(RouterError::is_answer, |_| true)
+        {
+            self.answered(started);
+        }
+    }
+
+    /// An attempt that started at `started` has been outstanding for a long time (`reason` says how
+    /// long and which limit): ejects the node only if it is an outlier among its shard's replicas (it
+    /// answered nothing younger while another replica did). True if it was ejected.
+    pub(crate) fn report_slow(&self, started: Instant, reason: &dyn fmt::Display) -> bool {
+        let Some(shard) = self.route() else {
+            return false;
+        };
+        if self.ejection_policy.is_none()
+            || (self.outliers_only
+                && !shard
+                    .progress
+                    .is_outlier(self.position, started, shard.replica_positions()))
+        {
+            return false;
+        }
+        self.report_failure(started, reason);
+        !self.is_healthy()
     }
 
     /// The node's name.
@@ -150,6 +196,17 @@ impl Node {
         let change = {
             let mut health = self.lock_health();
             let (next, change) = health.ejection.on_failure(started, Instant::now(), &policy);
+            if change != EjectionChange::Unchanged && !self.claim_ejection() {
+                drop(health);
+                tracing::info!(
+                    node = self.name(),
+                    %reason,
+                    cap = self.ejection_cap,
+                    "request failed, but the shard has as many replicas ejected as allowed \
+                     (max_ejection_percent): node stays in rotation"
+                );
+                return;
+            }
             health.ejection = next;
             if change != EjectionChange::Unchanged {
                 health.ejection_reason = Some(reason.to_string());
@@ -162,6 +219,22 @@ impl Node {
             tracing::warn!(node = self.name(), %reason, ?ban, "request failed: node ejected from reads");
             self.ejected.notify_waiters();
             self.ban_started.notify_one();
+        }
+    }
+
+    /// Counts the node against its shard's passive-ejection cap; false if the cap is reached.
+    fn claim_ejection(&self) -> bool {
+        self.route().is_some_and(|shard| {
+            shard
+                .progress
+                .claim_ejection(self.position, self.ejection_cap)
+        })
+    }
+
+    /// The node is back from a passive ejection: it no longer counts against the cap.
+    fn release_ejection(&self) {
+        if let Some(shard) = self.route() {
+            shard.progress.release_ejection(self.position);
         }
     }
 
@@ -254,6 +327,7 @@ impl Node {
                 tracing::info!(node = self.name(), %error, ?ban, "probe failed: node stays ejected");
             }
             (EjectionChange::Readmitted, _) => {
+                self.release_ejection();
                 tracing::info!(
                     node = self.name(),
                     "probe passed: ejected node takes reads again"
@@ -281,6 +355,8 @@ impl Node {
                 health.ejection = Default::default();
                 health.ejection_reason = None;
                 self.publish(&health);
+                drop(health);
+                self.release_ejection();
             }
             WriterChange::Lost { .. } => {
                 tracing::warn!(
@@ -326,6 +402,7 @@ impl Node {
     pub(crate) fn snapshot(&self) -> NodeStatsSnapshot {
         let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
         let open_connections = self.pool.open_connections();
+        let (abandoned, cancels_sent) = self.pool.cancels();
         let max_connections = self.pool.limits().max_connections;
         NodeStatsSnapshot {
             name: self.placed.address.name.clone(),
@@ -342,6 +419,8 @@ impl Node {
             errors: load(&self.stats.errors),
             cancelled: load(&self.stats.cancelled),
             in_flight: load(&self.stats.in_flight),
+            abandoned,
+            cancels_sent,
             open_connections,
             idle_connections: self.pool.idle_connections(),
             max_connections,

@@ -35,6 +35,8 @@ pub(crate) struct PoolLimits {
     pub(crate) max_idle_time: Duration,
     /// A connection is closed after this long in any case.
     pub(crate) max_lifetime: Duration,
+    /// Cancel abandoned statements (`cancel_abandoned`) rather than just close their connection.
+    pub(crate) cancel_abandoned: bool,
 }
 
 struct IdleConn {
@@ -48,7 +50,16 @@ pub(crate) struct Pool {
     connector: Arc<dyn Connector>,
     login: tokio_postgres::Config,
     limits: PoolLimits,
+    /// One permit per connection in use (checked out, or settling after an abandoned statement).
     slots: Arc<Semaphore>,
+    /// One permit per socket that exists: opening, in use, idle, or still closing. A connection
+    /// holds its permit until its socket is closed, so the node never sees more than
+    /// `max_connections` of ours, even while discarded ones say goodbye.
+    sockets: Arc<Semaphore>,
+    /// Statements abandoned on this node (timed out, given up, or their caller gone) and the
+    /// CancelRequests that reached it for them.
+    abandoned: AtomicU64,
+    cancels_sent: AtomicU64,
     /// Most recently returned last.
     idle: Mutex<Vec<IdleConn>>,
     open: AtomicU32,
@@ -72,6 +83,9 @@ impl Pool {
             login,
             limits,
             slots: Arc::new(Semaphore::new(limits.max_connections as usize)),
+            sockets: Arc::new(Semaphore::new(limits.max_connections as usize)),
+            abandoned: AtomicU64::new(0),
+            cancels_sent: AtomicU64::new(0),
             idle: Mutex::new(Vec::new()),
             open: AtomicU32::new(0),
             idle_count: AtomicU32::new(0),
@@ -88,6 +102,19 @@ impl Pool {
     /// Connections open and idle.
     pub(crate) fn idle_connections(&self) -> u32 {
         self.idle_count.load(Ordering::Relaxed)
+    }
+
+    /// Statements abandoned on this node so far, and the cancel requests delivered for them.
+    pub(crate) fn cancels(&self) -> (u64, u64) {
+        (
+            self.abandoned.load(Ordering::Relaxed),
+            self.cancels_sent.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Whether a checkout would get a slot now without waiting.
+    pub(crate) fn has_free_slot(&self) -> bool {
+        self.slots.available_permits() > 0
     }
 
     /// Checkouts so far that had to wait for a slot.
@@ -226,6 +253,52 @@ impl Pool {
         self.clear_idle();
     }
 
+    /// The right to open one more socket. A holder of a slot with no idle connection to take waits
+    /// here only for sockets still closing, which end within the connection's close grace.
+    async fn socket(&self) -> Result<OwnedSemaphorePermit, RouterError> {
+        let wait = self.limits.connect_timeout;
+        match tokio::time::timeout(wait, Arc::clone(&self.sockets).acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(RouterError::ShutDown),
+            Err(_) => Err(RouterError::PoolTimeout {
+                node: self.node.name.clone(),
+                max: self.limits.max_connections,
+                timeout: wait,
+            }),
+        }
+    }
+
+    /// Cancels the statement abandoned on `conn`, then waits for the connection to settle (the
+    /// cancelled statement answered): only then does it go back to the pool; otherwise it is
+    /// closed. `permit` keeps the connection counted as in use meanwhile.
+    async fn settle_abandoned(self: Arc<Self>, mut conn: Conn, permit: OwnedSemaphorePermit) {
+        let limit = self.limits.connect_timeout;
+        let delivered = conn
+            .cancel(self.connector.as_ref(), &self.node, limit)
+            .await;
+        let settled = match &delivered {
+            Ok(()) => {
+                self.cancels_sent.fetch_add(1, Ordering::Relaxed);
+                conn.settle(limit).await
+            }
+            Err(_) => false,
+        };
+        match delivered {
+            Ok(()) => tracing::info!(
+                node = %self.node.name,
+                settled,
+                "abandoned statement cancelled"
+            ),
+            Err(error) => tracing::info!(
+                node = %self.node.name,
+                %error,
+                "could not cancel an abandoned statement; its connection is closed"
+            ),
+        }
+        self.check_in(conn, settled);
+        drop(permit);
+    }
+
     fn discard(&self, conn: Conn) {
         drop(conn);
         self.open.fetch_sub(1, Ordering::Relaxed);
@@ -260,12 +333,14 @@ impl Slot {
         let conn = match idle {
             Some(conn) => conn,
             None => {
+                let socket = pool.socket().await?;
                 let conn = Conn::open(
                     pool.connector.as_ref(),
                     &pool.node,
                     ConnectPurpose::Workload,
                     &pool.login,
                     pool.limits.connect_timeout,
+                    Some(socket),
                 )
                 .await?;
                 pool.open.fetch_add(1, Ordering::Relaxed);
@@ -277,7 +352,7 @@ impl Slot {
             conn: Some(conn),
             reusable: true,
             busy: false,
-            _permit: self.permit,
+            permit: Some(self.permit),
         })
     }
 }
@@ -288,11 +363,12 @@ pub(crate) struct Checkout {
     conn: Option<Conn>,
     reusable: bool,
     /// A statement was sent and its outcome not yet seen: if the checkout is dropped now (the caller
-    /// gave up on it), a response may still be on its way, so the connection must not be reused.
+    /// gave up on it, or its `query_timeout` ran out), the server may still be running it, so it is
+    /// cancelled and the connection is reused only once settled.
     busy: bool,
-    /// Released after the connection is back in the idle list (fields drop after `Drop::drop`), so a
-    /// waiter woken by it finds the connection.
-    _permit: OwnedSemaphorePermit,
+    /// Released after the connection is back in the idle list, so a waiter woken by it finds the
+    /// connection; handed to the settling task when a statement is abandoned.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Checkout {
@@ -364,8 +440,9 @@ impl Checkout {
                 })
             }
             Err(_) => {
-                // The server may still be running the statement, or the socket may be wedged.
-                self.reusable = false;
+                // The server may still be running the statement, or the socket may be wedged: it
+                // is cancelled when the checkout is dropped (see `Drop`).
+                self.busy = true;
                 Err(RouterError::QueryTimeout {
                     node: self.pool.node.name.clone(),
                     timeout: self.pool.limits.query_timeout,
@@ -387,8 +464,21 @@ impl Checkout {
 
 impl Drop for Checkout {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.pool.check_in(conn, self.reusable && !self.busy);
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let permit = self.permit.take();
+        if self.busy && self.reusable && self.pool.limits.cancel_abandoned {
+            self.pool.abandoned.fetch_add(1, Ordering::Relaxed);
+            if let (Ok(runtime), Some(permit)) = (tokio::runtime::Handle::try_current(), permit) {
+                let pool = Arc::clone(&self.pool);
+                runtime.spawn(pool.settle_abandoned(conn, permit));
+                return;
+            }
+            // No runtime left to cancel from (the application is shutting down): close it.
+            self.pool.check_in(conn, false);
+            return;
         }
+        self.pool.check_in(conn, self.reusable && !self.busy);
     }
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::router::balance::draw::Draws;
 use crate::router::balance::{self, Candidates};
+use crate::router::outlier::ShardProgress;
 use crate::router::promotion::ShardRoles;
 
 /// Index of a node in the router's node list (topology order: per shard, primary then replicas).
@@ -66,6 +67,8 @@ pub struct ShardRoute {
     retired: AtomicU64,
     /// What the health checks told about the shard's roles, behind `writer` and `retired`.
     pub roles: ShardRoles,
+    /// Which nodes answer, and which are out for passive reasons (see `outlier`).
+    pub progress: ShardProgress,
 }
 
 impl ShardRoute {
@@ -77,6 +80,7 @@ impl ShardRoute {
         replicas: Vec<NodeIdx>,
     ) -> ShardRoute {
         let all = ShardRoute::positions(replicas.len());
+        let progress = ShardProgress::new(replicas.len() + 1);
         ShardRoute {
             name,
             orgs,
@@ -89,6 +93,7 @@ impl ShardRoute {
             writer: AtomicU32::new(PRIMARY_POSITION),
             retired: AtomicU64::new(0),
             roles: ShardRoles::new(),
+            progress,
         }
     }
 
@@ -125,6 +130,11 @@ impl ShardRoute {
             role: ServedRole::Primary,
             position,
         })
+    }
+
+    /// Positions that serve replica reads (usable or not): neither the writer nor retired.
+    pub fn replica_positions(&self) -> u64 {
+        ShardRoute::positions(self.replicas.len()) & !self.not_replicas()
     }
 
     /// Positions that never serve replica reads: the writer and the retired nodes.
@@ -327,6 +337,11 @@ impl Tried {
     #[inline]
     fn open(self) -> u64 {
         self.allowed & !self.tried
+    }
+
+    /// Positions the request may still try (bit 0 the primary, bit 1 + i replica i).
+    pub fn open_positions(self) -> u64 {
+        self.open()
     }
 
     /// Records an attempt on `choice`.

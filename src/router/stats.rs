@@ -188,6 +188,10 @@ pub struct NodeStatsSnapshot {
     pub cancelled: u64,
     /// Attempts under way.
     pub in_flight: u64,
+    /// Statements abandoned on the node (timed out, moved elsewhere, or the caller gone).
+    pub abandoned: u64,
+    /// CancelRequests delivered to the node for them.
+    pub cancels_sent: u64,
     /// Workload connections open (idle or in use).
     pub open_connections: u32,
     /// Workload connections open and idle.

@@ -123,6 +123,9 @@ pub(crate) fn resolve(raw: &RawRouter) -> Result<RouterConfig, Issue> {
             defaults.slow_request_ejection,
             |v| duration_value(v, "router.slow_request_ejection"),
         )?,
+        max_ejection_percent: raw.max_ejection_percent.as_ref().map(percent).transpose()?,
+        outlier_ejection: raw.outlier_ejection.unwrap_or(defaults.outlier_ejection),
+        cancel_abandoned: raw.cancel_abandoned.unwrap_or(defaults.cancel_abandoned),
         replica_count: raw.replica_count.or(defaults.replica_count),
         follow_promotion: raw.follow_promotion.unwrap_or(defaults.follow_promotion),
     };
@@ -174,6 +177,7 @@ fn key_span(raw: &RawRouter, key: &str) -> Option<Range<usize>> {
         ("max_connections_per_user", &raw.max_connections_per_user),
         ("max_connections_per_org", &raw.max_connections_per_org),
         ("read_retries", &raw.read_retries),
+        ("max_ejection_percent", &raw.max_ejection_percent),
     ];
     let duration_span = durations
         .iter()
@@ -193,6 +197,18 @@ pub(crate) fn balance_name(policy: Balance) -> &'static str {
         .iter()
         .find(|(_, listed)| *listed == policy)
         .map_or("round_robin", |(name, _)| name)
+}
+
+/// `router.max_ejection_percent`: a share of a shard's replicas, 0 to 100.
+fn percent(value: &Spanned<u32>) -> Result<u32, Issue> {
+    let percent = *value.get_ref();
+    if percent > 100 {
+        return Err(Issue::at(
+            value.span(),
+            format!("router.max_ejection_percent must be at most 100 (got {percent})"),
+        ));
+    }
+    Ok(percent)
 }
 
 /// A balancing policy by name.

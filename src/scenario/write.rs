@@ -174,6 +174,9 @@ fn write_router(out: &mut Text, router: &RouterConfig) -> Result<(), WriteError>
         ejection_time,
         ejection_time_max,
         slow_request_ejection,
+        max_ejection_percent,
+        outlier_ejection,
+        cancel_abandoned,
         replica_count,
         follow_promotion,
     } = router;
@@ -248,6 +251,9 @@ fn write_router(out: &mut Text, router: &RouterConfig) -> Result<(), WriteError>
     for (key, value, default) in numbers {
         set(key, value != default, value.to_string());
     }
+    if let Some(percent) = max_ejection_percent {
+        set("max_ejection_percent", true, percent.to_string());
+    }
     if let Some(count) = replica_count {
         set("replica_count", true, count.to_string());
     }
@@ -255,6 +261,8 @@ fn write_router(out: &mut Text, router: &RouterConfig) -> Result<(), WriteError>
         ("use_read_replicas", *use_read_replicas, d.use_read_replicas),
         ("read_your_writes", *read_your_writes, d.read_your_writes),
         ("follow_promotion", *follow_promotion, d.follow_promotion),
+        ("outlier_ejection", *outlier_ejection, d.outlier_ejection),
+        ("cancel_abandoned", *cancel_abandoned, d.cancel_abandoned),
     ];
     for (key, value, default) in flags {
         set(key, value != default, value.to_string());

@@ -111,6 +111,8 @@ fn purpose_of(purpose: ConnectPurpose) -> Purpose {
     match purpose {
         ConnectPurpose::Workload => Purpose::Workload,
         ConnectPurpose::HealthCheck => Purpose::Check,
+        // The router's own traffic, not a client operation's attempt.
+        ConnectPurpose::Cancel => Purpose::Check,
     }
 }
 

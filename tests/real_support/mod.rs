@@ -6,11 +6,11 @@ pub mod loops;
 pub mod proxied;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use replisim::real::{Cluster, ClusterSpec, PG_BIN_DIR, RealNode, ServerSettings, ShardSpec};
+use replisim::real::prerequisites::{Needs, skip_without_postgres};
+use replisim::real::{Cluster, ClusterSpec, RealNode, ServerSettings, ShardSpec};
 use replisim::router::{
     NodeAddress, Router, RouterConfig, ShardConfig, TcpConnector, Topology, WriteRequest,
 };
@@ -43,26 +43,10 @@ fn write_prefix() -> &'static str {
     WRITE_SQL.split(" (").next().unwrap_or(WRITE_SQL)
 }
 
-/// Whether the servers are missing: then the test prints why and passes without running.
+/// Whether the test must be skipped: PostgreSQL 15 or its `pg_stat_statements` module is missing
+/// on a local run (a line says so); under `CI=true` a missing server fails the test instead.
 pub fn postgres_missing() -> bool {
-    let initdb = Path::new(PG_BIN_DIR).join("initdb");
-    if !initdb.is_file() {
-        println!(
-            "skipped: PostgreSQL 15 is not installed ({} is missing)",
-            initdb.display()
-        );
-        return true;
-    }
-    let library = Path::new(PG_BIN_DIR).join("../lib/pg_stat_statements.so");
-    if !library.is_file() {
-        println!(
-            "skipped: the pg_stat_statements module of PostgreSQL 15 is not installed ({} is \
-             missing)",
-            library.display()
-        );
-        return true;
-    }
-    false
+    skip_without_postgres(Needs::ServerAndStatements)
 }
 
 /// A one-shard cluster (primary + replicas) whose servers count statements with

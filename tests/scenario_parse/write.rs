@@ -68,6 +68,9 @@ ejection_time_max = "0s"
 slow_request_ejection = "0s"
 replica_count = 2
 follow_promotion = false
+max_ejection_percent = 50
+outlier_ejection = false
+cancel_abandoned = false
 
 [workload]
 clients = 7

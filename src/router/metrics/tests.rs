@@ -233,6 +233,8 @@ fn node(name: &str, role: ServedRole, routes: &[(RouteReason, u64)], us: &[u64])
             errors: u64::from(attempts > 0),
             cancelled: 0,
             in_flight: 2,
+            abandoned: 3,
+            cancels_sent: 2,
             open_connections: 3,
             idle_connections: 1,
             max_connections: 8,

@@ -10,6 +10,7 @@ use futures::{Sink, SinkExt};
 use pgwire::api::auth::{
     StartupHandler, protocol_negotiation, save_startup_parameters_to_metadata,
 };
+use pgwire::api::cancel::CancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
@@ -21,11 +22,13 @@ use pgwire::api::{
     ClientInfo, ClientPortalStore, METADATA_APPLICATION_NAME, PgWireConnectionState, Type,
 };
 use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::response::{ReadyForQuery, TransactionStatus};
 use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus, SecretKey};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage, ProtocolVersion};
 
 use super::HEALTH_APPLICATION_NAME;
+use super::cancel::CancelSlot;
 use super::execute::{self, Identity, Params};
 use super::sql;
 use super::state::SimNode;
@@ -39,6 +42,8 @@ pub(crate) struct Backend {
     node: Arc<SimNode>,
     parser: Arc<SqlParser>,
     identity: OnceLock<Identity>,
+    /// The connection's process id and its entry in the node's cancel registry, from startup on.
+    cancel: OnceLock<(i32, Arc<CancelSlot>)>,
 }
 
 impl Backend {
@@ -47,6 +52,7 @@ impl Backend {
             node,
             parser: Arc::new(SqlParser),
             identity: OnceLock::new(),
+            cancel: OnceLock::new(),
         }
     }
 
@@ -55,11 +61,36 @@ impl Backend {
         self.identity.get().copied()
     }
 
+    fn cancel_slot(&self) -> Option<&Arc<CancelSlot>> {
+        self.cancel.get().map(|(_, slot)| slot)
+    }
+
     fn identity_or_default(&self) -> Identity {
         self.identity().unwrap_or(Identity {
             conn: 0,
             purpose: Purpose::Workload,
         })
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some((pid, _)) = self.cancel.get() {
+            self.node.cancels().unregister(*pid);
+        }
+    }
+}
+
+#[async_trait]
+impl CancelHandler for Backend {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        let cancelled = self.node.cancels().cancel(request.pid, &request.secret_key);
+        tracing::debug!(
+            node = self.node.index(),
+            pid = request.pid,
+            cancelled,
+            "cancel request"
+        );
     }
 }
 
@@ -140,6 +171,8 @@ impl StartupHandler for Backend {
         let pid = i32::try_from(conn).unwrap_or(i32::MAX);
         let key = secret_key(client.protocol_version(), &self.node, conn);
         client.set_pid_and_secret_key(pid, key.clone());
+        let slot = self.node.cancels().register(pid, key.clone());
+        let _ = self.cancel.set((pid, slot));
         client
             .feed(PgWireBackendMessage::Authentication(Authentication::Ok))
             .await?;
@@ -223,6 +256,7 @@ impl SimpleQueryHandler for Backend {
             &statement,
             Params::None,
             &formats,
+            self.cancel_slot(),
         )
         .await?;
         Ok(vec![Response::Query(response)])
@@ -311,6 +345,7 @@ impl ExtendedQueryHandler for Backend {
             statement,
             params,
             &formats,
+            self.cancel_slot(),
         )
         .await?;
         Ok(Response::Query(response))

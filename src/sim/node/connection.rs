@@ -123,7 +123,7 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
                 backend.clone(),
                 backend.clone(),
                 noop.clone(),
-                noop.clone(),
+                backend.clone(),
             ),
         );
         let processed = tokio::select! {

@@ -8,6 +8,7 @@ use pgwire::api::portal::Format;
 use pgwire::api::results::{FieldFormat, FieldInfo, QueryResponse};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 
+use super::cancel::{CancelSlot, Running};
 use super::clock::{now_us, wall_us};
 use super::state::{Positions, SimNode};
 use super::statement::{Column, LsnArg, ProbeFunc, ProbeItem, Read, ReadColumn, Statement, Write};
@@ -96,14 +97,28 @@ pub(crate) async fn run(
     statement: &Statement,
     params: Params<'_>,
     formats: &[FieldFormat],
+    cancel: Option<&Arc<CancelSlot>>,
 ) -> PgWireResult<QueryResponse> {
     let start_us = now_us();
     let (role, fenced) = node.role_and_fence();
     let service_time = node.service_time();
+    let running = cancel.map(CancelSlot::start);
     if !service_time.is_zero() {
-        tokio::time::sleep(service_time).await;
+        match &running {
+            Some(running) => {
+                tokio::select! {
+                    biased;
+                    () = running.cancelled() => {}
+                    () = tokio::time::sleep(service_time) => {}
+                }
+            }
+            None => tokio::time::sleep(service_time).await,
+        }
     }
+    let cancelled = running.as_ref().is_some_and(Running::was_cancelled);
+    drop(running);
     let outcome = match statement {
+        _ if cancelled => cancelled_outcome(node, statement, params),
         Statement::Read(read) => execute_read(node, read, params),
         Statement::Write(write) => execute_write(node, write, params, role, fenced),
         Statement::Probe(items) => execute_probe(node, items, params, start_us),
@@ -225,6 +240,28 @@ fn execute_read(node: &SimNode, read: &Read, params: Params<'_>) -> Outcome {
         lsn,
         row: Ok(row),
     }
+}
+
+/// A statement cancelled while it ran: it did no work and answers 57014, but keeps its org, key
+/// and user so that the log can attribute it.
+fn cancelled_outcome(node: &SimNode, statement: &Statement, params: Params<'_>) -> Outcome {
+    let mut outcome = match statement {
+        // Reading has no effect: decode it as usual, then drop its row.
+        Statement::Read(read) => execute_read(node, read, params),
+        Statement::Write(write) => Outcome {
+            org: int8_param(params, write.org).ok().flatten().unwrap_or(0),
+            key: int8_param(params, write.key).ok().flatten().unwrap_or(0),
+            user: int8_param(params, write.user).ok().flatten().unwrap_or(0),
+            ..Outcome::refused(SqlError::new("57014", ""))
+        },
+        _ => Outcome::refused(SqlError::new("57014", "")),
+    };
+    outcome.version = 0;
+    outcome.row = Err(SqlError::new(
+        "57014",
+        "canceling statement due to user request",
+    ));
+    outcome
 }
 
 fn execute_write(

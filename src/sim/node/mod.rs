@@ -7,6 +7,7 @@
 //! - `server`: the host body: the listeners, the WAL receiver and the replay task.
 //! - `connection`: the message loop of one client connection, and its open/close events.
 //! - `backend`: the pgwire handlers of one connection (startup, simple and extended protocol).
+//! - `cancel`: CancelRequest: which connection runs a statement a cancel may end.
 //! - `sql`: recognition of the supported statements in SQL text.
 //! - `statement`: the statements, their parameter types and result columns.
 //! - `execute`: runs a statement against the node and logs it to the event log.
@@ -21,6 +22,7 @@
 //! [`LSN_STEP`], so `pg_wal_lsn_diff` between two nodes is a byte count as in PostgreSQL.
 
 mod backend;
+mod cancel;
 mod clock;
 mod connection;
 mod error;

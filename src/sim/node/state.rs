@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::cancel::Cancels;
+
 use super::{LSN_START, LSN_STEP, NodeModel};
 use crate::sim::events::{EventLog, Micros, NodeIdx, NodeRole};
 
@@ -27,6 +29,8 @@ pub struct SimNode {
     upstream_changed: Notify,
     /// Wakes every client connection: they must close now.
     conns_dropped: Notify,
+    /// The open client connections a CancelRequest may name.
+    cancels: Cancels,
 }
 
 /// One committed change, as shipped to replicas.
@@ -175,6 +179,7 @@ impl SimNode {
             replay_wake: Notify::new(),
             upstream_changed: Notify::new(),
             conns_dropped: Notify::new(),
+            cancels: Cancels::default(),
         })
     }
 
@@ -314,6 +319,10 @@ impl SimNode {
 
     pub(crate) fn upstream_changed(&self) -> &Notify {
         &self.upstream_changed
+    }
+
+    pub(crate) fn cancels(&self) -> &Cancels {
+        &self.cancels
     }
 
     pub(crate) fn conns_dropped(&self) -> &Notify {
