@@ -11,6 +11,7 @@
 //! command is not an exact replay.
 
 mod balance;
+mod evidence;
 mod lag;
 mod metrics;
 mod promotion;

@@ -278,6 +278,9 @@ fn run(path: &Path, seed: Option<u64>, out: &Path, quiet: bool, metrics: Option<
             json.display()
         );
         if !report.passed {
+            for fault in report.faults.iter().filter(|f| !f.took_effect) {
+                println!("{}", report::summary::fault_line(fault));
+            }
             println!("replay: {replay}");
         }
     } else {

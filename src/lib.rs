@@ -10,6 +10,7 @@
 //!   - `sim::events`: the ground truth every checker reads (statements, connections, network, client ops).
 //!   - `sim::node`: a simulated PostgreSQL server (pgwire) with a WAL stream to its replicas.
 //!   - `sim::harness`: builds the turmoil simulation, runs the workload, applies the faults.
+//!   - `sim::fault_evidence`: judges from the records whether each fault took effect, and why.
 //! - [`check`]: one invariant checker per file, each reading [`sim::events::Events`].
 //! - [`report`]: the JSON and Markdown reports and the printed summary.
 //! - [`cli`]: `replisim run`, `replisim real` and `replisim check`, mapped to exit codes.

@@ -240,3 +240,64 @@ fn a_think_time_longer_than_the_drain_is_not_an_internal_error() {
     let o = replisim(&["run", &path, "--out", &out, "--quiet"]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
 }
+
+#[test]
+fn a_fault_nothing_could_observe_fails_the_run_and_is_named() {
+    let dir = scratch("unseen-fault");
+    // Writes only (so no read ever goes to the replica) and one health check per 30 s: nothing is
+    // sent towards replica-1 while it is partitioned, so the partition cannot show its effect.
+    let text = r#"
+name = "unseen-partition"
+duration = "10s"
+[[shard]]
+name = "s1"
+orgs = [0, 100]
+primary = "primary-1"
+replicas = ["replica-1"]
+[router]
+health_interval = "30s"
+[workload]
+clients = 4
+think_time = "10ms"
+orgs = 100
+read_ratio = 0.0
+[[fault]]
+at = "5s"
+kind = "partition"
+target = "replica-1"
+duration = "3s"
+[[invariant]]
+kind = "writes_only_primary"
+"#;
+    let path = write(&dir, "unseen.toml", text);
+    let out = dir.join("out");
+    let o = replisim(&["run", &path, "--out", &out.display().to_string()]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains(
+            "fault partition replica-1 at 5000 ms until 8000 ms: FAIL: effect NOT observed \
+             (nothing could show it: no connect or statement was sent towards the node"
+        ),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains("PASS writes_only_primary"),
+        "{}",
+        stdout(&o)
+    );
+    let json = std::fs::read_to_string(out.join("unseen-partition-seed1.json")).unwrap_or_default();
+    assert!(json.contains("\"passed\": false"), "{json}");
+    assert!(json.contains("\"took_effect\": false"), "{json}");
+    assert!(
+        json.contains("\"evidence\": \"nothing could show it"),
+        "{json}"
+    );
+    let quiet = replisim(&["run", &path, "--out", &out.display().to_string(), "--quiet"]);
+    assert_eq!(quiet.status.code(), Some(1));
+    assert!(
+        stdout(&quiet).contains("fault partition replica-1 at 5000 ms until 8000 ms: FAIL"),
+        "{}",
+        stdout(&quiet)
+    );
+}

@@ -3,8 +3,9 @@
 //! new primary from `max` on (see [`promotion`]). Also the report's `failovers[]`.
 //!
 //! A dead node cannot log what it did not see, so attempts are taken from the application host's
-//! network records (connects and statement messages on behalf of client operations), never from the
-//! router's own view of which nodes it considers healthy.
+//! network records (connects and statement messages on behalf of client operations, including those
+//! written into a connection that was already dead), never from the router's own view of which
+//! nodes it considers healthy.
 //!
 //! For a fault on node n from t0 to t1 (its end, or the end of the run), the window is
 //! `[t0 + max, t1)`: no workload attempt on n may start in it, and every read with
@@ -185,7 +186,11 @@ impl Attempts {
     fn new(evidence: &Evidence) -> Attempts {
         let mut by_node: BTreeMap<NodeIdx, Vec<Micros>> = BTreeMap::new();
         for event in &evidence.events.net {
-            let attempt = matches!(event.kind, NetKind::Connect | NetKind::Statement);
+            // A statement written into a dead connection is an attempt too: the router still chose the node.
+            let attempt = matches!(
+                event.kind,
+                NetKind::Connect | NetKind::Statement | NetKind::StatementFailed
+            );
             if attempt && event.purpose == Purpose::Workload {
                 by_node.entry(event.node).or_default().push(event.at_us);
             }
@@ -315,6 +320,22 @@ mod tests {
              (3000 ms after the fault); 1 of 1 faults broke it, worst 3000 ms (max 2000 ms)"
         );
         assert_eq!(failovers(&run.evidence())[0].failover_ms, 3_000);
+    }
+
+    #[test]
+    fn a_statement_written_on_a_dead_connection_after_a_crash_counts_as_an_attempt() {
+        let mut run = TestRun::new();
+        run.fault("crash", REPLICA_1, ms(10_000), Some(ms(20_000)));
+        run.net(REPLICA_1, NetKind::Statement, ms(10_100));
+        run.net(REPLICA_1, NetKind::StatementFailed, ms(12_500));
+        assert_eq!(failovers(&run.evidence())[0].last_attempt_ms, 12_500);
+        let result = check(&run.evidence(), MAX);
+        assert!(!result.passed, "{}", result.detail);
+        assert!(
+            result.detail.contains("first at 12500 ms"),
+            "{}",
+            result.detail
+        );
     }
 
     #[test]

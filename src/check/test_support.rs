@@ -213,6 +213,7 @@ impl TestRun {
             at_us,
             until_us,
             took_effect: true,
+            evidence: String::new(),
         });
         last(&mut self.faults)
     }

@@ -80,15 +80,20 @@ pub fn render(r: &Report) -> String {
         }
     }
     if !r.faults.is_empty() {
-        out.push_str("\n## Faults\n\n| kind | target | at ms | until ms | took effect |\n|---|---|---|---|---|\n");
+        out.push_str("\n## Faults\n\n| kind | target | at ms | until ms | took effect | evidence |\n|---|---|---|---|---|---|\n");
         for f in &r.faults {
             let until = f
                 .until_ms
                 .map_or_else(|| "-".to_string(), |u| u.to_string());
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} |",
-                f.kind, f.target, f.at_ms, until, f.took_effect
+                "| {} | {} | {} | {} | {} | {} |",
+                f.kind,
+                f.target,
+                f.at_ms,
+                until,
+                f.took_effect,
+                f.evidence.replace('|', "/")
             );
         }
     }

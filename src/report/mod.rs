@@ -29,7 +29,7 @@ pub struct Report {
     pub seed: u64,
     /// The scenario's `duration`, in ms.
     pub duration_ms: u64,
-    /// Whether every invariant held.
+    /// Whether every invariant held and every fault showed its effect (SPEC 6.2).
     pub passed: bool,
     /// Fingerprint of the event trace.
     pub trace_hash: String,
@@ -89,6 +89,9 @@ pub struct NodeCounts {
     pub errors: u64,
     /// This node's share of all workload reads executed.
     pub read_share: f64,
+    /// Workload statements a CancelRequest ended (SQLSTATE 57014; counted in `errors` too): work
+    /// the router abandoned and the server stopped.
+    pub cancelled: u64,
 }
 
 /// Percentiles of one operation kind, in ms.
@@ -126,6 +129,8 @@ pub struct FaultEntry {
     pub until_ms: Option<u64>,
     /// Whether its effect was observed.
     pub took_effect: bool,
+    /// What was observed (or not) that decided `took_effect`.
+    pub evidence: String,
 }
 
 /// A client error message and how often it was seen.
@@ -184,6 +189,9 @@ fn node_counts(scenario: &Scenario, events: &Events) -> Vec<NodeCounts> {
             (None, StatementKind::Write) => n.writes += 1,
             (Some(code), kind) => {
                 n.errors += 1;
+                if code == "57014" {
+                    n.cancelled += 1;
+                }
                 if kind == StatementKind::Write && code == "25006" {
                     n.rejected_writes += 1;
                 }
@@ -251,7 +259,8 @@ pub fn build(
         scenario: scenario.name.clone(),
         seed: outcome.seed,
         duration_ms: u64::try_from(scenario.duration.as_millis()).unwrap_or(u64::MAX),
-        passed: invariants.iter().all(|i| i.passed),
+        // A fault that did not show its effect proves nothing about the router: the run fails.
+        passed: invariants.iter().all(|i| i.passed) && outcome.faults.iter().all(|f| f.took_effect),
         trace_hash: trace_hash::trace_hash(events),
         ops: OpCounts {
             total: ops.len() as u64,
@@ -277,6 +286,7 @@ pub fn build(
                 at_ms: f.at_us / 1000,
                 until_ms: f.until_us.map(|u| u / 1000),
                 took_effect: f.took_effect,
+                evidence: f.evidence.clone(),
             })
             .collect(),
         failovers,

@@ -21,6 +21,10 @@ pub struct RouterNode {
     pub errors: u64,
     /// Attempts the caller abandoned.
     pub cancelled: u64,
+    /// Statements the router abandoned while the node might still run them.
+    pub abandoned: u64,
+    /// CancelRequests the router delivered to the node for them.
+    pub cancels_sent: u64,
     /// Why attempts came to it.
     pub routes: RouteReasons,
     /// Time of its attempts as the router measured it, in ms.
@@ -84,6 +88,8 @@ pub fn summarise(metrics: &MetricsSnapshot) -> Vec<RouterNode> {
             ok: node.stats.successes,
             errors: node.stats.errors,
             cancelled: node.stats.cancelled,
+            abandoned: node.stats.abandoned,
+            cancels_sent: node.stats.cancels_sent,
             routes: RouteReasons::from(&node.routes),
             latency_ms: latency_ms(&node.latency),
         })

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::report::Report;
+use crate::report::{FaultEntry, Report};
 
 /// The summary text; `replay` is the exact command that reproduces the run, printed on failure.
 pub fn render(r: &Report, replay: &str) -> String {
@@ -44,19 +44,7 @@ pub fn render(r: &Report, replay: &str) -> String {
         );
     }
     for f in &r.faults {
-        let until = f
-            .until_ms
-            .map_or_else(|| "end".to_string(), |u| format!("{u} ms"));
-        let effect = if f.took_effect {
-            "took effect"
-        } else {
-            "NOT observed"
-        };
-        let _ = writeln!(
-            out,
-            "fault {} {} at {} ms until {until}: {effect}",
-            f.kind, f.target, f.at_ms
-        );
+        let _ = writeln!(out, "{}", fault_line(f));
     }
     for i in &r.invariants {
         let verdict = if i.passed { "PASS" } else { "FAIL" };
@@ -66,4 +54,20 @@ pub fn render(r: &Report, replay: &str) -> String {
         let _ = writeln!(out, "replay: {replay}");
     }
     out
+}
+
+/// One fault's line: what, where, when, the verdict and its evidence.
+pub fn fault_line(f: &FaultEntry) -> String {
+    let until = f
+        .until_ms
+        .map_or_else(|| "end".to_string(), |u| format!("{u} ms"));
+    let effect = if f.took_effect {
+        "took effect"
+    } else {
+        "FAIL: effect NOT observed"
+    };
+    format!(
+        "fault {} {} at {} ms until {until}: {effect} ({})",
+        f.kind, f.target, f.at_ms, f.evidence
+    )
 }

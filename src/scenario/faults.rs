@@ -119,6 +119,18 @@ fn resolve_one(
         ));
     }
 
+    // A slow node's service time is query_time x factor: with no query time there is nothing to
+    // slow, and a fault that can have no effect could never show one.
+    if matches!(template, FaultKind::Slow { .. }) && nodes[target].query_time.is_zero() {
+        return Err(Issue::at(
+            target_value.span(),
+            format!(
+                "slow multiplies query_time, and \"{}\" has query_time = 0, so it can have no effect",
+                target_value.get_ref()
+            ),
+        ));
+    }
+
     let duration = table
         .duration
         .as_ref()

@@ -203,6 +203,19 @@ impl SimStream {
         self.kill.waker.register(cx.waker());
         self.kill.killed.load(Ordering::SeqCst)
     }
+
+    /// Records one `kind` event per statement-bearing message that starts in `bytes`.
+    fn record_statements(&mut self, bytes: &[u8], kind: NetKind) {
+        let statements = self.scanner.count_statements(bytes);
+        for _ in 0..statements {
+            self.log.net(NetEvent {
+                at_us: now_us(),
+                node: self.node,
+                purpose: self.purpose,
+                kind,
+            });
+        }
+    }
 }
 
 impl AsyncRead for SimStream {
@@ -225,22 +238,19 @@ impl AsyncWrite for SimStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         if self.is_killed(cx) {
+            self.record_statements(buf, NetKind::StatementFailed);
             return Poll::Ready(Err(reset_error()));
         }
-        let this = &mut *self;
-        let written = match Pin::new(&mut this.inner).poll_write(cx, buf) {
+        let written = match Pin::new(&mut self.inner).poll_write(cx, buf) {
             Poll::Ready(Ok(n)) => n,
-            other => return other,
+            Poll::Ready(Err(error)) => {
+                // A dead connection is still an attempt on the node: record what was sent into it.
+                self.record_statements(buf, NetKind::StatementFailed);
+                return Poll::Ready(Err(error));
+            }
+            Poll::Pending => return Poll::Pending,
         };
-        let statements = this.scanner.count_statements(&buf[..written]);
-        for _ in 0..statements {
-            this.log.net(NetEvent {
-                at_us: now_us(),
-                node: this.node,
-                purpose: this.purpose,
-                kind: NetKind::Statement,
-            });
-        }
+        self.record_statements(&buf[..written], NetKind::Statement);
         Poll::Ready(Ok(written))
     }
 

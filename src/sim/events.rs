@@ -99,6 +99,9 @@ pub enum NetKind {
     ConnectFailed,
     /// A statement-bearing frontend message (`Query` or `Execute`) was written.
     Statement,
+    /// A statement-bearing frontend message was handed to a stream whose write failed (the
+    /// connection was already reset or closed): an attempt all the same, that reached no server.
+    StatementFailed,
 }
 
 /// One record of the application host's view of the network (the wrapper around the stream trait).
@@ -269,4 +272,6 @@ pub struct FaultRecord {
     pub until_us: Option<Micros>,
     /// Whether the harness saw its effect in the recorded evidence.
     pub took_effect: bool,
+    /// What was seen (or not seen) that decided `took_effect`, in one line.
+    pub evidence: String,
 }

@@ -1,5 +1,5 @@
-//! The fault schedule: when each fault starts and ends, applying it to the simulation, and judging
-//! from the recorded evidence whether it took effect (observed, never assumed).
+//! The fault schedule: when each fault starts and ends, and applying it to the simulation. Whether
+//! it took effect is judged afterwards from the records, in [`crate::sim::fault_evidence`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::scenario::{FaultKind, Scenario};
 use crate::sim::APP_HOST;
 use crate::sim::connector::LinkControl;
-use crate::sim::events::{Events, FaultRecord, Micros, NodeIdx, NodeRole, StatementKind};
+use crate::sim::events::{FaultRecord, Micros, NodeIdx, NodeRole};
 use crate::sim::node::SimNode;
 
 /// One step of the schedule: a fault starts, or a fault with a `duration` is undone.
@@ -61,11 +61,13 @@ pub fn records(scenario: &Scenario) -> Vec<FaultRecord> {
             at_us: micros(fault.at),
             until_us: fault.until(&scenario.faults).map(micros),
             took_effect: false,
+            evidence: String::new(),
         })
         .collect()
 }
 
-/// What the harness saw while applying a fault, beyond the recorded events.
+/// What the harness saw while applying a fault, beyond the recorded events. `host_state_changed`
+/// is informative only: the verdicts rest on the records.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sighting {
     /// crash: the host was down right after; restart: it was up right after.
@@ -169,186 +171,4 @@ fn promote(targets: &FaultTargets<'_>, target: NodeIdx) -> Vec<NodeIdx> {
         }
     }
     fenced
-}
-
-/// Sets `took_effect` on every record from what the servers, the network wrapper and the clients
-/// recorded. `sightings[i]` is what applying fault i's start showed.
-pub fn judge(
-    scenario: &Scenario,
-    records: &mut [FaultRecord],
-    sightings: &[Sighting],
-    events: &Events,
-    run_end_us: Micros,
-) {
-    for record in records.iter_mut() {
-        let Some(fault) = scenario.faults.get(record.index) else {
-            continue;
-        };
-        let sighting = sightings.get(record.index).cloned().unwrap_or_default();
-        let from = record.at_us;
-        let to = record.until_us.unwrap_or(run_end_us).min(run_end_us);
-        let node = record.target;
-        record.took_effect = match &fault.kind {
-            FaultKind::Crash => {
-                sighting.host_state_changed && statements_started(events, node, from + 1, to) == 0
-            }
-            FaultKind::Restart => {
-                sighting.host_state_changed
-                    && statements_started(events, node, from, run_end_us) > 0
-            }
-            FaultKind::Partition => {
-                // A blackhole is seen when the application host tried the node and nothing arrived.
-                app_attempts(events, node, from, to) > 0
-                    && statements_started(events, node, from + 1_000, to) == 0
-            }
-            FaultKind::Heal => statements_started(events, node, from, run_end_us) > 0,
-            FaultKind::DropConnections => {
-                sighting.streams_reset > 0 && server_closes(events, node, from, from + 100_000) > 0
-            }
-            FaultKind::Latency { latency } => {
-                min_op_latency_on(events, node, from, to).is_some_and(|l| l >= 2 * micros(*latency))
-            }
-            FaultKind::Lag { delay } => {
-                max_apply_delay(events, node, from, to).is_some_and(|d| d + 1_000 >= micros(*delay))
-            }
-            FaultKind::PauseReplay => {
-                let primary_wrote = primary_commits(scenario, events, node, from, to) > 0;
-                primary_wrote && applies(events, node, from + 1_000, to) == 0
-            }
-            FaultKind::ResumeReplay => applies(events, node, from, run_end_us) > 0,
-            FaultKind::Slow { factor } => {
-                let base = scenario.nodes.get(node).map_or(0, |n| micros(n.query_time));
-                let slowed = (base as f64 * factor) as u64;
-                max_service_time(events, node, from, to).is_some_and(|t| t + 1 >= slowed)
-            }
-            FaultKind::Promote => promotion_seen(scenario, events, &sighting, node, from),
-        };
-    }
-}
-
-/// A promotion of `target` at `from` took effect when the target served a statement as a primary,
-/// no fenced node executed a write started after `from`, and, if the shard has other replicas and
-/// the new primary committed writes, one of them applied a record the new primary committed.
-fn promotion_seen(
-    scenario: &Scenario,
-    events: &Events,
-    sighting: &Sighting,
-    target: NodeIdx,
-    from: Micros,
-) -> bool {
-    let after = |s: &&crate::sim::events::StatementEvent| s.start_us >= from;
-    let served_as_primary = events
-        .statements
-        .iter()
-        .filter(after)
-        .any(|s| s.node == target && s.role == NodeRole::Primary);
-    let fence_held = !events.statements.iter().filter(after).any(|s| {
-        s.kind == StatementKind::Write && s.sqlstate.is_none() && sighting.fenced.contains(&s.node)
-    });
-    let commits: std::collections::BTreeSet<(u64, Micros)> = events
-        .statements
-        .iter()
-        .filter(after)
-        .filter(|s| s.node == target && s.kind == StatementKind::Write && s.sqlstate.is_none())
-        .map(|s| (s.lsn, s.end_us))
-        .collect();
-    let shard = scenario.nodes.get(target).map(|n| n.shard);
-    let followers: Vec<NodeIdx> = scenario
-        .nodes
-        .iter()
-        .enumerate()
-        .filter(|&(idx, n)| {
-            idx != target && Some(n.shard) == shard && !sighting.fenced.contains(&idx)
-        })
-        .map(|(idx, _)| idx)
-        .collect();
-    let followed = followers.is_empty()
-        || commits.is_empty()
-        || events
-            .wal_applies
-            .iter()
-            .any(|w| followers.contains(&w.node) && commits.contains(&(w.lsn, w.commit_us)));
-    served_as_primary && fence_held && followed
-}
-
-fn statements_started(events: &Events, node: NodeIdx, from: Micros, to: Micros) -> usize {
-    events
-        .statements
-        .iter()
-        .filter(|s| s.node == node && s.start_us >= from && s.start_us < to)
-        .count()
-}
-
-fn app_attempts(events: &Events, node: NodeIdx, from: Micros, to: Micros) -> usize {
-    events
-        .net
-        .iter()
-        .filter(|n| n.node == node && n.at_us >= from && n.at_us < to)
-        .count()
-}
-
-fn server_closes(events: &Events, node: NodeIdx, from: Micros, to: Micros) -> usize {
-    events
-        .server_conns
-        .iter()
-        .filter(|c| c.node == node && !c.open && c.at_us >= from && c.at_us < to)
-        .count()
-}
-
-fn min_op_latency_on(events: &Events, node: NodeIdx, from: Micros, to: Micros) -> Option<u64> {
-    events
-        .ops
-        .iter()
-        .filter(|o| o.ok && o.node == Some(node) && o.start_us >= from && o.start_us < to)
-        .map(|o| o.end_us.saturating_sub(o.start_us))
-        .min()
-}
-
-fn max_apply_delay(events: &Events, node: NodeIdx, from: Micros, to: Micros) -> Option<u64> {
-    events
-        .wal_applies
-        .iter()
-        .filter(|w| w.node == node && w.commit_us >= from && w.commit_us < to)
-        .map(|w| w.applied_us.saturating_sub(w.commit_us))
-        .max()
-}
-
-fn applies(events: &Events, node: NodeIdx, from: Micros, to: Micros) -> usize {
-    events
-        .wal_applies
-        .iter()
-        .filter(|w| w.node == node && w.applied_us >= from && w.applied_us < to)
-        .count()
-}
-
-fn primary_commits(
-    scenario: &Scenario,
-    events: &Events,
-    replica: NodeIdx,
-    from: Micros,
-    to: Micros,
-) -> usize {
-    let Some(shard) = scenario.nodes.get(replica).map(|n| n.shard) else {
-        return 0;
-    };
-    events
-        .statements
-        .iter()
-        .filter(|s| {
-            s.kind == crate::sim::events::StatementKind::Write
-                && s.sqlstate.is_none()
-                && s.end_us >= from
-                && s.end_us < to
-                && scenario.nodes.get(s.node).is_some_and(|n| n.shard == shard)
-        })
-        .count()
-}
-
-fn max_service_time(events: &Events, node: NodeIdx, from: Micros, to: Micros) -> Option<u64> {
-    events
-        .statements
-        .iter()
-        .filter(|s| s.node == node && s.start_us >= from && s.start_us < to)
-        .map(|s| s.end_us.saturating_sub(s.start_us))
-        .max()
 }

@@ -11,6 +11,7 @@ use crate::router::{MetricsSnapshot, Router, RouterConfig};
 use crate::scenario::{Login, Scenario};
 use crate::sim::connector::{LinkControl, SimConnector};
 use crate::sim::events::{EventLog, Events, FaultRecord, Micros, NodeRole};
+use crate::sim::fault_evidence;
 use crate::sim::faults::{self, FaultTargets, Sighting};
 use crate::sim::node::{NodeModel, PG_PORT, SimNode};
 use crate::sim::workload::{self, ClientScope, Clients};
@@ -250,7 +251,7 @@ pub fn run_with(
         .ok_or(HarnessError::Unfinished)?;
     let events = log.take();
     let mut records = faults::records(scenario);
-    faults::judge(scenario, &mut records, &sightings, &events, run_end_us);
+    fault_evidence::judge(scenario, &mut records, &sightings, &events, run_end_us);
     Ok(RunOutcome {
         seed,
         events,

@@ -4,7 +4,8 @@
 //! - `node`: the simulated PostgreSQL server.
 //! - `connector`: the router's stream trait over `turmoil::net`, recording what crosses the network.
 //! - `workload`: the application's sessions (closed or open loop).
-//! - `faults`: the fault schedule, applying it, and judging whether each fault took effect.
+//! - `faults`: the fault schedule and applying it.
+//! - `fault_evidence`: judging from the records whether each fault took effect, and why.
 //! - `harness`: one whole run.
 
 // turmoil seeds each simulated host's tokio runtime from the simulation seed only when tokio is built
@@ -21,6 +22,7 @@ compile_error!(
 
 pub mod connector;
 pub mod events;
+pub mod fault_evidence;
 pub mod faults;
 pub mod harness;
 pub mod node;

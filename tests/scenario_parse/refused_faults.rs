@@ -225,3 +225,19 @@ fn an_undo_must_have_something_to_undo() {
         "t.toml:17:6: fault 3: restart of \"r1\" at 4s has nothing to undo",
     );
 }
+
+#[test]
+fn a_slow_fault_on_a_node_without_query_time_is_refused() {
+    let fault = "[[fault]]\nat = \"1s\"\ntarget = \"r1\"\nkind = \"slow\"\nfactor = 3\n";
+    assert_refused(
+        &with(&format!("[node.r1]\nquery_time = \"0ms\"\n{fault}")),
+        "t.toml:12:10: fault 1: slow multiplies query_time, and \"r1\" has query_time = 0, so it can have no effect",
+    );
+    assert!(
+        parse(
+            &with(&format!("[node.r1]\nquery_time = \"1ms\"\n{fault}")),
+            "t.toml"
+        )
+        .is_ok()
+    );
+}

@@ -4,7 +4,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use replisim::sim::events::NodeRole;
+use replisim::sim::node::PG_PORT;
 use replisim::sim::node::{KvRow, LSN_START, LSN_STEP};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::timeout;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::PgLsn;
 
@@ -243,15 +246,16 @@ fn a_replica_ahead_of_the_promoted_one_is_refused_rather_than_mixing_histories()
 }
 
 #[test]
-fn a_connection_abandoned_during_a_partition_is_closed_once_it_heals() {
+fn a_connection_abandoned_during_a_partition_stays_open_at_the_server_as_in_postgres() {
     let mut c = cluster(14);
     run_client(&mut c.sim, async {
         let primary = connect("primary", "replisim").await?;
         assert_eq!(write(&primary, 40, 1, 1).await?, 1);
         sleep_until_sim(Duration::from_millis(1_500)).await;
-        // Terminate and FIN are lost in the partition: the server cannot tell yet.
+        // Terminate and FIN are lost in the partition: the server cannot tell, and PostgreSQL
+        // sends nothing unsolicited to an idle client that could find out.
         drop(primary);
-        sleep_until_sim(Duration::from_secs(12)).await;
+        sleep_until_sim(Duration::from_secs(40)).await;
         Ok(())
     });
     drive(
@@ -268,14 +272,68 @@ fn a_connection_abandoned_during_a_partition_is_closed_once_it_heals() {
         ],
     );
     let conns = c.log.server_conns.lock().expect("log lock").clone();
+    assert!(
+        conns.iter().any(|e| e.node == PRIMARY && e.open),
+        "{conns:?}"
+    );
+    assert!(
+        !conns.iter().any(|e| e.node == PRIMARY && !e.open),
+        "the server still holds the abandoned connection: {conns:?}"
+    );
+}
+
+#[test]
+fn a_connection_its_client_drops_closes_at_the_server_at_once() {
+    let mut c = cluster(16);
+    run_client(&mut c.sim, async {
+        let primary = connect("primary", "replisim").await?;
+        assert_eq!(write(&primary, 41, 1, 1).await?, 1);
+        sleep_until_sim(Duration::from_secs(30)).await;
+        drop(primary);
+        sleep_until_sim(Duration::from_secs(31)).await;
+        Ok(())
+    });
+    drive(&mut c.sim, Vec::new());
+    let conns = c.log.server_conns.lock().expect("log lock").clone();
     let closed = conns
         .iter()
         .find(|e| e.node == PRIMARY && !e.open)
-        .expect("the server closed the abandoned connection");
+        .expect("the server closed the dropped connection");
+    // Idle for 30 s without a probe, then closed within a link crossing of the drop.
     assert!(
-        (micros(Duration::from_secs(2))..=micros(Duration::from_secs(8))).contains(&closed.at_us),
+        (micros(Duration::from_secs(30))..=micros(Duration::from_millis(30_010)))
+            .contains(&closed.at_us),
         "{closed:?}"
     );
+}
+
+#[test]
+fn an_idle_connection_gets_no_unsolicited_message() {
+    let mut c = cluster(17);
+    run_client(&mut c.sim, async {
+        let mut stream = turmoil::net::TcpStream::connect(("primary", PG_PORT)).await?;
+        let mut startup = Vec::new();
+        for part in ["user", "replisim", "database", "replisim", ""] {
+            startup.extend_from_slice(part.as_bytes());
+            startup.push(0);
+        }
+        let mut message = ((startup.len() + 8) as u32).to_be_bytes().to_vec();
+        message.extend_from_slice(&196_608u32.to_be_bytes());
+        message.extend_from_slice(&startup);
+        stream.write_all(&message).await?;
+        // The startup reply ends with ReadyForQuery ('Z', length 5, status 'I').
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !reply.ends_with(&[b'Z', 0, 0, 0, 5, b'I']) {
+            let n = timeout(Duration::from_secs(1), stream.read(&mut buf)).await??;
+            assert!(n > 0, "closed during startup");
+            reply.extend_from_slice(&buf[..n]);
+        }
+        let idle = timeout(Duration::from_secs(60), stream.read(&mut buf)).await;
+        assert!(idle.is_err(), "the server sent something unasked: {idle:?}");
+        Ok(())
+    });
+    drive(&mut c.sim, Vec::new());
 }
 
 #[test]

@@ -94,8 +94,8 @@ impl CancelHandler for Backend {
     }
 }
 
-/// The parameters a server reports at startup (and `in_hot_standby` again later), in a fixed
-/// order so that the bytes on the wire do not depend on hashing.
+/// The parameters a server reports at startup, in a fixed order so that the bytes on the wire do
+/// not depend on hashing.
 pub(crate) fn server_parameters<C: ClientInfo>(
     client: &C,
     node: &SimNode,

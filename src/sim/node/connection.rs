@@ -5,19 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use pgwire::api::{ClientInfo, DefaultClient, NoopHandler, PgWireConnectionState};
 use pgwire::error::PgWireError;
-use pgwire::messages::startup::ParameterStatus;
-use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::messages::PgWireFrontendMessage;
 use pgwire::tokio::server::{PgWireMessageServerCodec, process_error, process_message};
-use std::pin::Pin;
 
-use tokio::time::{Instant, Sleep, sleep, timeout, timeout_at};
+use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::codec::Framed;
 use turmoil::net::TcpStream;
 
-use super::backend::{Backend, in_hot_standby};
+use super::backend::Backend;
 use super::clock::try_now_us;
 use super::execute::Identity;
 use super::state::SimNode;
@@ -30,11 +28,6 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a response may wait to be written, beyond the statement's service time: a client that
 /// stopped reading (gone, or partitioned away) is dropped after this.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// An idle connection gets an unsolicited `ParameterStatus` this often, the way TCP keepalives
-/// probe a peer: once a partition heals, a client that is gone answers with a reset and the
-/// connection ends instead of lingering forever.
-const IDLE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 type Socket = Framed<TcpStream, PgWireMessageServerCodec<Statement>>;
 
@@ -91,11 +84,6 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
     tokio::pin!(dropped);
     // Registered before the generation check, so a drop in between is not missed.
     dropped.as_mut().enable();
-    // One idle-probe timer for the whole connection, re-armed only when it fires: creating a timer
-    // per message would cost more than the message itself.
-    let idle_probe = sleep(IDLE_PROBE_INTERVAL);
-    tokio::pin!(idle_probe);
-    let mut last_active = Instant::now();
     loop {
         if node.conn_generation() != generation {
             break;
@@ -103,7 +91,7 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
         let message = tokio::select! {
             biased;
             () = &mut dropped => break,
-            message = next_message(&mut socket, &node, open.is_some(), startup_deadline, idle_probe.as_mut(), &mut last_active) => message,
+            message = next_message(&mut socket, open.is_some(), startup_deadline) => message,
         };
         let Some(Ok(message)) = message else {
             break;
@@ -158,56 +146,21 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
     drop(open);
 }
 
-/// The next client message: before startup completes, within the startup deadline; after,
-/// without limit, probing an idle client now and then.
+/// The next client message: before startup completes, within the startup deadline; after, without
+/// limit. Like PostgreSQL, the server sends nothing unsolicited to an idle client: an idle connection
+/// whose client vanished without a word (a partition) stays open until the client's end closes it,
+/// as it would over real TCP without keepalives.
 async fn next_message(
     socket: &mut Socket,
-    node: &SimNode,
     started: bool,
     startup_deadline: Instant,
-    idle_probe: Pin<&mut Sleep>,
-    last_active: &mut Instant,
 ) -> Option<Result<PgWireFrontendMessage, PgWireError>> {
     if started {
-        next_or_probe(socket, node, idle_probe, last_active).await
+        socket.next().await
     } else {
         timeout_at(startup_deadline, socket.next())
             .await
             .ok()
             .flatten()
-    }
-}
-
-/// The next client message; a connection idle for a whole probe interval gets a probe.
-async fn next_or_probe(
-    socket: &mut Socket,
-    node: &SimNode,
-    mut idle_probe: Pin<&mut Sleep>,
-    last_active: &mut Instant,
-) -> Option<Result<PgWireFrontendMessage, PgWireError>> {
-    loop {
-        tokio::select! {
-            biased;
-            message = socket.next() => {
-                *last_active = Instant::now();
-                return message;
-            }
-            () = idle_probe.as_mut() => {
-                let due = *last_active + IDLE_PROBE_INTERVAL;
-                if due > Instant::now() {
-                    // Traffic since the timer was armed: wait out the rest of the idle interval.
-                    idle_probe.as_mut().reset(due);
-                    continue;
-                }
-                idle_probe.as_mut().reset(Instant::now() + IDLE_PROBE_INTERVAL);
-                let probe = PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
-                    "in_hot_standby".to_owned(),
-                    in_hot_standby(node),
-                ));
-                if !matches!(timeout(WRITE_TIMEOUT, socket.send(probe)).await, Ok(Ok(()))) {
-                    return None;
-                }
-            }
-        }
     }
 }
