@@ -5,6 +5,11 @@
 //! against each other in `balance`; lag-aware routing and read-your-writes in `lag`; promotions and a
 //! primary crash in `promotion`; the router under ordinary stress (slow queries, saturated pools,
 //! sessions across a promotion, an outlier replica) in `stress`; fault evidence in `evidence`.
+//!
+//! A failure prints the command that replays the run: the shipped file when the run used it as it
+//! is, else the variant (lighter, shorter, edited) written as scenario TOML beside its report under
+//! `target/sim-reports/`; runs that also changed the router in code (`RunOptions`) say that the
+//! command is not an exact replay.
 
 mod balance;
 mod evidence;
@@ -13,8 +18,9 @@ mod metrics;
 mod promotion;
 mod stress;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use replisim::report::{self, Report};
@@ -23,6 +29,7 @@ use replisim::scenario::{self, Invariant, Scenario};
 use replisim::sim::RunOutcome;
 use replisim::sim::events::{Purpose, StatementKind};
 use replisim::sim::harness::{RunOptions, run_with};
+use replisim::sim::workload::ClientScope;
 
 const SEEDS: [u64; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
 
@@ -63,17 +70,100 @@ fn simulate_outcome(
     if let Err(e) = report::write(&dir, &r) {
         panic!("writing the report of {} to {}: {e}", s.name, dir.display());
     }
+    remember_replay(&r, replay_command(s, seed, options, &dir));
     (outcome, r)
 }
 
+/// The command that replays each run, by report: the shipped file when the run used it as it is,
+/// else the variant written as scenario TOML beside the report.
+static REPLAYS: Mutex<BTreeMap<(String, u64, String), String>> = Mutex::new(BTreeMap::new());
+
+/// The key of a run in [`REPLAYS`]: scenario, seed and trace hash.
+fn replay_key(r: &Report) -> (String, u64, String) {
+    (r.scenario.clone(), r.seed, r.trace_hash.clone())
+}
+
+fn remember_replay(r: &Report, command: String) {
+    REPLAYS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(replay_key(r), command);
+}
+
+/// `replisim run FILE --seed N` for this run. A variant (lighter, shorter, edited in code) is written
+/// to `dir/<name>-seed<N>-<hash of its text>.toml` (the hash keeps two variants of one scenario
+/// apart); edits a scenario file cannot hold (`RunOptions`) are named after the command.
+fn replay_command(s: &Scenario, seed: u64, options: &RunOptions, dir: &Path) -> String {
+    let shipped = root().join("scenarios").join(format!("{}.toml", s.name));
+    let unchanged = scenario::load(&shipped).is_ok_and(|file| {
+        file == Scenario {
+            seed: file.seed,
+            ..s.clone()
+        }
+    });
+    let file = if unchanged {
+        format!("scenarios/{}.toml", s.name)
+    } else {
+        let variant = Scenario { seed, ..s.clone() };
+        let text = match variant.to_toml() {
+            Ok(text) => text,
+            Err(e) => panic!("{} seed {seed}: {e}", s.name),
+        };
+        let path = dir.join(format!(
+            "{}-seed{seed}-{:016x}.toml",
+            s.name,
+            fnv1a(text.as_bytes())
+        ));
+        if let Err(e) = report::write_whole(&path, text.as_bytes()) {
+            panic!("writing {}: {e}", path.display());
+        }
+        path.strip_prefix(root())
+            .unwrap_or(&path)
+            .display()
+            .to_string()
+    };
+    let mut in_code = Vec::new();
+    if options.topology_edit.is_some() {
+        in_code.push("the router's topology");
+    }
+    if options.config_edit.is_some() {
+        in_code.push("the router's configuration");
+    }
+    if options.client_scope != ClientScope::default() {
+        in_code.push("the clients' session scope");
+    }
+    let command = format!("replisim run {file} --seed {seed}");
+    if in_code.is_empty() {
+        command
+    } else {
+        format!(
+            "{command}  (not an exact replay: this run also changed {} in code through RunOptions, \
+             which a scenario file cannot express)",
+            in_code.join(" and ")
+        )
+    }
+}
+
+/// FNV-1a, 64 bits: a stable name for a variant's text.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 fn describe(r: &Report) -> String {
-    report::summary::render(
-        r,
-        &format!(
-            "replisim run scenarios/{}.toml --seed {}",
-            r.scenario, r.seed
-        ),
-    )
+    let replay = REPLAYS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&replay_key(r))
+        .cloned()
+        .unwrap_or_else(|| {
+            format!(
+                "replisim run scenarios/{}.toml --seed {}",
+                r.scenario, r.seed
+            )
+        });
+    report::summary::render(r, &replay)
 }
 
 /// Every seed must pass every invariant.
@@ -543,4 +633,66 @@ fn caps_respected_catches_a_router_ignoring_its_caps() {
         ..RunOptions::default()
     };
     failing_run(&s, &options, "caps_respected");
+}
+
+// ---- replay commands ----
+
+/// Failure messages printed `replisim run scenarios/X.toml --seed N` for lighter or shorter variants,
+/// which replays the shipped file, not the run. A variant's command now names the variant written
+/// beside its report, and running that command gives the same report byte for byte.
+#[test]
+fn a_variants_replay_command_reproduces_its_report() {
+    let s = shorter(lighter(load("round-robin"), 5), Duration::from_secs(2));
+    let r = simulate(&s, 3, &RunOptions::default(), "replay");
+    // What `describe` prints after `replay: ` when the run fails.
+    let Some(command) = REPLAYS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&replay_key(&r))
+        .cloned()
+    else {
+        panic!("no replay command for:\n{}", describe(&r));
+    };
+    let args: Vec<&str> = command.split_whitespace().collect();
+    let [_, "run", file, "--seed", "3"] = args.as_slice() else {
+        panic!("unexpected command {command}");
+    };
+    assert!(
+        file.starts_with("target/sim-reports/replay/round-robin-seed3-") && file.ends_with(".toml"),
+        "{command}"
+    );
+    let out = report_dir().join("replay-cli");
+    let out_arg = out.display().to_string();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_replisim"))
+        .current_dir(root())
+        .args(["run", file, "--seed", "3", "--out", &out_arg, "--quiet"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run replisim: {e}"));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let replayed = std::fs::read_to_string(out.join("round-robin-seed3.json"))
+        .unwrap_or_else(|e| panic!("the replay wrote no report: {e}"));
+    assert_eq!(
+        replayed,
+        report::to_json(&r),
+        "the replay differs from the run"
+    );
+
+    // The shipped file as it is replays from itself; a run edited in code says it is not exact.
+    let whole = load("round-robin");
+    let shipped = replay_command(&whole, 4, &RunOptions::default(), &report_dir());
+    assert_eq!(shipped, "replisim run scenarios/round-robin.toml --seed 4");
+    let edited = RunOptions {
+        config_edit: Some(Arc::new(|c| c.read_retries = 0)),
+        ..RunOptions::default()
+    };
+    let command = replay_command(&whole, 4, &edited, &report_dir());
+    assert!(
+        command.contains("not an exact replay") && command.contains("router's configuration"),
+        "{command}"
+    );
 }

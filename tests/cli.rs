@@ -169,6 +169,78 @@ fn a_failing_run_is_exit_1_and_prints_the_replay_command() {
     );
 }
 
+/// Values `check` used to accept that `run` could not run (exit 3, an abort on a huge allocation,
+/// a stopped arrival clock): both commands now refuse them with exit 2 and one `file:line:col` line.
+#[test]
+fn values_run_cannot_run_are_refused_by_check_and_run_alike() {
+    let dir = scratch("limits");
+    let replicas: Vec<String> = (0..70).map(|i| format!("\"replica-{i}\"")).collect();
+    let cases = [
+        (
+            "read-retries",
+            TINY.replace("[workload]", "[router]\nread_retries = 100\n[workload]"),
+            10,
+        ),
+        (
+            "replicas",
+            TINY.replace("[\"replica-1\"]", &format!("[{}]", replicas.join(", "))),
+            8,
+        ),
+        (
+            "clients",
+            TINY.replace("clients = 4", "clients = 4294967295"),
+            10,
+        ),
+        (
+            "rate",
+            TINY.replace("clients = 4", "clients = 4\nrate = 1e300"),
+            11,
+        ),
+        ("duration", TINY.replace("\"2s\"", "\"5000000h\""), 3),
+    ];
+    for (name, text, line) in cases {
+        let path = write(&dir, &format!("{name}.toml"), &text);
+        let out = dir.join(format!("{name}-reports"));
+        let out = out.display().to_string();
+        for args in [
+            vec!["check", path.as_str()],
+            vec!["run", path.as_str(), "--out", &out],
+        ] {
+            let o = replisim(&args);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "{name} {args:?}: {err}");
+            assert_eq!(
+                err.lines().count(),
+                1,
+                "{name} {args:?}: not one line: {err}"
+            );
+            assert!(
+                err.contains(&format!("{path}:{line}:")) && err.contains("above the limit"),
+                "{name} {args:?}: {err}"
+            );
+        }
+        assert!(
+            !Path::new(&out).exists(),
+            "{name}: run wrote reports for bad input"
+        );
+    }
+}
+
+/// A closed-loop client's last pause ends after `duration`; a `think_time` longer than the time the
+/// harness allowed for draining made the simulation give up and `run` exit 3.
+#[test]
+fn a_think_time_longer_than_the_drain_is_not_an_internal_error() {
+    let dir = scratch("long-think-time");
+    let path = write(
+        &dir,
+        "think.toml",
+        &TINY.replace("think_time = \"10ms\"", "think_time = \"5m\""),
+    );
+    let out = dir.join("reports").display().to_string();
+    let o = replisim(&["run", &path, "--out", &out, "--quiet"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+}
+
 #[test]
 fn a_fault_nothing_could_observe_fails_the_run_and_is_named() {
     let dir = scratch("unseen-fault");

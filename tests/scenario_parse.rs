@@ -9,10 +9,14 @@ use replisim::scenario::{
 };
 use replisim::sim::events::NodeRole;
 
+#[path = "scenario_parse/limits.rs"]
+mod limits;
 #[path = "scenario_parse/refused.rs"]
 mod refused;
 #[path = "scenario_parse/refused_faults.rs"]
 mod refused_faults;
+#[path = "scenario_parse/write.rs"]
+mod write;
 
 /// Every key of the schema.
 const FULL: &str = r#"

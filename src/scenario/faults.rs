@@ -7,6 +7,7 @@ use toml::Spanned;
 
 use super::duration::format_duration;
 use super::error::Issue;
+use super::limits::SLOW_FACTOR_MAX;
 use super::model::{Fault, FaultKind, Node};
 use super::raw::{RawFault, key_offset};
 use super::validate::{duration_value, list, missing_key, positive_duration};
@@ -222,6 +223,12 @@ fn with_values(
                 return Err(Issue::at(
                     value.span(),
                     format!("factor must be above 1 (it multiplies query_time), got {factor}"),
+                ));
+            }
+            if factor > SLOW_FACTOR_MAX {
+                return Err(Issue::at(
+                    value.span(),
+                    format!("factor = {factor} is above the limit of {SLOW_FACTOR_MAX}"),
                 ));
             }
             FaultKind::Slow { factor }

@@ -2,10 +2,12 @@
 //!
 //! - `duration`: `"250ms"`, `"1.5s"`, `"2m"` both ways.
 //! - `error`: [`ScenarioError`], one line with `file:line:col`.
+//! - `limits`: the upper limit of every value one machine can run (`CLIENTS_MAX`, ...).
 //! - `model`: the validated scenario every other part reads.
 //! - `raw`: the file as written; unknown keys and wrong types are refused there.
 //! - `validate`: raw -> resolved, with `topology`, `router_section`, `workload`, `faults` and
 //!   `invariants` for the sections.
+//! - `write`: [`Scenario::to_toml`], the validated model back to scenario TOML (round-trips).
 //! - `router_topology`: the router's view of a scenario's cluster, for the simulation and real mode.
 //!
 //! Beyond the schema of SPEC section 4, a `[[shard]]` takes `weights`, one whole number from 1 per
@@ -16,6 +18,7 @@ pub mod duration;
 pub mod error;
 mod faults;
 mod invariants;
+pub mod limits;
 pub mod model;
 mod raw;
 mod router_section;
@@ -23,6 +26,7 @@ mod router_topology;
 mod topology;
 mod validate;
 mod workload;
+mod write;
 
 use std::path::Path;
 
@@ -30,17 +34,46 @@ pub use duration::{format_duration, parse_duration};
 pub use error::{Position, ScenarioError, ScenarioErrorKind};
 pub use model::*;
 pub use router_topology::Login;
+pub use write::WriteError;
 
-/// Reads, parses and validates the scenario file at `path`.
+/// Reads, parses and validates the scenario file at `path`; a file above
+/// [`limits::FILE_SIZE_MAX`] is refused without being read whole.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    use std::io::Read;
     let file = path.display().to_string();
-    let text =
-        std::fs::read_to_string(path).map_err(|error| ScenarioError::unreadable(&file, error))?;
+    let unreadable = |error| ScenarioError::unreadable(&file, error);
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|opened| {
+            opened
+                .take(limits::FILE_SIZE_MAX + 1)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > limits::FILE_SIZE_MAX {
+        return Err(too_large(&file, &String::from_utf8_lossy(&bytes)));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|error| unreadable(std::io::Error::new(std::io::ErrorKind::InvalidData, error)))?;
     parse(&text, &file)
+}
+
+/// A file above [`limits::FILE_SIZE_MAX`], located where its `text` crosses the limit.
+fn too_large(file: &str, text: &str) -> ScenarioError {
+    let message = format!(
+        "the file goes past the limit of {} bytes for a scenario here",
+        limits::FILE_SIZE_MAX
+    );
+    let limit = usize::try_from(limits::FILE_SIZE_MAX).unwrap_or(usize::MAX);
+    let issue = error::Issue::at(limit..limit, message);
+    ScenarioError::from_issue(file, text, issue)
 }
 
 /// Parses and validates scenario `text`; `file` names it in error messages.
 pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
+    if text.len() as u64 > limits::FILE_SIZE_MAX {
+        return Err(too_large(file, text));
+    }
     raw::read(text)
         .and_then(|raw| validate::validate(&raw, text))
         .map_err(|issue| ScenarioError::from_issue(file, text, issue))

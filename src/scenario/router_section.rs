@@ -1,11 +1,15 @@
-//! `[router]`: the library's [`RouterConfig`] defaults, overridden by the keys the file sets.
+//! `[router]`: the library's [`RouterConfig`] defaults, overridden by the keys the file sets, then
+//! checked by [`RouterConfig::validate`] so that `check` refuses whatever the router would.
+
+use std::ops::Range;
 
 use toml::Spanned;
 
 use super::error::Issue;
+use super::limits::READ_RETRIES_MAX;
 use super::raw::RawRouter;
-use super::validate::{at_least_one, duration_value, or_default, positive_duration};
-use crate::router::{Balance, RouterConfig};
+use super::validate::{at_least_one, at_most, duration_value, or_default, positive_duration};
+use crate::router::{Balance, RouterConfig, RouterError};
 
 /// Every balancing policy by the name scenario files use.
 const BALANCE_NAMES: [(&str, Balance); 5] = [
@@ -47,8 +51,16 @@ pub(crate) fn resolve(raw: &RawRouter) -> Result<RouterConfig, Issue> {
             None => Issue::nowhere(message),
         });
     }
-    Ok(RouterConfig {
+    let min_connections_per_node = match &raw.min_connections_per_node {
+        Some(value) => *value.get_ref(),
+        // Left unset, the idle minimum follows a lowered maximum rather than exceed it.
+        None => defaults
+            .min_connections_per_node
+            .min(max_connections_per_node),
+    };
+    let config = RouterConfig {
         balance: or_default(raw.balance.as_ref(), defaults.balance, balance)?,
+        balance_seed: raw.balance_seed.unwrap_or(defaults.balance_seed),
         health_interval: or_default(
             raw.health_interval.as_ref(),
             defaults.health_interval,
@@ -78,16 +90,21 @@ pub(crate) fn resolve(raw: &RawRouter) -> Result<RouterConfig, Issue> {
             .as_ref()
             .map_or(defaults.read_your_writes, |v| *v.get_ref()),
         max_connections_per_node,
-        // The file cannot set the idle minimum, so it follows a lowered maximum rather than exceed it.
-        min_connections_per_node: defaults
-            .min_connections_per_node
-            .min(max_connections_per_node),
+        min_connections_per_node,
         max_connections_per_user: raw
             .max_connections_per_user
-            .unwrap_or(defaults.max_connections_per_user),
+            .as_ref()
+            .map_or(defaults.max_connections_per_user, |v| *v.get_ref()),
         max_connections_per_org: raw
             .max_connections_per_org
-            .unwrap_or(defaults.max_connections_per_org),
+            .as_ref()
+            .map_or(defaults.max_connections_per_org, |v| *v.get_ref()),
+        max_idle_time: or_default(raw.max_idle_time.as_ref(), defaults.max_idle_time, |v| {
+            positive_duration(v, "router.max_idle_time")
+        })?,
+        max_lifetime: or_default(raw.max_lifetime.as_ref(), defaults.max_lifetime, |v| {
+            positive_duration(v, "router.max_lifetime")
+        })?,
         connect_timeout: or_default(
             raw.connect_timeout.as_ref(),
             defaults.connect_timeout,
@@ -96,7 +113,9 @@ pub(crate) fn resolve(raw: &RawRouter) -> Result<RouterConfig, Issue> {
         query_timeout: or_default(raw.query_timeout.as_ref(), defaults.query_timeout, |v| {
             positive_duration(v, "router.query_timeout")
         })?,
-        read_retries: raw.read_retries.unwrap_or(defaults.read_retries),
+        read_retries: or_default(raw.read_retries.as_ref(), defaults.read_retries, |v| {
+            at_most(v, READ_RETRIES_MAX, "router.read_retries")
+        })?,
         ejection_time,
         ejection_time_max,
         slow_request_ejection: or_default(
@@ -107,8 +126,77 @@ pub(crate) fn resolve(raw: &RawRouter) -> Result<RouterConfig, Issue> {
         max_ejection_percent: raw.max_ejection_percent.as_ref().map(percent).transpose()?,
         outlier_ejection: raw.outlier_ejection.unwrap_or(defaults.outlier_ejection),
         cancel_abandoned: raw.cancel_abandoned.unwrap_or(defaults.cancel_abandoned),
-        ..defaults
+        replica_count: raw.replica_count.or(defaults.replica_count),
+        follow_promotion: raw.follow_promotion.unwrap_or(defaults.follow_promotion),
+    };
+    // The router's own check is the last word: whatever it would refuse at start-up, `check`
+    // refuses here, at the key that set the value.
+    config
+        .validate()
+        .map_err(|error| refused_by_router(raw, error))?;
+    Ok(config)
+}
+
+/// A [`RouterConfig::validate`] refusal, placed at the key its message starts with (every message
+/// names its key first); at no position when the file left that key at its default.
+fn refused_by_router(raw: &RawRouter, error: RouterError) -> Issue {
+    let message = match error {
+        RouterError::InvalidConfig(message) => message,
+        other => other.to_string(),
+    };
+    let key: String = message
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let message = format!("router.{message}");
+    match key_span(raw, &key) {
+        Some(span) => Issue::at(span, message),
+        None => Issue::nowhere(message),
+    }
+}
+
+/// Where the file set `key` of `[router]`, if it did (only keys the router's check can refuse).
+fn key_span(raw: &RawRouter, key: &str) -> Option<Range<usize>> {
+    let durations = [
+        ("health_interval", &raw.health_interval),
+        ("health_timeout", &raw.health_timeout),
+        ("max_replica_lag", &raw.max_replica_lag),
+        ("max_idle_time", &raw.max_idle_time),
+        ("max_lifetime", &raw.max_lifetime),
+        ("connect_timeout", &raw.connect_timeout),
+        ("query_timeout", &raw.query_timeout),
+        ("ejection_time", &raw.ejection_time),
+        ("ejection_time_max", &raw.ejection_time_max),
+        ("slow_request_ejection", &raw.slow_request_ejection),
+    ];
+    let numbers = [
+        ("failure_threshold", &raw.failure_threshold),
+        ("recovery_threshold", &raw.recovery_threshold),
+        ("max_connections_per_node", &raw.max_connections_per_node),
+        ("min_connections_per_node", &raw.min_connections_per_node),
+        ("max_connections_per_user", &raw.max_connections_per_user),
+        ("max_connections_per_org", &raw.max_connections_per_org),
+        ("read_retries", &raw.read_retries),
+        ("max_ejection_percent", &raw.max_ejection_percent),
+    ];
+    let duration_span = durations
+        .iter()
+        .find(|(name, _)| *name == key)
+        .and_then(|(_, value)| value.as_ref().map(Spanned::span));
+    duration_span.or_else(|| {
+        numbers
+            .iter()
+            .find(|(name, _)| *name == key)
+            .and_then(|(_, value)| value.as_ref().map(Spanned::span))
     })
+}
+
+/// The name scenario files use for `policy`.
+pub(crate) fn balance_name(policy: Balance) -> &'static str {
+    BALANCE_NAMES
+        .iter()
+        .find(|(_, listed)| *listed == policy)
+        .map_or("round_robin", |(name, _)| name)
 }
 
 /// `router.max_ejection_percent`: a share of a shard's replicas, 0 to 100.
@@ -150,6 +238,7 @@ mod tests {
         for (name, policy) in BALANCE_NAMES {
             let value = Spanned::new(0..1, name.to_owned());
             assert_eq!(balance(&value), Ok(policy));
+            assert_eq!(balance_name(policy), name);
         }
         let issue = balance(&Spanned::new(4..9, "fastest".to_owned())).expect_err("unknown");
         assert_eq!(issue.offset, Some(4));

@@ -7,6 +7,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::Issue;
+use super::limits::{NODES_MAX, REPLICAS_PER_SHARD_MAX};
 use super::model::{Node, Shard};
 use super::raw::{RawNodeModel, RawShard};
 use super::validate::{duration_value, list, missing_key};
@@ -80,6 +81,15 @@ fn resolve_shard(
         .primary
         .as_ref()
         .ok_or_else(|| missing_key(raw.span(), "primary"))?;
+    if table.replicas.len() > REPLICAS_PER_SHARD_MAX {
+        return Err(Issue::at(
+            table.replicas[REPLICAS_PER_SHARD_MAX].span(),
+            format!(
+                "{} replicas is above the limit of {REPLICAS_PER_SHARD_MAX} per shard",
+                table.replicas.len()
+            ),
+        ));
+    }
     let primary_idx = add_node(nodes, primary, index, NodeRole::Primary)?;
     let replicas = table
         .replicas
@@ -137,6 +147,12 @@ fn add_node(
     initial_role: NodeRole,
 ) -> Result<usize, Issue> {
     let text = name.get_ref();
+    if nodes.len() >= NODES_MAX {
+        return Err(Issue::at(
+            name.span(),
+            format!("node \"{text}\" is one node more than the limit of {NODES_MAX} nodes"),
+        ));
+    }
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     let problem = if text.is_empty() {
         Some("node name is empty".to_owned())

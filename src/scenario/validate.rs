@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::duration::parse_duration;
+use super::duration::{format_duration, parse_duration};
 use super::error::Issue;
+use super::limits::{DURATION_KEY_MAX, DURATION_MAX};
 use super::model::Scenario;
 use super::raw::RawScenario;
 use super::{faults, invariants, router_section, topology, workload};
@@ -19,7 +20,7 @@ const SEED_DEFAULT: u64 = 1;
 pub(crate) fn validate(raw: &RawScenario, text: &str) -> Result<Scenario, Issue> {
     let name = scenario_name(raw.name.as_ref())?;
     let duration = match &raw.duration {
-        Some(value) => positive_duration(value, "duration")?,
+        Some(value) => run_duration(value)?,
         None => return Err(missing_top_level("duration", "e.g. duration = \"60s\"")),
     };
     let (shards, nodes) = topology::resolve(&raw.shard, &raw.node)?;
@@ -68,10 +69,44 @@ pub(crate) fn missing_key(table: std::ops::Range<usize>, key: &str) -> Issue {
     Issue::at(table, format!("missing required key `{key}`"))
 }
 
-/// A duration; the issue names `what` and points at the value.
+/// The run's `duration`: above zero and at most [`DURATION_MAX`].
+fn run_duration(value: &Spanned<String>) -> Result<Duration, Issue> {
+    let duration = parse_duration(value.get_ref())
+        .map_err(|error| Issue::at(value.span(), format!("duration: {error}")))?;
+    if duration.is_zero() {
+        return Err(Issue::at(
+            value.span(),
+            format!("duration must be above zero, got \"{}\"", value.get_ref()),
+        ));
+    }
+    if duration > DURATION_MAX {
+        return Err(Issue::at(
+            value.span(),
+            format!(
+                "duration \"{}\" is above the limit of {} of simulated time",
+                value.get_ref(),
+                format_duration(DURATION_MAX)
+            ),
+        ));
+    }
+    Ok(duration)
+}
+
+/// A duration of at most [`DURATION_KEY_MAX`]; the issue names `what` and points at the value.
 pub(crate) fn duration_value(value: &Spanned<String>, what: &str) -> Result<Duration, Issue> {
-    parse_duration(value.get_ref())
-        .map_err(|error| Issue::at(value.span(), format!("{what}: {error}")))
+    let duration = parse_duration(value.get_ref())
+        .map_err(|error| Issue::at(value.span(), format!("{what}: {error}")))?;
+    if duration > DURATION_KEY_MAX {
+        return Err(Issue::at(
+            value.span(),
+            format!(
+                "{what} \"{}\" is above the limit of {}",
+                value.get_ref(),
+                format_duration(DURATION_KEY_MAX)
+            ),
+        ));
+    }
+    Ok(duration)
 }
 
 /// A duration that must be above zero.
@@ -108,6 +143,21 @@ where
         return Err(Issue::at(
             value.span(),
             format!("{what} must be at least 1, got {number}"),
+        ));
+    }
+    Ok(number)
+}
+
+/// A number that must not exceed `max` (one of the limits of `super::limits`).
+pub(crate) fn at_most<T>(value: &Spanned<T>, max: T, what: &str) -> Result<T, Issue>
+where
+    T: Copy + PartialOrd + std::fmt::Display,
+{
+    let number = *value.get_ref();
+    if number > max {
+        return Err(Issue::at(
+            value.span(),
+            format!("{what} = {number} is above the limit of {max}"),
         ));
     }
     Ok(number)

@@ -3,9 +3,10 @@
 use toml::Spanned;
 
 use super::error::Issue;
+use super::limits::{CLIENTS_MAX, KEYS_PER_ORG_MAX, ORGS_MAX, RATE_MAX, USERS_MAX};
 use super::model::{Shard, Workload};
 use super::raw::RawWorkload;
-use super::validate::{at_least_one, duration_value, or_default, ratio_value};
+use super::validate::{at_least_one, at_most, duration_value, or_default, ratio_value};
 
 /// Resolves `[workload]` over [`Workload::default`]; every org id drawn must fall inside a shard.
 pub(crate) fn resolve(raw: &RawWorkload, shards: &[Shard]) -> Result<Workload, Issue> {
@@ -13,20 +14,22 @@ pub(crate) fn resolve(raw: &RawWorkload, shards: &[Shard]) -> Result<Workload, I
     let workload = Workload {
         clients: or_default(raw.clients.as_ref(), defaults.clients, |v| {
             at_least_one(v, "workload.clients")
+                .and_then(|_| at_most(v, CLIENTS_MAX, "workload.clients"))
         })?,
         rate: raw.rate.as_ref().map(rate).transpose()?,
         think_time: or_default(raw.think_time.as_ref(), defaults.think_time, |v| {
             duration_value(v, "workload.think_time")
         })?,
         users: or_default(raw.users.as_ref(), defaults.users, |v| {
-            at_least_one(v, "workload.users")
+            at_least_one(v, "workload.users").and_then(|_| at_most(v, USERS_MAX, "workload.users"))
         })?,
         orgs: or_default(raw.orgs.as_ref(), defaults.orgs, |v| {
-            at_least_one(v, "workload.orgs")
+            at_least_one(v, "workload.orgs").and_then(|_| at_most(v, ORGS_MAX, "workload.orgs"))
         })?,
         org_skew: or_default(raw.org_skew.as_ref(), defaults.org_skew, org_skew)?,
         keys_per_org: or_default(raw.keys_per_org.as_ref(), defaults.keys_per_org, |v| {
             at_least_one(v, "workload.keys_per_org")
+                .and_then(|_| at_most(v, KEYS_PER_ORG_MAX, "workload.keys_per_org"))
         })?,
         read_ratio: or_default(raw.read_ratio.as_ref(), defaults.read_ratio, |v| {
             ratio_value(v, "workload.read_ratio")
@@ -49,6 +52,14 @@ fn rate(value: &Spanned<f64>) -> Result<f64, Issue> {
             value.span(),
             format!(
                 "workload.rate must be above zero (arrivals per second), got {rate}; omit it for a closed loop"
+            ),
+        ));
+    }
+    if rate > RATE_MAX {
+        return Err(Issue::at(
+            value.span(),
+            format!(
+                "workload.rate = {rate:e} is above the limit of {RATE_MAX:e} arrivals per second"
             ),
         ));
     }

@@ -115,8 +115,11 @@ pub fn run_with(
     let cfg = &scenario.router;
     // In-flight operations may finish after `duration`, bounded by the router's timeouts.
     let per_attempt = cfg.connect_timeout + cfg.query_timeout;
-    let drain =
-        per_attempt * (cfg.read_retries + 2) + cfg.connect_timeout * 2 + Duration::from_secs(60);
+    // A closed-loop client's last pause (`think_time`) may also end after `duration`.
+    let drain = per_attempt * (cfg.read_retries + 2)
+        + cfg.connect_timeout * 2
+        + scenario.workload.think_time
+        + Duration::from_secs(60);
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
@@ -171,7 +174,9 @@ pub fn run_with(
             Arc::clone(&log),
         ));
         let mut config = scenario.router.clone();
-        config.balance_seed = seed;
+        // The run's seed varies the balancing draws with every seed; a file's `balance_seed` (default
+        // 0) is mixed in, so the default keeps the draws of the seed alone.
+        config.balance_seed = seed ^ scenario.router.balance_seed;
         if let Some(edit) = &options.config_edit {
             edit(&mut config);
         }

@@ -8,6 +8,18 @@
 //! - `fault_evidence`: judging from the records whether each fault took effect, and why.
 //! - `harness`: one whole run.
 
+// turmoil seeds each simulated host's tokio runtime from the simulation seed only when tokio is built
+// with `--cfg tokio_unstable`; without it tokio's per-process RNG reorders wake-ups and the same seed
+// gives a different report in another process. A build that lost the flag (a `RUSTFLAGS` that
+// replaces `.cargo/config.toml`'s, a crate depending on this one) must fail rather than run
+// simulations that cannot replay. The router alone does not need the flag, so the guard lives here.
+#[cfg(not(tokio_unstable))]
+compile_error!(
+    "the simulation needs tokio built with `--cfg tokio_unstable` to be deterministic: build with \
+     this repository's .cargo/config.toml (build.rustflags), or with \
+     RUSTFLAGS=\"--cfg tokio_unstable\" when you set RUSTFLAGS yourself"
+);
+
 pub mod connector;
 pub mod events;
 pub mod fault_evidence;
