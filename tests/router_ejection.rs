@@ -130,10 +130,24 @@ async fn reads_waiting_on_a_wedged_replica_move_on_well_before_query_timeout() {
     };
     assert!(!wedged.healthy);
     assert_eq!(
-        (wedged.cancelled, wedged.in_flight, wedged.open_connections),
-        (2, 0, 0),
-        "both reads sent there were given up, and their connections closed"
+        (wedged.cancelled, wedged.in_flight, wedged.abandoned),
+        (2, 0, 2),
+        "both reads sent there were given up"
     );
+    // Their statements got a cancel each; a wedged node never answers behind them, so their
+    // connections do not settle and are closed once `connect_timeout` runs out.
+    let wedged_node = cluster.node("replica-1");
+    eventually("both statements got a cancel request", || {
+        wedged_node.cancel_requests.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    eventually("the unsettled connections are closed", || {
+        router
+            .stats()
+            .node("replica-1")
+            .is_some_and(|n| n.open_connections == 0)
+    })
+    .await;
     router.shutdown();
 }
 
@@ -156,8 +170,8 @@ async fn a_slow_read_with_nowhere_else_to_go_is_not_given_up() {
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(
         router.stats().node("replica-1").map(|n| n.healthy),
-        Some(false),
-        "still ejected for being slow"
+        Some(true),
+        "slow with no peer answering anything younger is no outlier: it stays in"
     );
     router.shutdown();
 }

@@ -18,6 +18,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 use replisim::router::{BoxedStream, ConnectPurpose, Connector, NodeAddress};
 
+/// The code a CancelRequest carries where a startup message has its protocol version.
+const CANCEL_REQUEST_CODE: i32 = 80_877_102;
+
 const INT8: u32 = 20;
 const TEXT: u32 = 25;
 const BOOL: u32 = 16;
@@ -53,6 +56,8 @@ pub struct FakeNode {
     pub running_max: AtomicI64,
     /// Probe statements executed.
     pub probes: AtomicU64,
+    /// CancelRequests received.
+    pub cancel_requests: AtomicU64,
     /// Wakes open connections when the node crashes.
     crashed: tokio::sync::Notify,
 }
@@ -151,6 +156,11 @@ async fn serve(mut stream: DuplexStream, node: Arc<FakeNode>, name: String) -> i
     let len = stream.read_i32().await?;
     let mut startup = vec![0; usize::try_from(len - 4).map_err(io::Error::other)?];
     stream.read_exact(&mut startup).await?;
+    if startup.get(..4) == Some(&CANCEL_REQUEST_CODE.to_be_bytes()[..]) {
+        // PostgreSQL answers a CancelRequest with nothing; the fake only counts it.
+        node.cancel_requests.fetch_add(1, Ordering::SeqCst);
+        return Ok(());
+    }
     let params = startup_params(&startup[4..]);
     let application_name = params.get("application_name").cloned().unwrap_or_default();
     let workload = application_name != "replisim-health";

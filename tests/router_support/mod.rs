@@ -15,6 +15,7 @@ use replisim::router::{
 };
 use tokio_postgres::Row;
 
+#[allow(unused_imports)]
 pub use fake_pg::{FakeCluster, FakeNode};
 
 /// A read in the fake dialect: one row `(node, $1)`.
