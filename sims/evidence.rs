@@ -8,9 +8,9 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 use replisim::check::failover_within;
+use replisim::record::events::{EventLog, NetKind};
 use replisim::router::connector::{ConnectPurpose, Connector, NodeAddress};
 use replisim::sim::connector::{LinkControl, SimConnector};
-use replisim::sim::events::{EventLog, NetKind};
 
 const NODE: &str = "node-1";
 const PORT: u16 = 5432;
@@ -155,7 +155,7 @@ fn a_failed_write_after_a_crash_moves_the_failover_time() {
         panic!("no failed write recorded: {:?}", events.net);
     };
     let scenario = one_node_crash_scenario();
-    let faults = vec![replisim::sim::events::FaultRecord {
+    let faults = vec![replisim::record::events::FaultRecord {
         index: 0,
         kind: "crash",
         target: 0,

@@ -2,8 +2,8 @@
 //! every seed, the same run with the feature off fails it, and the router's own lag record and
 //! routing reasons show the feature at work. Per-seed figures are printed (`--nocapture`).
 
+use replisim::record::workload::ClientScope;
 use replisim::router::route_reason::RouteReason;
-use replisim::sim::workload::ClientScope;
 
 use super::*;
 
@@ -159,7 +159,7 @@ fn client_replica_share_between(
 ) -> f64 {
     let reads = outcome.events.ops.iter().filter(|op| {
         op.ok
-            && op.kind == replisim::sim::events::OpKind::Read
+            && op.kind == replisim::record::events::OpKind::Read
             && (from_us..until_us).contains(&op.start_us)
     });
     let (mut all, mut replica) = (0u64, 0u64);
@@ -168,7 +168,7 @@ fn client_replica_share_between(
         let on_replica = op
             .node
             .and_then(|node| s.nodes.get(node))
-            .is_some_and(|node| node.initial_role == replisim::sim::events::NodeRole::Replica);
+            .is_some_and(|node| node.initial_role == replisim::record::events::NodeRole::Replica);
         replica += u64::from(on_replica);
     }
     replica as f64 / all.max(1) as f64

@@ -4,8 +4,8 @@
 
 use replisim::check::Evidence;
 use replisim::check::promotion::{Promotion, promotions};
+use replisim::record::events::{ClientOp, OpKind};
 use replisim::router::RouterConfig;
-use replisim::sim::events::{ClientOp, OpKind};
 use replisim::sim::harness::ConfigEdit;
 
 use super::*;

@@ -6,12 +6,14 @@
 //!   - `router::config`: [`RouterConfig`] and its defaults, `from_env`.
 //!   - `router::connector`: the one seam between real and simulated: a trait that opens a stream to a node.
 //! - [`scenario`]: scenario files: raw TOML -> validated [`scenario::Scenario`], with file:line:col errors.
+//! - [`record`]: what a run records, in either mode, and the workload both modes run.
+//!   - `record::events`: the ground truth every checker reads (statements, connections, network,
+//!     client ops); `record::workload`: the client loops; `record::schedule`: the fault schedule.
 //! - [`sim`]: the harness.
-//!   - `sim::events`: the ground truth every checker reads (statements, connections, network, client ops).
 //!   - `sim::node`: a simulated PostgreSQL server (pgwire) with a WAL stream to its replicas.
 //!   - `sim::harness`: builds the turmoil simulation, runs the workload, applies the faults.
 //!   - `sim::fault_evidence`: judges from the records whether each fault took effect, and why.
-//! - [`check`]: one invariant checker per file, each reading [`sim::events::Events`].
+//! - [`check`]: one invariant checker per file, each reading [`record::events::Events`].
 //! - [`report`]: the JSON and Markdown reports and the printed summary.
 //! - [`cli`]: `replisim run`, `replisim real` and `replisim check`, mapped to exit codes.
 //! - [`real`]: a local PostgreSQL 15 replication cluster the crate runs itself, and a TCP fault proxy.
@@ -20,6 +22,7 @@
 pub mod check;
 pub mod cli;
 pub mod real;
+pub mod record;
 pub mod report;
 pub mod router;
 pub mod scenario;

@@ -15,11 +15,11 @@ use real_support::{
     TestResult, direct_topology, postgres_missing, seed, start_cluster, start_router, step,
     version_of, wait_for,
 };
+use replisim::record::workload::{READ_SQL, WRITE_SQL};
 use replisim::router::route_reason::RouteReason;
 use replisim::router::{
     ReadRequest, Router, RouterConfig, Scope, ServedRole, Session, WriteRequest,
 };
-use replisim::sim::workload::{READ_SQL, WRITE_SQL};
 use tokio::task::JoinHandle;
 
 /// One cluster at a time across the tests of this file.

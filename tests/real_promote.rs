@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use replisim::real::prerequisites::{Needs, skip_without_postgres};
 use replisim::real::scenario_run;
+use replisim::record::events::{NodeRole, Purpose, StatementKind};
 use replisim::scenario::{Fault, FaultKind, Invariant};
-use replisim::sim::events::{NodeRole, Purpose, StatementKind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promotion_moves_roles_and_refused_writes_agree_on_every_side() {

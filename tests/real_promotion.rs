@@ -15,8 +15,8 @@ use real_support::{
     STEP_TIMEOUT, TestResult, direct_topology, executed, fast_failover_config, node,
     postgres_missing, seed, start_cluster, start_router, step,
 };
+use replisim::record::workload::{READ_SQL, WRITE_SQL};
 use replisim::router::{ReadRequest, RouterError, ServedRole, WriteRequest};
-use replisim::sim::workload::{READ_SQL, WRITE_SQL};
 use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
 

@@ -17,8 +17,8 @@ use real_support::{
     start_cluster, start_router, step, topology, totals, version_of, wait_for,
 };
 use replisim::real::Cluster;
+use replisim::record::workload::{READ_SQL, WRITE_SQL};
 use replisim::router::{ReadRequest, Router, RouterConfig, RouterError, ServedRole, WriteRequest};
-use replisim::sim::workload::{READ_SQL, WRITE_SQL};
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 

@@ -41,7 +41,10 @@ async fn a_read_slow_on_every_replica_runs_once_where_it_was_sent() {
         let Some(node) = stats.node(replica) else {
             panic!("no stats for {replica}");
         };
-        assert!(node.healthy, "{replica} was ejected for a slowness all share");
+        assert!(
+            node.healthy,
+            "{replica} was ejected for a slowness all share"
+        );
         assert_eq!(
             (node.attempts, node.cancelled, node.abandoned),
             (2, 0, 0),
@@ -120,9 +123,15 @@ async fn a_read_that_waited_out_a_full_pool_takes_another_replica_with_a_free_sl
     };
     tokio::time::sleep(Duration::from_millis(20)).await;
     let second = read_once(&router, replica_read(5, 2), 1).await;
-    assert!(matches!(&second, Ok((node, _)) if node == "replica-2"), "{second:?}");
+    assert!(
+        matches!(&second, Ok((node, _)) if node == "replica-2"),
+        "{second:?}"
+    );
     let third = read_once(&router, replica_read(5, 3), 2).await;
-    assert!(matches!(&third, Ok((node, _)) if node == "replica-2"), "{third:?}");
+    assert!(
+        matches!(&third, Ok((node, _)) if node == "replica-2"),
+        "{third:?}"
+    );
     assert!(matches!(holder.await, Ok(Ok(_))));
     assert_eq!(
         router.stats().node("replica-1").map(|n| n.healthy),
@@ -148,7 +157,10 @@ async fn a_statement_that_timed_out_is_retried_elsewhere_once_at_most() {
         "{read:?}"
     );
     let attempts: u64 = router.stats().nodes.iter().map(|n| n.attempts).sum();
-    assert_eq!(attempts, 2, "one try and one retry, though 5 retries were allowed");
+    assert_eq!(
+        attempts, 2,
+        "one try and one retry, though 5 retries were allowed"
+    );
     router.shutdown();
 }
 
@@ -179,10 +191,16 @@ async fn an_abandoned_statement_keeps_its_slot_until_settled_and_its_connection_
         1,
         "never two connections at once"
     );
-    assert_eq!(primary.logins_named("replisim"), 1, "the settled connection was reused");
+    assert_eq!(
+        primary.logins_named("replisim"),
+        1,
+        "the settled connection was reused"
+    );
     let stats = router.stats();
     assert_eq!(
-        stats.node("primary-1").map(|n| (n.abandoned, n.cancels_sent)),
+        stats
+            .node("primary-1")
+            .map(|n| (n.abandoned, n.cancels_sent)),
         Some((1, 1)),
         "the abandoned statement got a cancel request"
     );

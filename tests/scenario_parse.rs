@@ -3,11 +3,11 @@
 use std::path::Path;
 use std::time::Duration;
 
+use replisim::record::events::NodeRole;
 use replisim::router::{Balance, RouterConfig};
 use replisim::scenario::{
     Fault, FaultKind, Invariant, LatencyOp, Node, Scenario, Shard, Workload, load, parse,
 };
-use replisim::sim::events::NodeRole;
 
 #[path = "scenario_parse/limits.rs"]
 mod limits;

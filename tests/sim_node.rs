@@ -16,7 +16,7 @@ use cluster::{
     db_message, drive, first_row, micros, read, run_client, sleep_until_sim, sql_state, statements,
     write,
 };
-use replisim::sim::events::{NodeRole, Purpose, StatementEvent, StatementKind};
+use replisim::record::events::{NodeRole, Purpose, StatementEvent, StatementKind};
 use replisim::sim::node::{HEALTH_APPLICATION_NAME, KvRow, LSN_START, LSN_STEP, SimNode};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{PgLsn, Type};
@@ -382,7 +382,7 @@ fn unsupported_statement_gets_0a000() {
 }
 
 /// One scripted exchange of every kind, from workload and health connections.
-fn mixed_run(seed: u64) -> (Cluster, replisim::sim::events::Events) {
+fn mixed_run(seed: u64) -> (Cluster, replisim::record::events::Events) {
     let mut c = cluster(seed);
     run_client(&mut c.sim, async {
         let health_primary = connect("primary", HEALTH_APPLICATION_NAME).await?;

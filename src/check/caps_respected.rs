@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::check::{Evidence, InvariantResult, format_ms, node_name};
-use crate::sim::events::{Micros, NodeIdx, Purpose, StatementEvent, StatementKind};
+use crate::record::events::{Micros, NodeIdx, Purpose, StatementEvent, StatementKind};
 
 const KIND: &str = "caps_respected";
 

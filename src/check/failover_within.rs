@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::check::{Evidence, InvariantResult, duration_us, format_ms, node_name, promotion};
-use crate::sim::events::{FaultRecord, Micros, NetKind, NodeIdx, OpKind, Purpose};
+use crate::record::events::{FaultRecord, Micros, NetKind, NodeIdx, OpKind, Purpose};
 
 const KIND: &str = "failover_within";
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use crate::check::{Evidence, InvariantResult, duration_us, format_ms};
+use crate::record::events::ClientOp;
 use crate::scenario::LatencyOp;
-use crate::sim::events::ClientOp;
 
 const KIND: &str = "latency";
 
@@ -88,7 +88,7 @@ fn empty_histogram() -> Histogram<u64> {
 mod tests {
     use super::*;
     use crate::check::test_support::{TestRun, ms};
-    use crate::sim::events::OpKind;
+    use crate::record::events::OpKind;
 
     /// 99 reads of 4 ms, one failed read of 48 ms, and writes of 480 ms.
     fn run() -> TestRun {

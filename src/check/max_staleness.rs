@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::check::{Evidence, InvariantResult, duration_us, format_ms};
-use crate::sim::events::{ClientOp, Micros, OpKind, Purpose, StatementKind};
+use crate::record::events::{ClientOp, Micros, OpKind, Purpose, StatementKind};
 
 const KIND: &str = "max_staleness";
 

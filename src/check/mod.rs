@@ -34,8 +34,8 @@ pub(crate) mod test_support;
 
 use std::time::Duration;
 
+use crate::record::events::{Events, FaultRecord, Micros, NodeIdx};
 use crate::scenario::{Invariant, Scenario};
-use crate::sim::events::{Events, FaultRecord, Micros, NodeIdx};
 
 /// The verdict of one invariant over one run.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]

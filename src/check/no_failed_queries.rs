@@ -5,7 +5,7 @@
 //! a verdict over nothing would hide a workload that never started.
 
 use crate::check::{Evidence, InvariantResult, format_ms};
-use crate::sim::events::ClientOp;
+use crate::record::events::ClientOp;
 
 const KIND: &str = "no_failed_queries";
 
@@ -49,7 +49,7 @@ pub fn check(evidence: &Evidence, max_error_rate: f64) -> InvariantResult {
 mod tests {
     use super::*;
     use crate::check::test_support::{TestRun, ms};
-    use crate::sim::events::OpKind;
+    use crate::record::events::OpKind;
 
     /// 200 operations, two of which failed (client 7 first).
     fn two_failures() -> TestRun {

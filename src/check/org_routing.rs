@@ -5,7 +5,7 @@
 //! An org that falls in no shard can have no right node, so any statement for it is misrouted.
 
 use crate::check::{Evidence, InvariantResult, format_ms, node_name};
-use crate::sim::events::{Purpose, StatementEvent, StatementKind};
+use crate::record::events::{Purpose, StatementEvent, StatementKind};
 
 const KIND: &str = "org_routing";
 

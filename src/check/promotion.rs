@@ -9,7 +9,7 @@
 //! or dead, gets none once the router had `max` to find the new one.
 
 use crate::check::{Evidence, format_ms, node_name};
-use crate::sim::events::{FaultRecord, Micros, NodeIdx, OpKind, Purpose, StatementKind};
+use crate::record::events::{FaultRecord, Micros, NodeIdx, OpKind, Purpose, StatementKind};
 
 /// What one promotion looked like.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -177,7 +177,7 @@ pub(crate) fn violations(
 mod tests {
     use super::*;
     use crate::check::test_support::{PRIMARY_1, PRIMARY_2, REPLICA_1, REPLICA_2, TestRun, ms};
-    use crate::sim::events::NodeRole;
+    use crate::record::events::NodeRole;
 
     const MAX: Micros = 2_000_000;
 

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::check::{Evidence, InvariantResult, format_ms};
-use crate::sim::events::{ClientOp, OpKind};
+use crate::record::events::{ClientOp, OpKind};
 
 const KIND: &str = "read_your_writes";
 

@@ -5,7 +5,7 @@
 //! for the primary. Health checks and lag probes are not reads.
 
 use crate::check::{Evidence, InvariantResult};
-use crate::sim::events::{NodeRole, Purpose, StatementKind};
+use crate::record::events::{NodeRole, Purpose, StatementKind};
 
 const KIND: &str = "replica_read_share";
 

@@ -15,12 +15,12 @@
 use std::time::Duration;
 
 use crate::check::Evidence;
-use crate::router::RouterConfig;
-use crate::scenario::{Node, Scenario, Shard, Workload};
-use crate::sim::events::{
+use crate::record::events::{
     ClientOp, Events, FaultRecord, Micros, NetEvent, NetKind, NodeIdx, NodeRole, OpKind, Purpose,
     ServerConnEvent, StatementEvent, StatementKind,
 };
+use crate::router::RouterConfig;
+use crate::scenario::{Node, Scenario, Shard, Workload};
 
 /// Index of `primary-1` (shard s1).
 pub const PRIMARY_1: NodeIdx = 0;

@@ -6,7 +6,7 @@
 //! primary: an old primary fenced read-only still believes it is out of recovery, but is not.
 
 use crate::check::{Evidence, InvariantResult, format_ms, node_name, promotion};
-use crate::sim::events::{NodeRole, Purpose, StatementEvent, StatementKind};
+use crate::record::events::{NodeRole, Purpose, StatementEvent, StatementKind};
 
 const KIND: &str = "writes_only_primary";
 

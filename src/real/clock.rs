@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::sim::events::Micros;
+use crate::record::events::Micros;
 
 /// Time since the start of a real run.
 #[derive(Clone, Copy, Debug)]

@@ -26,8 +26,8 @@ use serde::Serialize;
 
 use crate::real::evidence::{READ_ONLY_SQLSTATE, Uncertain};
 use crate::real::server_counts::{ServerCounts, Snapshot};
+use crate::record::events::{Micros, NodeIdx, Purpose, StatementEvent, StatementKind};
 use crate::scenario::Scenario;
-use crate::sim::events::{Micros, NodeIdx, Purpose, StatementEvent, StatementKind};
 
 /// Margin before a snapshot within which an executed statement may have been counted after it
 /// (`pg_stat_statements` counts a statement when its executor ends, which for the extended
@@ -353,7 +353,7 @@ mod tests {
             conn: 1,
             purpose: Purpose::Workload,
             kind: StatementKind::Read,
-            role: crate::sim::events::NodeRole::Replica,
+            role: crate::record::events::NodeRole::Replica,
             org: 1,
             key: 1,
             user: 1,

@@ -1,4 +1,4 @@
-//! The scenario's workload in real time: the simulation's own client loops (`sim::workload`: the
+//! The scenario's workload in real time: the simulation's own client loops (`record::workload`: the
 //! same operation mix, seeded client streams and read-your-writes sessions), driven by `tokio::time`
 //! against the router, each operation recorded with times on the run's clock and, when it failed,
 //! what the router said about it.
@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::real::clock::RunClock;
+use crate::record::events::{ClientOp, Micros, NodeIdx};
+use crate::record::workload::{self, ClientRecorder, ClientScope, Clients};
 use crate::router::{Router, RouterError};
 use crate::scenario::Workload;
-use crate::sim::events::{ClientOp, Micros, NodeIdx};
-use crate::sim::workload::{self, ClientRecorder, ClientScope, Clients};
 
 /// What the router said about a failed operation, beyond its message.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -20,13 +20,13 @@ use crate::real::backend::StatementAnswer;
 use crate::real::clock::RunClock;
 use crate::real::driver::{DriverRecords, FailedOp};
 use crate::real::proxy::{ProxyRecord, ProxyRecordKind};
-use crate::router::WORKLOAD_APPLICATION_NAME;
-use crate::router::health::PROBE_APPLICATION_NAME;
-use crate::scenario::Scenario;
-use crate::sim::events::{
+use crate::record::events::{
     ClientOp, Events, Micros, NetEvent, NetKind, NodeIdx, NodeRole, OpKind, Purpose,
     ServerConnEvent, StatementEvent, StatementKind,
 };
+use crate::router::WORKLOAD_APPLICATION_NAME;
+use crate::router::health::PROBE_APPLICATION_NAME;
+use crate::scenario::Scenario;
 
 /// SQLSTATE of a write refused by a server in recovery or fenced read-only.
 pub const READ_ONLY_SQLSTATE: &str = "25006";
@@ -373,7 +373,7 @@ mod tests {
     use super::*;
     use crate::check::test_support::{REPLICA_1, REPLICA_2, TestRun, ms};
     use crate::real::frames::StatementMessage;
-    use crate::sim::workload::{READ_SQL, WRITE_SQL};
+    use crate::record::workload::{READ_SQL, WRITE_SQL};
     use std::sync::Arc;
 
     #[test]

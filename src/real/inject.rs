@@ -16,9 +16,9 @@ use crate::real::cluster::Cluster;
 use crate::real::proxy::FaultProxy;
 use crate::real::server_counts::{Snapshot, statement_counts};
 use crate::real::sql::Admin;
+use crate::record::events::{Micros, NodeIdx};
+use crate::record::schedule::{Action, schedule};
 use crate::scenario::{FaultKind, Scenario};
-use crate::sim::events::{Micros, NodeIdx};
-use crate::sim::faults::{Action, schedule};
 
 /// How long an observation waits for a sign of the fault.
 const OBSERVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -142,7 +142,7 @@ async fn apply(targets: &Targets<'_>, action: Action, injected: &mut Injected) -
                     .extend(counts.map(|c| c.stopped(target, taken_us, targets.clock.now_us())));
                 match restarted {
                     Ok(()) => {
-                        if model.initial_role == crate::sim::events::NodeRole::Replica {
+                        if model.initial_role == crate::record::events::NodeRole::Replica {
                             // A replica that does not stream yet still serves (stale) reads.
                             let _ = cluster.wait_streaming(name, RESTREAM_TIMEOUT).await;
                         }

@@ -23,10 +23,10 @@ use crate::real::server_counts::{self, ServerCounts, Snapshot};
 use crate::real::settings::ServerSettings;
 use crate::real::sql::{Admin, SUPERUSER};
 use crate::real::urls::ExternalNodes;
+use crate::record::RunOutcome;
+use crate::record::events::{FaultRecord, NodeRole};
 use crate::router::{Router, RouterError, TcpConnector, connector::Connector};
 use crate::scenario::{Login, Scenario};
-use crate::sim::RunOutcome;
-use crate::sim::events::{FaultRecord, NodeRole};
 
 /// The `CREATE TABLE` of SPEC 2a, for servers replisim did not create.
 const CREATE_TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS replisim_kv (org_id bigint, key bigint, \
@@ -431,7 +431,7 @@ async fn run_on(
     details.cross_check = cross_check::compare(&figures);
     details.snapshots = injected.snapshots;
 
-    let mut faults: Vec<FaultRecord> = crate::sim::faults::records(scenario);
+    let mut faults: Vec<FaultRecord> = crate::record::schedule::records(scenario);
     for (record, sighting) in faults.iter_mut().zip(&injected.sightings) {
         record.took_effect = sighting.took_effect;
     }

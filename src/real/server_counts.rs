@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::real::cluster::Cluster;
 use crate::real::node::{DATABASE, RealNode};
 use crate::real::sql::{Admin, literal};
-use crate::sim::workload::{READ_SQL, WRITE_SQL};
+use crate::record::workload::{READ_SQL, WRITE_SQL};
 
 /// What a server's log says when a write reaches it while it is read-only.
 pub const READ_ONLY_LOG_LINE: &str = "cannot execute INSERT in a read-only transaction";

@@ -4,8 +4,8 @@
 
 use std::str::FromStr;
 
+use crate::record::events::NodeIdx;
 use crate::scenario::Scenario;
-use crate::sim::events::NodeIdx;
 
 /// The external servers of a run, by node.
 #[derive(Clone, Debug, PartialEq, Eq)]

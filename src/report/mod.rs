@@ -14,9 +14,9 @@ use serde::Serialize;
 use crate::check::InvariantResult;
 use crate::check::failover_within::Failover;
 use crate::check::latency::{op_latency_histogram, percentile_us};
+use crate::record::RunOutcome;
+use crate::record::events::{Events, NodeRole, OpKind, Purpose, StatementKind};
 use crate::scenario::{LatencyOp, Scenario};
-use crate::sim::RunOutcome;
-use crate::sim::events::{Events, NodeRole, OpKind, Purpose, StatementKind};
 
 /// The JSON report. Field order is the SPEC's; extra fields follow.
 #[derive(Clone, Debug, Serialize)]
@@ -251,7 +251,7 @@ pub fn build(
 ) -> Report {
     let events = &outcome.events;
     let ops = &events.ops;
-    let count = |f: &dyn Fn(&crate::sim::events::ClientOp) -> bool| {
+    let count = |f: &dyn Fn(&crate::record::events::ClientOp) -> bool| {
         ops.iter().filter(|o| f(o)).count() as u64
     };
     Report {

@@ -4,7 +4,7 @@
 //! Only simulated values are hashed (times, nodes, statement kinds, orgs, keys, versions, outcomes),
 //! never process-global ones such as tokio-postgres statement names.
 
-use crate::sim::events::{Events, OpKind, Purpose, StatementKind};
+use crate::record::events::{Events, OpKind, Purpose, StatementKind};
 
 const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -71,7 +71,7 @@ pub fn trace_hash(events: &Events) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::events::{NodeRole, StatementEvent};
+    use crate::record::events::{NodeRole, StatementEvent};
 
     fn statement(org: i64) -> StatementEvent {
         StatementEvent {

@@ -11,7 +11,7 @@ use super::limits::SLOW_FACTOR_MAX;
 use super::model::{Fault, FaultKind, Node};
 use super::raw::{RawFault, key_offset};
 use super::validate::{duration_value, list, missing_key, positive_duration};
-use crate::sim::events::NodeRole;
+use crate::record::events::NodeRole;
 
 /// Every fault kind; the values of the kind-specific keys are placeholders, filled from the file.
 const KINDS: [FaultKind; 11] = [

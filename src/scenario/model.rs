@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use crate::record::events::{NodeIdx, NodeRole, OpKind};
 use crate::router::RouterConfig;
-use crate::sim::events::{NodeIdx, NodeRole, OpKind};
 
 /// A scenario ready to run.
 #[derive(Clone, Debug, PartialEq)]

@@ -11,7 +11,7 @@ use super::limits::{NODES_MAX, REPLICAS_PER_SHARD_MAX};
 use super::model::{Node, Shard};
 use super::raw::{RawNodeModel, RawShard};
 use super::validate::{duration_value, list, missing_key};
-use crate::sim::events::NodeRole;
+use crate::record::events::NodeRole;
 
 /// Server-side service time of one statement when the file names none.
 pub(crate) const QUERY_TIME_DEFAULT: Duration = Duration::from_millis(1);

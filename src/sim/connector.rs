@@ -12,8 +12,8 @@ use std::task::{Context, Poll};
 use futures::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::record::events::{EventLog, NetEvent, NetKind, NodeIdx, Purpose};
 use crate::router::connector::{BoxedStream, ConnectPurpose, Connector, NodeAddress};
-use crate::sim::events::{EventLog, NetEvent, NetKind, NodeIdx, Purpose};
 use crate::sim::now_us;
 
 /// Fault switches on the application host's links, one per node. Shared between the connector (inside

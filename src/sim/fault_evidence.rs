@@ -6,10 +6,10 @@
 
 use std::collections::BTreeSet;
 
-use crate::scenario::{FaultKind, Scenario};
-use crate::sim::events::{
+use crate::record::events::{
     Events, FaultRecord, Micros, NetKind, NodeIdx, NodeRole, StatementEvent, StatementKind,
 };
+use crate::scenario::{FaultKind, Scenario};
 use crate::sim::faults::Sighting;
 
 /// SQLSTATE of a statement a CancelRequest ended.
@@ -629,9 +629,8 @@ mod tests {
 
     use super::*;
     use crate::check::test_support::{PRIMARY_1, REPLICA_1, REPLICA_2, TestRun, ms};
+    use crate::record::events::{NetKind, OpKind, WalApplyEvent};
     use crate::scenario::Fault;
-    use crate::sim::events::{NetKind, OpKind, WalApplyEvent};
-    use crate::sim::faults;
 
     /// Schedules `kind` on `target` at `at_ms` (for `duration_ms` if given) in `run`'s scenario.
     fn schedule(
@@ -651,7 +650,7 @@ mod tests {
 
     /// Judges every fault of `run`'s scenario; `sighting` stands for what applying each showed.
     fn verdicts(run: &TestRun, sighting: &Sighting) -> Vec<Verdict> {
-        let mut records = faults::records(&run.scenario);
+        let mut records = crate::record::schedule::records(&run.scenario);
         let sightings = vec![sighting.clone(); records.len()];
         judge(
             &run.scenario,

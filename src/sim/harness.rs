@@ -5,16 +5,20 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
+use crate::record::RunOutcome;
+use crate::record::events::{ClientOp, EventLog, Micros, NodeRole};
+use crate::record::schedule;
+use crate::record::workload::ClientRecorder;
+use crate::record::workload::{self, ClientScope, Clients};
+use crate::router::RouterError;
 use crate::router::connector::Connector;
 use crate::router::topology::Topology;
 use crate::router::{MetricsSnapshot, Router, RouterConfig};
 use crate::scenario::{Login, Scenario};
 use crate::sim::connector::{LinkControl, SimConnector};
-use crate::sim::events::{EventLog, Events, FaultRecord, Micros, NodeRole};
 use crate::sim::fault_evidence;
 use crate::sim::faults::{self, FaultTargets, Sighting};
 use crate::sim::node::{NodeModel, PG_PORT, SimNode};
-use crate::sim::workload::{self, ClientScope, Clients};
 use crate::sim::{APP_HOST, now_us};
 
 /// A fixed epoch (2026-01-01T00:00:00Z) so that server timestamps do not depend on the wall clock.
@@ -47,22 +51,6 @@ pub struct RunOptions {
     /// The read-your-writes scope the clients' sessions name (default: the row each statement
     /// touches).
     pub client_scope: ClientScope,
-}
-
-/// What a run produced.
-#[derive(Debug)]
-pub struct RunOutcome {
-    /// The seed used.
-    pub seed: u64,
-    /// The ground truth.
-    pub events: Events,
-    /// Every fault of the scenario with its window and whether it took effect.
-    pub faults: Vec<FaultRecord>,
-    /// When the last operation finished (simulated microseconds).
-    pub run_end_us: Micros,
-    /// The router's metrics at the end of the run (what `--metrics` writes; its per-node `stats` are
-    /// the router's own statistics).
-    pub router_metrics: MetricsSnapshot,
 }
 
 /// What the application host hands back when its workload is done.
@@ -215,7 +203,7 @@ pub fn run_with(
         sim.set_link_latency(APP_HOST, model.name.as_str(), model.link_latency);
     }
 
-    let actions = faults::schedule(scenario);
+    let actions = schedule::schedule(scenario);
     let mut sightings = vec![Sighting::default(); scenario.faults.len()];
     let targets = FaultTargets {
         scenario,
@@ -250,7 +238,7 @@ pub fn run_with(
         .take()
         .ok_or(HarnessError::Unfinished)?;
     let events = log.take();
-    let mut records = faults::records(scenario);
+    let mut records = schedule::records(scenario);
     fault_evidence::judge(scenario, &mut records, &sightings, &events, run_end_us);
     Ok(RunOutcome {
         seed,
@@ -259,4 +247,15 @@ pub fn run_with(
         run_end_us,
         router_metrics,
     })
+}
+
+/// The simulation's clients read simulated time and record into the event log.
+impl ClientRecorder for EventLog {
+    fn now_us(&self) -> Micros {
+        now_us()
+    }
+
+    fn record(&self, op: ClientOp, _: Option<&RouterError>) {
+        self.op(op);
+    }
 }

@@ -1,10 +1,9 @@
-//! The deterministic simulation harness around the router.
+//! The deterministic simulation harness around the router. It fills the records of
+//! [`crate::record`] (real mode is its peer over the same records) and runs the same client loops.
 //!
-//! - `events`: the ground-truth records.
 //! - `node`: the simulated PostgreSQL server.
 //! - `connector`: the router's stream trait over `turmoil::net`, recording what crosses the network.
-//! - `workload`: the application's sessions (closed or open loop).
-//! - `faults`: the fault schedule and applying it.
+//! - `faults`: applying the fault schedule to the simulation.
 //! - `fault_evidence`: judging from the records whether each fault took effect, and why.
 //! - `harness`: one whole run.
 
@@ -21,16 +20,15 @@ compile_error!(
 );
 
 pub mod connector;
-pub mod events;
 pub mod fault_evidence;
 pub mod faults;
 pub mod harness;
 pub mod node;
-pub mod workload;
 
-pub use harness::{RunOutcome, run};
+pub use crate::record::RunOutcome;
+pub use harness::run;
 
-use events::Micros;
+use crate::record::events::Micros;
 
 /// The turmoil host name of the application host (router and clients).
 pub const APP_HOST: &str = "replisim-app";

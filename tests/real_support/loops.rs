@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use replisim::record::workload::READ_SQL;
 use replisim::router::{ReadRequest, Router};
-use replisim::sim::workload::READ_SQL;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 

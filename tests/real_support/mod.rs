@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use replisim::real::prerequisites::{Needs, skip_without_postgres};
 use replisim::real::{Cluster, ClusterSpec, RealNode, ServerSettings, ShardSpec};
+use replisim::record::workload::{READ_SQL, WRITE_SQL};
 use replisim::router::{
     NodeAddress, Router, RouterConfig, ShardConfig, TcpConnector, Topology, WriteRequest,
 };
-use replisim::sim::workload::{READ_SQL, WRITE_SQL};
 use tokio::time::Instant;
 use tokio_postgres::{Client, NoTls};
 

@@ -5,7 +5,7 @@ use std::error::Error;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use replisim::sim::events::{EventLog, NodeRole, StatementEvent};
+use replisim::record::events::{EventLog, NodeRole, StatementEvent};
 use replisim::sim::node::{NodeModel, PG_PORT, SimNode};
 use tokio::time::timeout;
 use tokio_postgres::config::SslMode;

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use replisim::sim::events::NodeRole;
+use replisim::record::events::NodeRole;
 use replisim::sim::node::PG_PORT;
 use replisim::sim::node::{KvRow, LSN_START, LSN_STEP};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -33,7 +33,7 @@ use super::execute::{self, Identity, Params};
 use super::sql;
 use super::state::SimNode;
 use super::statement::Statement;
-use crate::sim::events::{NodeRole, Purpose};
+use crate::record::events::{NodeRole, Purpose};
 
 /// The handlers of one connection (what PostgreSQL calls its backend); its identity is fixed
 /// once startup completes.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::sim::events::Micros;
+use crate::record::events::Micros;
 
 /// Simulated microseconds since the start of the run, or `None` outside a running host (for
 /// instance while the simulation itself is being dropped).

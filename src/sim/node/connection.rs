@@ -20,7 +20,7 @@ use super::clock::try_now_us;
 use super::execute::Identity;
 use super::state::SimNode;
 use super::statement::Statement;
-use crate::sim::events::ServerConnEvent;
+use crate::record::events::ServerConnEvent;
 
 /// A client must complete startup within this (PostgreSQL's `authentication_timeout`).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);

@@ -13,7 +13,7 @@ use super::clock::{now_us, wall_us};
 use super::state::{Positions, SimNode};
 use super::statement::{Column, LsnArg, ProbeFunc, ProbeItem, Read, ReadColumn, Statement, Write};
 use super::value::{SqlType, Value, encode_row, parse_lsn};
-use crate::sim::events::{Micros, NodeRole, Purpose, StatementEvent};
+use crate::record::events::{Micros, NodeRole, Purpose, StatementEvent};
 
 /// Who is asking: the connection's number on its node, and why it exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -39,7 +39,7 @@ mod wal_sender;
 
 use std::time::Duration;
 
-use crate::sim::events::StatementKind;
+use crate::record::events::StatementKind;
 
 /// How a simulated node classifies statement `text` (read, write, probe, or unsupported): real mode
 /// sorts what crossed its proxies by the same rules.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::clock::{now_us, until_us};
 use super::state::{ReplayNext, SimNode, WalRecord};
-use crate::sim::events::{Micros, WalApplyEvent};
+use crate::record::events::{Micros, WalApplyEvent};
 
 /// Runs until the host stops.
 pub(crate) async fn run(node: Arc<SimNode>) {

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use super::cancel::Cancels;
 
 use super::{LSN_START, LSN_STEP, NodeModel};
-use crate::sim::events::{EventLog, Micros, NodeIdx, NodeRole};
+use crate::record::events::{EventLog, Micros, NodeIdx, NodeRole};
 
 /// The durable state of one simulated PostgreSQL node, shared by its host body and the harness.
 #[derive(Debug)]

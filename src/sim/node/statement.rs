@@ -4,7 +4,7 @@
 use pgwire::api::Type;
 
 use super::value::SqlType;
-use crate::sim::events::StatementKind;
+use crate::record::events::StatementKind;
 
 /// A recognised statement. Parameter references are 0-based (`$1` is 0).
 #[derive(Clone, Debug, PartialEq)]

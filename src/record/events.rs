@@ -1,9 +1,11 @@
-//! The ground truth of a simulated run: what the servers executed, what crossed the simulated
-//! network, and what the clients observed. Invariant checkers read only these records.
+//! The ground truth of a run: what the servers executed, what crossed the network to them (the
+//! simulation's stream wrapper, or real mode's fault proxies), and what the clients observed.
+//! Invariant checkers read only these records.
 //!
-//! Every time is simulated time in microseconds since the start of the run. Nodes are indexes into
-//! `Scenario::nodes`. Records are appended in the order the (single-threaded, seeded) simulation
-//! produced them, so their order is deterministic.
+//! Every time is in microseconds since the start of the run: simulated time in the simulation, the
+//! run clock's wall time in real mode. Nodes are indexes into `Scenario::nodes`. Records are
+//! appended in the order they happened; in the (single-threaded, seeded) simulation that order is
+//! deterministic.
 
 use std::sync::Mutex;
 

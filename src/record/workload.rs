@@ -16,10 +16,9 @@ use rand_distr::{Distribution, Exp, Zipf};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::record::events::{ClientOp, Micros, NodeIdx, OpKind};
 use crate::router::{ReadRequest, Router, RouterError, Scope, Session, WriteRequest};
 use crate::scenario::Workload;
-use crate::sim::events::{ClientOp, EventLog, Micros, NodeIdx, OpKind};
-use crate::sim::now_us;
 
 /// The read of SPEC 2a: org `$1`, key `$2`, user `$3`.
 pub const READ_SQL: &str =
@@ -109,16 +108,6 @@ pub trait ClientRecorder: Send + Sync {
     fn now_us(&self) -> Micros;
     /// Records a finished operation; `error` is the router's error when it failed.
     fn record(&self, op: ClientOp, error: Option<&RouterError>);
-}
-
-impl ClientRecorder for EventLog {
-    fn now_us(&self) -> Micros {
-        now_us()
-    }
-
-    fn record(&self, op: ClientOp, _: Option<&RouterError>) {
-        self.op(op);
-    }
 }
 
 /// Everything the clients share.
