@@ -188,3 +188,21 @@ fn abandoned_reads_run_on_at_the_server_without_cancel_requests() {
         describe(&r)
     );
 }
+
+// ---- every replica blackholed: the cap must not keep a dead replica in ----
+
+#[test]
+fn every_replica_blackholed_leaves_reads_on_the_primary_within_seconds_despite_the_cap() {
+    for &seed in &SEEDS {
+        let s = load("all-replicas-partitioned");
+        let r = simulate(&s, seed, &RunOptions::default(), "");
+        assert!(r.passed, "expected a pass:\n{}", describe(&r));
+        println!(
+            "all-replicas-partitioned seed {seed}: {} ops, {} failed, worst failover {} ms, read max {} ms",
+            r.ops.total,
+            r.ops.failed,
+            r.failovers.iter().map(|f| f.failover_ms).max().unwrap_or(0),
+            r.latency_ms.read.max
+        );
+    }
+}

@@ -73,6 +73,11 @@ pub(crate) struct Node {
     ejected: Notify,
     /// Wakes the check loop when a ban starts: the time of its next probe moved.
     ban_started: Notify,
+    /// An outlier the cap kept in rotation: its next check decides whether it is dead (the check
+    /// fails: it is ejected past the cap) or only slow.
+    suspect: AtomicBool,
+    /// Wakes the check loop for an immediate check of a suspect.
+    probe_requested: Notify,
 }
 
 impl Node {
@@ -105,6 +110,8 @@ impl Node {
             outliers_only,
             ejected: Notify::new(),
             ban_started: Notify::new(),
+            suspect: AtomicBool::new(false),
+            probe_requested: Notify::new(),
         }
     }
 
@@ -148,15 +155,25 @@ impl Node {
         let Some(shard) = self.route() else {
             return false;
         };
+        // Peers: the other replicas, and the writer, which answers the shard's writes.
+        let peers = shard.replica_positions()
+            | shard
+                .writer_position()
+                .map_or(0, |writer| 1u64.checked_shl(writer).unwrap_or(0));
         if self.ejection_policy.is_none()
-            || (self.outliers_only
-                && !shard
-                    .progress
-                    .is_outlier(self.position, started, shard.replica_positions()))
+            || (self.outliers_only && !shard.progress.is_outlier(self.position, started, peers))
         {
             return false;
         }
         self.report_failure(started, reason);
+        if self.is_healthy() && !self.suspect.swap(true, Ordering::AcqRel) {
+            // Kept in by the cap: a check now tells a dead node (it fails) from a slow one.
+            tracing::info!(
+                node = self.name(),
+                "outlier kept in rotation by max_ejection_percent: checking it now"
+            );
+            self.probe_requested.notify_one();
+        }
         !self.is_healthy()
     }
 
@@ -303,6 +320,13 @@ impl Node {
         thresholds: HealthThresholds,
     ) {
         self.stats.record_check(result.as_ref().ok().copied());
+        if self.suspect.swap(false, Ordering::AcqRel)
+            && let Err(error) = result
+        {
+            // An outlier whose own check fails is dead, not slow: out past the cap.
+            let reason = format!("an outlier whose health check failed: {error}");
+            self.report_down(started, &reason);
+        }
         let (transition, ejection) = {
             let mut health = self.lock_health();
             let (state, transition) = health.state.observe(result.is_ok(), now, thresholds);
@@ -487,6 +511,7 @@ pub(crate) async fn watch(
             // A new ban: its end may come before `wake_at`.
             () = node.ban_started.notified() => continue,
             () = recheck => true,
+            () = node.probe_requested.notified() => true,
             () = tokio::time::sleep_until(wake_at) => false,
         };
         let started = Instant::now();

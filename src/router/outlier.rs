@@ -3,7 +3,8 @@
 //!
 //! A request outstanding longer than `slow_request_ejection` says little on its own: a heavy query
 //! is slow on every node, and moving it only runs it twice. What sets a broken node apart (a
-//! blackhole, a wedged process) is that it answers nothing while its peers do. So each shard keeps,
+//! blackhole, a wedged process) is that it answers nothing while its peers (the other replicas, and
+//! the writer answering the shard's writes) do. So each shard keeps,
 //! per position, the start time of the newest attempt the node answered (a result or a statement
 //! error: anything the server said). A slow attempt marks its node an outlier only if the node has
 //! answered nothing that started since the attempt did, while another replica has: a younger request
@@ -15,7 +16,8 @@
 //! replicas is out at once for a judgment (slowness, timeouts; default: all but one), so that such
 //! judgments never move every replica read onto the primary. A node that says it is down (refuses
 //! connections, closes them) is out regardless, as a health check would find, and counts against
-//! the cap for the others.
+//! the cap for the others. An outlier the cap keeps in is checked at once (see `node`): a failed
+//! check shows it dead rather than slow, and it leaves past the cap.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
