@@ -36,6 +36,8 @@ pub struct Sighting {
     pub took_effect: bool,
     /// Why not, or what went wrong applying it.
     pub note: Option<String>,
+    /// What was looked for and whether it was seen, for the report's `faults[].evidence`.
+    pub evidence: String,
 }
 
 /// The outcome of the whole schedule.
@@ -86,9 +88,15 @@ pub async fn run(targets: &Targets<'_>) -> Injected {
 }
 
 fn seen(took_effect: bool, what: &str) -> Sighting {
+    let verdict = if took_effect {
+        "observed"
+    } else {
+        "not observed"
+    };
     Sighting {
         took_effect,
         note: (!took_effect).then(|| format!("not observed: {what}")),
+        evidence: format!("{verdict}: {what}"),
     }
 }
 
@@ -96,6 +104,7 @@ fn failed(error: impl std::fmt::Display) -> Sighting {
     Sighting {
         took_effect: false,
         note: Some(error.to_string()),
+        evidence: format!("not applied: {error}"),
     }
 }
 

@@ -434,6 +434,7 @@ async fn run_on(
     let mut faults: Vec<FaultRecord> = crate::record::schedule::records(scenario);
     for (record, sighting) in faults.iter_mut().zip(&injected.sightings) {
         record.took_effect = sighting.took_effect;
+        record.evidence.clone_from(&sighting.evidence);
     }
     Ok(RealOutcome {
         outcome: RunOutcome {

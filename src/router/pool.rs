@@ -149,7 +149,16 @@ impl Pool {
     /// Waits at most `wait`, in arrival order, for a slot; counts the wait.
     async fn wait_for_slot(&self, wait: Duration) -> Result<OwnedSemaphorePermit, RouterError> {
         self.slot_waits.fetch_add(1, Ordering::Relaxed);
-        match tokio::time::timeout(wait, Arc::clone(&self.slots).acquire_owned()).await {
+        self.permit_within(&self.slots, wait).await
+    }
+
+    /// A permit of `semaphore` (slots or sockets) within `wait`, or the pool's backpressure error.
+    async fn permit_within(
+        &self,
+        semaphore: &Arc<Semaphore>,
+        wait: Duration,
+    ) -> Result<OwnedSemaphorePermit, RouterError> {
+        match tokio::time::timeout(wait, Arc::clone(semaphore).acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_)) => Err(RouterError::ShutDown),
             Err(_) => Err(RouterError::PoolTimeout {
@@ -256,16 +265,8 @@ impl Pool {
     /// The right to open one more socket. A holder of a slot with no idle connection to take waits
     /// here only for sockets still closing, which end within the connection's close grace.
     async fn socket(&self) -> Result<OwnedSemaphorePermit, RouterError> {
-        let wait = self.limits.connect_timeout;
-        match tokio::time::timeout(wait, Arc::clone(&self.sockets).acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_)) => Err(RouterError::ShutDown),
-            Err(_) => Err(RouterError::PoolTimeout {
-                node: self.node.name.clone(),
-                max: self.limits.max_connections,
-                timeout: wait,
-            }),
-        }
+        self.permit_within(&self.sockets, self.limits.connect_timeout)
+            .await
     }
 
     /// Cancels the statement abandoned on `conn`, then waits for the connection to settle (the
