@@ -88,15 +88,14 @@ pub async fn run(targets: &Targets<'_>) -> Injected {
 }
 
 fn seen(took_effect: bool, what: &str) -> Sighting {
-    let verdict = if took_effect {
-        "observed"
-    } else {
-        "not observed"
-    };
+    // `what` names what was seen instead of the effect; on success the check itself is the evidence.
+    let note = (!took_effect).then(|| format!("not observed: {what}"));
     Sighting {
         took_effect,
-        note: (!took_effect).then(|| format!("not observed: {what}")),
-        evidence: format!("{verdict}: {what}"),
+        evidence: note
+            .clone()
+            .unwrap_or_else(|| "observed by the check that follows the fault".to_string()),
+        note,
     }
 }
 
