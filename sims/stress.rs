@@ -206,3 +206,18 @@ fn every_replica_blackholed_leaves_reads_on_the_primary_within_seconds_despite_t
         );
     }
 }
+
+// ---- a blackholed replica with small pools: reads queued for it must go elsewhere ----
+
+#[test]
+fn reads_queued_for_a_blackholed_replica_go_elsewhere_once_it_is_ejected() {
+    for &seed in &SEEDS {
+        let s = load("partition-small-pool");
+        let r = simulate(&s, seed, &RunOptions::default(), "");
+        assert!(r.passed, "expected a pass:\n{}", describe(&r));
+        println!(
+            "partition-small-pool seed {seed}: {} ops, {} failed, read max {} ms",
+            r.ops.total, r.ops.failed, r.latency_ms.read.max
+        );
+    }
+}

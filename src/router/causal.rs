@@ -481,7 +481,7 @@ impl Inner {
         let node = &self.nodes[node];
         let attempt = AttemptGuard::start(&node.stats);
         let result = async {
-            let slot = node.pool.acquire().await?;
+            let slot = watch.queue(node, node.pool.acquire()).await?;
             let started = Instant::now();
             let work = async {
                 let mut checkout = slot.open(|closed| node.report_closed(closed)).await?;

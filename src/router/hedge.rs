@@ -5,7 +5,8 @@
 //! A blackholed node answers nothing and refuses nothing, so without this a read would wait out the
 //! whole `query_timeout` (30 s by default) before its retry. The watch is bounded: it covers only the
 //! node's part of the attempt (connect and statement, up to the first row of a streaming read; the
-//! wait for a pool slot is queueing in the router and does not count), and an attempt is given up only
+//! wait for a pool slot is queueing in the router and never judges the node, though a read queued
+//! for a node that leaves rotation goes elsewhere, see [`Watch::queue`]), and an attempt is given up only
 //! if another node could take the read at that moment, so giving up never turns a read that might
 //! still succeed into a failure. The abandoned request's connection is closed, not reused.
 
@@ -107,6 +108,35 @@ impl Watch<'_> {
                         _ => slow_seen = true,
                     }
                 }
+            }
+        }
+    }
+}
+
+impl Watch<'_> {
+    /// Waits for `slot`, the node's pool slot. Queueing is no news about the node, so it never
+    /// ejects anything; but once the node leaves rotation (ejected, or found down) a read still
+    /// queued for it gives the wait up, as an attempt on it would, if it can go elsewhere.
+    pub(crate) async fn queue<T>(
+        self,
+        node: &Node,
+        slot: impl Future<Output = Result<T, RouterError>>,
+    ) -> Result<T, RouterError> {
+        let Some(elsewhere) = self.elsewhere else {
+            return slot.await;
+        };
+        let started = Instant::now();
+        let mut ejected = pin!(node.ejection_signal());
+        ejected.as_mut().enable();
+        let mut slot = pin!(slot);
+        tokio::select! {
+            biased;
+            result = &mut slot => result,
+            () = &mut ejected => {
+                if elsewhere.is_open() {
+                    return Err(abandoned(node, started));
+                }
+                slot.await
             }
         }
     }

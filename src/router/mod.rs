@@ -488,7 +488,7 @@ impl Inner {
                         // read may go to another replica that has a free slot now, never to the
                         // primary, which is where overload must not spill.
                         let free = self.replicas_with_free_slots(shard);
-                        if !prefer_replica || free & tried.open_positions() == 0 {
+                        if !prefer_replica || free & tried.open() == 0 {
                             return Err(error);
                         }
                         tried = tried.restricted_to(free);
@@ -589,7 +589,7 @@ impl Inner {
         let node = &self.nodes[node];
         let attempt = AttemptGuard::start(&node.stats);
         let result = async {
-            let slot = node.pool.acquire().await?;
+            let slot = watch.queue(node, node.pool.acquire()).await?;
             let started = Instant::now();
             let work = async {
                 let mut checkout = slot.open(|closed| node.report_closed(closed)).await?;
@@ -619,10 +619,15 @@ impl Inner {
     ) -> Result<ReadStream, RouterError> {
         let node = &self.nodes[node];
         let attempt = AttemptGuard::start(&node.stats);
-        let slot = match node.pool.acquire().await {
+        let slot = match watch.queue(node, node.pool.acquire()).await {
             Ok(slot) => slot,
             Err(error) => {
-                attempt.end(AttemptEnd::Error);
+                let given_up = matches!(error, RouterError::Abandoned { .. });
+                attempt.end(if given_up {
+                    AttemptEnd::Cancelled
+                } else {
+                    AttemptEnd::Error
+                });
                 return Err(error);
             }
         };

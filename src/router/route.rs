@@ -333,15 +333,10 @@ impl Tried {
         self
     }
 
-    /// Positions the request may still try.
-    #[inline]
-    fn open(self) -> u64 {
-        self.allowed & !self.tried
-    }
-
     /// Positions the request may still try (bit 0 the primary, bit 1 + i replica i).
-    pub fn open_positions(self) -> u64 {
-        self.open()
+    #[inline]
+    pub fn open(self) -> u64 {
+        self.allowed & !self.tried
     }
 
     /// Records an attempt on `choice`.
