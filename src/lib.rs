@@ -15,7 +15,8 @@
 //!   - `sim::fault_evidence`: judges from the records whether each fault took effect, and why.
 //! - [`check`]: one invariant checker per file, each reading [`record::events::Events`].
 //! - [`report`]: the JSON and Markdown reports and the printed summary.
-//! - [`cli`]: `replisim run`, `replisim real` and `replisim check`, mapped to exit codes.
+//! - [`search`]: many runs at once: `sweep`, `explore` (drawn fault schedules), `shrink`.
+//! - [`cli`]: every `replisim` command, one file each, mapped to exit codes.
 //! - [`real`]: a local PostgreSQL 15 replication cluster the crate runs itself, and a TCP fault proxy.
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ pub mod record;
 pub mod report;
 pub mod router;
 pub mod scenario;
+pub mod search;
 pub mod sim;
 
 pub use router::RouterConfig;

@@ -1,6 +1,7 @@
 //! Reports of a simulated run: the JSON file (SPEC section 5), a Markdown file, and the printed summary.
 //! Nothing here reads the wall clock, so the same scenario and seed give byte-identical files.
 
+pub mod charts;
 pub mod markdown;
 pub mod router;
 pub mod summary;

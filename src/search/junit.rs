@@ -1,0 +1,1 @@
+//! JUnit XML: one testcase per (scenario, seed), a failure element for each failed run.

@@ -1,0 +1,1 @@
+//! The sweep: every scenario over every seed, and its per-scenario table.
