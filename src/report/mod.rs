@@ -2,9 +2,11 @@
 //! Nothing here reads the wall clock, so the same scenario and seed give byte-identical files.
 
 pub mod charts;
+pub mod diff;
 pub mod markdown;
 pub mod router;
 pub mod summary;
+pub mod trace;
 pub mod trace_hash;
 
 use std::io::Write;
