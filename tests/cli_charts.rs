@@ -7,30 +7,8 @@ use std::path::Path;
 
 use cli_support::*;
 
-/// Four seconds of load; a replica is partitioned away and healed.
-const PARTITION: &str = r#"
-name = "charts"
-duration = "4s"
-[[shard]]
-name = "s1"
-orgs = [0, 100]
-primary = "primary-1"
-replicas = ["replica-1", "replica-2"]
-[workload]
-clients = 4
-think_time = "10ms"
-orgs = 100
-[[fault]]
-at = "400ms"
-kind = "partition"
-target = "replica-2"
-[[fault]]
-at = "1300ms"
-kind = "heal"
-target = "replica-2"
-[[invariant]]
-kind = "writes_only_primary"
-"#;
+/// A partition of replica-2, healed; shared with the charts' unit tests.
+const PARTITION: &str = include_str!("charts/partition.toml");
 
 const CHARTS: [&str; 3] = ["latency", "nodes", "failover"];
 

@@ -8,7 +8,7 @@ use std::io;
 use plotters::prelude::*;
 
 use super::buckets::seconds;
-use super::style;
+use super::{canvas, style};
 use crate::check::failover_within::Failover;
 use crate::record::events::{FaultRecord, Micros};
 use crate::scenario::Scenario;
@@ -75,18 +75,9 @@ pub fn render(title: &str, rows: &[FailoverRow], end_s: f64) -> io::Result<Strin
     let y_hi = rows.len() as f64 - 0.2;
     let window_fill = style::FAULT.mix(0.35).filled();
     let failover_fill = style::series_colour(0).filled();
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, style::SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(style::drawing_error)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!("{title}: failover per crash or partition"),
-                style::caption_font(),
-            )
-            .margin(12)
-            .x_label_area_size(45)
-            .y_label_area_size(10)
+    canvas::render(|root| {
+        let caption = format!("{title}: failover per crash or partition");
+        let mut chart = canvas::layout(root, &caption, 10)
             .build_cartesian_2d(0.0..end_s, y_lo..y_hi)
             .map_err(style::drawing_error)?;
         chart
@@ -162,15 +153,6 @@ pub fn render(title: &str, rows: &[FailoverRow], end_s: f64) -> io::Result<Strin
                     + Text::new(r.label.clone(), (0, -18), style::label_font())
             }))
             .map_err(style::drawing_error)?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .label_font(style::label_font())
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(style::drawing_error)?;
-        root.present().map_err(style::drawing_error)?;
-    }
-    Ok(svg)
+        canvas::legend(&mut chart, SeriesLabelPosition::LowerLeft)
+    })
 }

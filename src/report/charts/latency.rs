@@ -12,7 +12,7 @@ use plotters::prelude::*;
 
 use super::buckets::{Buckets, seconds};
 use super::fault_windows::{self, FaultWindow};
-use super::style;
+use super::{canvas, style};
 use crate::check::latency::{empty_histogram, percentile_us, record_latency};
 use crate::record::events::{ClientOp, OpKind};
 
@@ -151,21 +151,12 @@ pub fn render(
     let series = series(ops, buckets);
     let (y_lo, y_hi) = latency_range_ms(&series);
     let on_axis = |ms: f64| ms.max(y_lo);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, style::SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(style::drawing_error)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!(
-                    "{title}: client latency, p50 and p99 per {} s",
-                    buckets.width_s()
-                ),
-                style::caption_font(),
-            )
-            .margin(12)
-            .x_label_area_size(45)
-            .y_label_area_size(70)
+    canvas::render(|root| {
+        let caption = format!(
+            "{title}: client latency, p50 and p99 per {} s",
+            buckets.width_s()
+        );
+        let mut chart = canvas::layout(root, &caption, 70)
             .build_cartesian_2d(0.0..end_s, (y_lo..y_hi).log_scale())
             .map_err(style::drawing_error)?;
         chart
@@ -214,17 +205,8 @@ pub fn render(
                 .label(shown)
                 .legend(|(x, y)| Cross::new((x + 10, y), 3, style::FAILED));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font(style::label_font())
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(style::drawing_error)?;
-        root.present().map_err(style::drawing_error)?;
-    }
-    Ok(svg)
+        canvas::legend(&mut chart, SeriesLabelPosition::LowerRight)
+    })
 }
 
 #[cfg(test)]

@@ -5,12 +5,14 @@
 //! - `failover`: per crash or partition, how long the router kept trying the node (only when the
 //!   run has such faults).
 //! - `buckets`: the time buckets the first two are counted in; `fault_windows`: the fault windows
-//!   shaded over them; `style`: size, colours, fonts (and why text is never measured).
+//!   shaded over them; `canvas`: the frame, layout and legend all three share; `style`: size,
+//!   colours, fonts (and why text is never measured).
 //!
 //! Charts hold only simulated times and counts, never the wall clock, so the same scenario and seed
 //! give byte-identical SVG files.
 
 pub mod buckets;
+pub mod canvas;
 pub mod failover;
 pub mod fault_windows;
 pub mod latency;
@@ -121,33 +123,11 @@ pub fn write(dir: &Path, scenario: &Scenario, outcome: &RunOutcome) -> io::Resul
 mod tests {
     use super::*;
 
-    /// Two seconds of load on a primary and two replicas; one replica crashes and comes back.
-    const CRASH: &str = r#"
-name = "charts-crash"
-duration = "2s"
-[[shard]]
-name = "s1"
-orgs = [0, 100]
-primary = "primary-1"
-replicas = ["replica-1", "replica-2"]
-[workload]
-clients = 4
-think_time = "10ms"
-orgs = 100
-[[fault]]
-at = "500ms"
-kind = "crash"
-target = "replica-1"
-[[fault]]
-at = "1200ms"
-kind = "restart"
-target = "replica-1"
-[[invariant]]
-kind = "writes_only_primary"
-"#;
+    /// A partition of replica-2, healed; shared with `tests/cli_charts.rs`.
+    const PARTITION: &str = include_str!("../../../tests/charts/partition.toml");
 
     fn charts(seed: u64) -> Vec<Chart> {
-        let scenario = match crate::scenario::parse(CRASH, "charts-crash.toml") {
+        let scenario = match crate::scenario::parse(PARTITION, "partition.toml") {
             Ok(s) => s,
             Err(e) => panic!("{e}"),
         };
@@ -170,9 +150,9 @@ kind = "writes_only_primary"
             assert!(chart.svg.starts_with("<svg"), "{}", chart.kind);
             assert!(chart.svg.trim_end().ends_with("</svg>"), "{}", chart.kind);
         }
-        assert!(first[0].svg.contains("crash replica-1"));
-        assert!(first[1].svg.contains("restart replica-1"));
-        assert!(first[2].svg.contains("crash replica-1: failover"));
+        assert!(first[0].svg.contains("partition replica-2"));
+        assert!(first[1].svg.contains("heal replica-2"));
+        assert!(first[2].svg.contains("partition replica-2: failover"));
         assert_eq!(first, charts(7), "same scenario and seed, different charts");
         let other = charts(8);
         assert_ne!(

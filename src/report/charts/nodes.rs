@@ -12,7 +12,7 @@ use plotters::prelude::*;
 
 use super::buckets::Buckets;
 use super::fault_windows::{self, FaultWindow};
-use super::style;
+use super::{canvas, style};
 use crate::record::events::{Purpose, StatementEvent};
 use crate::scenario::Scenario;
 
@@ -71,21 +71,12 @@ pub fn render(
         .fold(0.0f64, |peak, &(_, rate)| peak.max(rate));
     // Headroom above the busiest node for the fault labels.
     let y_hi = if peak > 0.0 { peak * 1.3 } else { 1.0 };
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, style::SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(style::drawing_error)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!(
-                    "{title}: workload statements per node, per {} s",
-                    buckets.width_s()
-                ),
-                style::caption_font(),
-            )
-            .margin(12)
-            .x_label_area_size(45)
-            .y_label_area_size(70)
+    canvas::render(|root| {
+        let caption = format!(
+            "{title}: workload statements per node, per {} s",
+            buckets.width_s()
+        );
+        let mut chart = canvas::layout(root, &caption, 70)
             .build_cartesian_2d(0.0..end_s, 0.0..y_hi)
             .map_err(style::drawing_error)?;
         chart
@@ -104,15 +95,6 @@ pub fn render(
                 .label(line.node.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], stroke));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font(style::label_font())
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(style::drawing_error)?;
-        root.present().map_err(style::drawing_error)?;
-    }
-    Ok(svg)
+        canvas::legend(&mut chart, SeriesLabelPosition::LowerRight)
+    })
 }
