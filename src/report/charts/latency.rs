@@ -110,8 +110,8 @@ pub fn series(ops: &[ClientOp], buckets: &Buckets) -> LatencySeries {
 }
 
 /// The latency axis, in whole decades (so that every power of ten on it is labelled): from the
-/// decade of half the fastest value drawn to a decade above the slowest, so that the fault labels
-/// at the top stay clear of the lines.
+/// decade of half the fastest value drawn to at least a decade and a half above the slowest, so
+/// that the legend and the fault labels at the top stay clear of the lines.
 fn latency_range_ms(series: &LatencySeries) -> (f64, f64) {
     let values = series
         .lines
@@ -130,7 +130,7 @@ fn latency_range_ms(series: &LatencySeries) -> (f64, f64) {
     let decade_above = |ms: f64| 10f64.powf(ms.log10().ceil());
     (
         decade_below((lo / 2.0).max(LATENCY_FLOOR_MS)),
-        decade_above(hi * 10.0),
+        decade_above(hi * 30.0),
     )
 }
 
@@ -162,7 +162,7 @@ pub fn render(
         chart
             .configure_mesh()
             .x_desc("time since start (s)")
-            .y_desc("latency (ms, log scale)")
+            .y_desc("latency (ms, log scale; faster ones drawn at the bottom)")
             .y_label_formatter(&latency_label)
             .label_style(style::label_font())
             .draw()
@@ -205,7 +205,7 @@ pub fn render(
                 .label(shown)
                 .legend(|(x, y)| Cross::new((x + 10, y), 3, style::FAILED));
         }
-        canvas::legend(&mut chart, SeriesLabelPosition::LowerRight)
+        canvas::legend(&mut chart, SeriesLabelPosition::UpperRight)
     })
 }
 

@@ -69,8 +69,14 @@ pub fn render(
         .iter()
         .flat_map(|l| l.points.iter())
         .fold(0.0f64, |peak, &(_, rate)| peak.max(rate));
-    // Headroom above the busiest node for the fault labels.
-    let y_hi = if peak > 0.0 { peak * 1.3 } else { 1.0 };
+    // Headroom above the busiest node for the legend (upper right) and the fault labels (upper
+    // left of each window): about 18 px per node out of a plot about 400 px high.
+    let legend_share = ((30.0 + 18.0 * lines.len() as f64) / 400.0).min(0.6);
+    let y_hi = if peak > 0.0 {
+        peak / (1.0 - legend_share)
+    } else {
+        1.0
+    };
     canvas::render(|root| {
         let caption = format!(
             "{title}: workload statements per node, per {} s",
@@ -95,6 +101,6 @@ pub fn render(
                 .label(line.node.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], stroke));
         }
-        canvas::legend(&mut chart, SeriesLabelPosition::LowerRight)
+        canvas::legend(&mut chart, SeriesLabelPosition::UpperRight)
     })
 }
