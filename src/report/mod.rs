@@ -1,5 +1,10 @@
-//! Reports of a simulated run: the JSON file (SPEC section 5), a Markdown file, and the printed summary.
-//! Nothing here reads the wall clock, so the same scenario and seed give byte-identical files.
+//! Reports of a simulated run: the JSON file (SPEC section 5), a Markdown file, SVG charts, and the
+//! printed summary. Nothing here reads the wall clock, so the same scenario and seed give
+//! byte-identical files.
+//!
+//! - `markdown`: the Markdown report; `summary`: the printed summary; `router`: the router's own
+//!   counts per node; `trace_hash`: the trace fingerprint; `charts`: latency, per-node load and
+//!   failover charts.
 
 pub mod charts;
 pub mod markdown;

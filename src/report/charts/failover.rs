@@ -10,6 +10,7 @@ use plotters::prelude::*;
 use super::buckets::seconds;
 use super::{canvas, style};
 use crate::check::failover_within::Failover;
+use crate::check::node_name;
 use crate::record::events::{FaultRecord, Micros};
 use crate::scenario::Scenario;
 
@@ -43,10 +44,7 @@ pub fn rows(
     outages
         .iter()
         .map(|(fault, failover)| {
-            let target = scenario
-                .nodes
-                .get(fault.target)
-                .map_or("?", |n| n.name.as_str());
+            let target = node_name(scenario, fault.target);
             let recovery_us = fault.until_us.unwrap_or(end_us).max(fault.at_us);
             let recovery = match fault.until_us {
                 Some(_) => format!("recovered at {} s", seconds(recovery_us)),

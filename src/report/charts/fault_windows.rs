@@ -8,6 +8,7 @@ use plotters::prelude::*;
 
 use super::buckets::seconds;
 use super::style;
+use crate::check::node_name;
 use crate::record::RunOutcome;
 use crate::record::events::Micros;
 use crate::scenario::Scenario;
@@ -43,10 +44,7 @@ pub fn windows(scenario: &Scenario, outcome: &RunOutcome, end_us: Micros) -> Vec
                 .faults
                 .get(fault.index)
                 .is_some_and(|f| !f.kind.has_undo());
-            let target = scenario
-                .nodes
-                .get(fault.target)
-                .map_or("?", |n| n.name.as_str());
+            let target = node_name(scenario, fault.target);
             FaultWindow {
                 label: format!("{} {target}", fault.kind),
                 from_s: seconds(fault.at_us),

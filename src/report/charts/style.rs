@@ -52,3 +52,29 @@ pub fn label_font() -> FontDesc<'static> {
 pub fn drawing_error(error: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("drawing a chart: {error}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Guards the choice above: should a dependency turn on plotters' `ttf` or `ab_glyph` feature,
+    /// text would be measured with a real font and the charts would depend on the machine.
+    #[test]
+    fn text_is_sized_by_arithmetic_not_by_a_font() {
+        let font = label_font();
+        let text = "crash replica-2";
+        let em: f64 = 13.0 / 1.24 / 1.24;
+        let layout = match font.layout_box(text) {
+            Ok(layout) => layout,
+            Err(e) => panic!("{e}"),
+        };
+        let expected = (
+            (0, -em.round() as i32),
+            (
+                (em * 0.7 * text.len() as f64).round() as i32,
+                (em * 0.24).round() as i32,
+            ),
+        );
+        assert_eq!(layout, expected, "plotters is measuring text with a font");
+    }
+}
