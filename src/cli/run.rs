@@ -43,15 +43,23 @@ pub(super) fn run(args: &RunArgs) -> Outcome {
     };
     let report = report::evaluate(&scenario, &outcome);
     let replay = format!("replisim run {} --seed {seed}", path.display());
-    let (json, md) = match report::write(out, &report) {
+    // Charts first, so that the Markdown report links exactly the charts that were written.
+    let chart_files = if charts {
+        match report::charts::write(out, &scenario, &outcome) {
+            Ok(files) => files,
+            Err(e) => {
+                return Outcome::BadInput(format!("{}: cannot write charts: {e}", out.display()));
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let (json, md) = match report::write_with_charts(out, &report, &chart_files) {
         Ok(paths) => paths,
         Err(e) => {
             return Outcome::BadInput(format!("{}: cannot write reports: {e}", out.display()));
         }
     };
-    if charts && let Err(e) = report::charts::write(out, &scenario, &outcome) {
-        return Outcome::BadInput(format!("{}: cannot write charts: {e}", out.display()));
-    }
     if let Some(file) = trace
         && let Err(e) = write_lines(file, &report::trace::lines(&scenario, &outcome.events))
     {
