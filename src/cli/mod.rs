@@ -10,6 +10,7 @@
 mod check;
 mod diff;
 mod explore;
+mod logging;
 mod real;
 mod run;
 mod shrink;
@@ -30,6 +31,10 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// More log output on stderr: `-v` info, `-vv` debug (`RUST_LOG` overrides; default: warnings,
+    /// and for sweep, explore and shrink only errors, as their runs would interleave).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,6 +141,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    let searching = matches!(
+        cli.command,
+        Command::Sweep(_) | Command::Explore(_) | Command::Shrink(_)
+    );
+    logging::install(cli.verbose, if searching { "error" } else { "warn" });
     let outcome = match std::panic::catch_unwind(|| execute(cli.command)) {
         Ok(outcome) => outcome,
         Err(_) => Outcome::Internal("a panic (see above)".to_string()),

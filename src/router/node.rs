@@ -119,6 +119,11 @@ impl Node {
         self.routes.shards().get(self.shard)
     }
 
+    /// The shard's name, for log events.
+    fn shard_name(&self) -> &str {
+        self.route().map_or("", |shard| shard.name.as_str())
+    }
+
     /// Whether a node that reported `role` takes part in lag probes: a replica always; a node out of
     /// recovery only while it is its shard's writer, so a fenced former primary (which still answers
     /// "not in recovery") never sets the position replicas are measured against.
@@ -170,6 +175,7 @@ impl Node {
             // Kept in by the cap: a check now tells a dead node (it fails) from a slow one.
             tracing::info!(
                 node = self.name(),
+                shard = self.shard_name(),
                 "outlier kept in rotation by max_ejection_percent: checking it now"
             );
             self.probe_requested.notify_one();
@@ -244,6 +250,7 @@ impl Node {
                 drop(health);
                 tracing::info!(
                     node = self.name(),
+                shard = self.shard_name(),
                     %reason,
                     cap = self.ejection_cap,
                     "request failed, but the shard has as many replicas ejected as allowed \
@@ -260,7 +267,8 @@ impl Node {
             change
         };
         if let EjectionChange::Ejected(ban) = change {
-            tracing::warn!(node = self.name(), %reason, ?ban, "request failed: node ejected from reads");
+            tracing::warn!(node = self.name(),
+                shard = self.shard_name(), %reason, ?ban, "request failed: node ejected from reads");
             self.ejected.notify_waiters();
             self.ban_started.notify_one();
         }
@@ -355,7 +363,8 @@ impl Node {
         }
         match (transition, result) {
             (Transition::BecameUnhealthy, Err(error)) => {
-                tracing::warn!(node = self.name(), %error, "node is unhealthy: no new work goes to it");
+                tracing::warn!(node = self.name(),
+                shard = self.shard_name(), reason = %error, "node is unhealthy: no new work goes to it");
                 if self.is_writer()
                     && let Some(shard) = self.route()
                 {
@@ -368,18 +377,24 @@ impl Node {
                 self.pool.clear_idle();
             }
             (Transition::BecameHealthy, _) => {
-                tracing::info!(node = self.name(), "node is healthy again");
+                tracing::info!(
+                    node = self.name(),
+                    shard = self.shard_name(),
+                    "node is healthy again"
+                );
             }
             _ => {}
         }
         match (ejection, result) {
             (EjectionChange::Ejected(ban), Err(error)) => {
-                tracing::info!(node = self.name(), %error, ?ban, "probe failed: node stays ejected");
+                tracing::info!(node = self.name(),
+                shard = self.shard_name(), reason = %error, ?ban, "probe failed: node stays ejected");
             }
             (EjectionChange::Readmitted, _) => {
                 self.release_ejection();
                 tracing::info!(
                     node = self.name(),
+                    shard = self.shard_name(),
                     "probe passed: ejected node takes reads again"
                 );
             }
@@ -397,6 +412,7 @@ impl Node {
                 let former = from.and_then(|p| shard.node_at(p));
                 tracing::warn!(
                     node = self.name(),
+                    shard = self.shard_name(),
                     ?former,
                     "node left recovery: it is the shard's primary now"
                 );
@@ -411,18 +427,21 @@ impl Node {
             WriterChange::Lost { .. } => {
                 tracing::warn!(
                     node = self.name(),
+                    shard = self.shard_name(),
                     "the shard's primary is in recovery: no primary is known"
                 );
             }
             WriterChange::Retired(_) => {
                 tracing::warn!(
                     node = self.name(),
+                    shard = self.shard_name(),
                     "node claims to be a primary while another one takes the writes: it takes no work"
                 );
             }
             WriterChange::Rejoined(_) => {
                 tracing::info!(
                     node = self.name(),
+                    shard = self.shard_name(),
                     "former primary is in recovery: it serves reads again"
                 );
             }

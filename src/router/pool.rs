@@ -66,6 +66,9 @@ pub(crate) struct Pool {
     idle_count: AtomicU32,
     /// Checkouts that found every slot taken and had to wait.
     slot_waits: AtomicU64,
+    /// Whether the last wait for a slot or socket ran out: pool exhaustion is logged as a change of
+    /// state (exhausted, then free again), not once per waiting request.
+    exhausted: AtomicBool,
     closed: AtomicBool,
 }
 
@@ -90,6 +93,7 @@ impl Pool {
             open: AtomicU32::new(0),
             idle_count: AtomicU32::new(0),
             slot_waits: AtomicU64::new(0),
+            exhausted: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         }
     }
@@ -136,7 +140,13 @@ impl Pool {
         }
         let wait = self.limits.connect_timeout;
         let permit = match Arc::clone(&self.slots).try_acquire_owned() {
-            Ok(permit) => permit,
+            Ok(permit) => {
+                // A slot free on arrival ends an exhaustion; one freed for a waiter does not.
+                if self.exhausted.swap(false, Ordering::Relaxed) {
+                    tracing::info!(node = %self.node.name, "pool has free connection slots again");
+                }
+                permit
+            }
             Err(TryAcquireError::NoPermits) => self.wait_for_slot(wait).await?,
             Err(TryAcquireError::Closed) => return Err(RouterError::ShutDown),
         };
@@ -161,11 +171,22 @@ impl Pool {
         match tokio::time::timeout(wait, Arc::clone(semaphore).acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_)) => Err(RouterError::ShutDown),
-            Err(_) => Err(RouterError::PoolTimeout {
-                node: self.node.name.clone(),
-                max: self.limits.max_connections,
-                timeout: wait,
-            }),
+            Err(_) => {
+                if !self.exhausted.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        node = %self.node.name,
+                        max = self.limits.max_connections,
+                        ?wait,
+                        reason = "every connection slot stayed in use",
+                        "pool exhausted: requests wait out their slot and go elsewhere or fail"
+                    );
+                }
+                Err(RouterError::PoolTimeout {
+                    node: self.node.name.clone(),
+                    max: self.limits.max_connections,
+                    timeout: wait,
+                })
+            }
         }
     }
 
@@ -285,14 +306,15 @@ impl Pool {
             Err(_) => false,
         };
         match delivered {
-            Ok(()) => tracing::info!(
+            // Per statement, so below `info`: the counters carry the totals.
+            Ok(()) => tracing::debug!(
                 node = %self.node.name,
                 settled,
                 "abandoned statement cancelled"
             ),
-            Err(error) => tracing::info!(
+            Err(error) => tracing::debug!(
                 node = %self.node.name,
-                %error,
+                reason = %error,
                 "could not cancel an abandoned statement; its connection is closed"
             ),
         }
