@@ -1,7 +1,6 @@
 //! One PostgreSQL connection over a connector stream: its client, its prepared statements, and the
 //! background task that drives it.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
@@ -12,9 +11,10 @@ use tokio_postgres::{CancelToken, Client, NoTls, Row, RowStream, Statement};
 
 use crate::router::connector::{ConnectPurpose, Connector, NodeAddress};
 use crate::router::error::{ConnectFailure, RouterError};
+use crate::router::statement_cache::StatementCache;
 
-/// Prepared statements kept per connection; past this the oldest-named is closed. Bounds server memory
-/// when an application sends many distinct statement texts.
+/// Prepared statements kept per connection; past this the least recently used is closed. Bounds
+/// server memory when an application sends many distinct statement texts.
 const STATEMENTS_MAX: usize = 256;
 
 /// How long a discarded connection may take to say goodbye (finish its last response, send Terminate)
@@ -31,7 +31,7 @@ pub(crate) type Between = (Option<Vec<Row>>, Vec<Row>, Vec<Row>);
 /// An open connection.
 pub(crate) struct Conn {
     client: Client,
-    statements: BTreeMap<String, Statement>,
+    statements: StatementCache<Statement>,
     opened_at: Instant,
     /// What a CancelRequest for this connection's running statement must name.
     cancel: CancelToken,
@@ -96,7 +96,7 @@ impl Conn {
         });
         Ok(Conn {
             client,
-            statements: BTreeMap::new(),
+            statements: StatementCache::new(STATEMENTS_MAX),
             opened_at: Instant::now(),
             cancel,
             _closing: closing,
@@ -234,13 +234,11 @@ impl Conn {
 
     async fn statement(&mut self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
         if let Some(statement) = self.statements.get(sql) {
-            return Ok(statement.clone());
+            return Ok(statement);
         }
         let statement = self.client.prepare(sql).await?;
-        if self.statements.len() >= STATEMENTS_MAX {
-            self.statements.pop_first();
-        }
-        self.statements.insert(sql.to_string(), statement.clone());
+        // The evicted statement is closed on the server when its last clone drops.
+        let _ = self.statements.insert(sql, statement.clone());
         Ok(statement)
     }
 }

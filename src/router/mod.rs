@@ -48,6 +48,7 @@ pub mod promotion;
 pub mod route;
 pub mod route_reason;
 pub mod secret;
+mod statement_cache;
 pub mod stats;
 pub mod stream;
 pub mod topology;
