@@ -251,7 +251,7 @@ fn a_file_with_every_key_resolves_to_the_expected_model() {
         ],
         router: RouterConfig {
             balance: Balance::RoundRobin,
-            balance_seed: 0,
+            balance_seed: None,
             health_interval: ms(500),
             health_timeout: ms(250),
             failure_threshold: 2,

@@ -31,8 +31,10 @@ pub struct RouterConfig {
     pub balance: Balance,
     /// Seed of the random draws of the `random`, `least_outstanding`, `weighted` and `p2c_ewma`
     /// policies (each shard draws its own stream from it): the same seed and order of requests give
-    /// the same picks. Default 0.
-    pub balance_seed: u64,
+    /// the same picks. Default `None`: drawn from the operating system's randomness when the router
+    /// starts, so that the application's processes do not all make the same picks in step. The
+    /// simulation always sets it, from the run's seed.
+    pub balance_seed: Option<u64>,
     /// Time between two health checks of a node (`REPLICA_HEALTH_CHECK_INTERVAL`). Default 30 s.
     pub health_interval: Duration,
     /// Limit on one health check, connect included. Default 1 s.
@@ -105,7 +107,7 @@ impl Default for RouterConfig {
     fn default() -> Self {
         RouterConfig {
             balance: Balance::RoundRobin,
-            balance_seed: 0,
+            balance_seed: None,
             health_interval: Duration::from_secs(30),
             health_timeout: Duration::from_secs(1),
             failure_threshold: 3,
@@ -232,8 +234,8 @@ macro_rules! setters {
 setters! {
     /// Read balancing policy (default round robin).
     balance: Balance,
-    /// Seed of the balancing policies' random draws (default 0).
-    balance_seed: u64,
+    /// Seed of the balancing policies' random draws (default: from the operating system).
+    balance_seed: Option<u64>,
     /// Time between two health checks of a node (default 30 s).
     health_interval: Duration,
     /// Limit on one health check, connect included (default 1 s).

@@ -149,7 +149,10 @@ impl Router {
     ) -> Result<Router, RouterError> {
         config.validate()?;
         let table = Arc::new(topology.validate()?);
-        balance::select::seed_shards(&table, config.balance_seed);
+        // Unseeded randomness on purpose, and only here: production routers should not share a
+        // sequence of picks. Every simulated router has its seed set.
+        let balance_seed = config.balance_seed.unwrap_or_else(rand::random);
+        balance::select::seed_shards(&table, balance_seed);
         for shard in table.shards() {
             shard.roles.set_follow(config.follow_promotion);
         }

@@ -60,7 +60,7 @@ pub(crate) fn resolve(raw: &RawRouter) -> Result<RouterConfig, Issue> {
     };
     let config = RouterConfig {
         balance: or_default(raw.balance.as_ref(), defaults.balance, balance)?,
-        balance_seed: raw.balance_seed.unwrap_or(defaults.balance_seed),
+        balance_seed: raw.balance_seed.or(defaults.balance_seed),
         health_interval: or_default(
             raw.health_interval.as_ref(),
             defaults.health_interval,

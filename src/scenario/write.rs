@@ -194,8 +194,8 @@ fn write_router(out: &mut Text, router: &RouterConfig) -> Result<(), WriteError>
     );
     set(
         "balance_seed",
-        *balance_seed != d.balance_seed,
-        integer(*balance_seed),
+        balance_seed.is_some(),
+        integer(balance_seed.unwrap_or(0)),
     );
     let durations = [
         ("health_interval", *health_interval, d.health_interval),

@@ -164,7 +164,7 @@ pub fn run_with(
         let mut config = scenario.router.clone();
         // The run's seed varies the balancing draws with every seed; a file's `balance_seed` (default
         // 0) is mixed in, so the default keeps the draws of the seed alone.
-        config.balance_seed = seed ^ scenario.router.balance_seed;
+        config.balance_seed = Some(seed ^ scenario.router.balance_seed.unwrap_or(0));
         if let Some(edit) = &options.config_edit {
             edit(&mut config);
         }

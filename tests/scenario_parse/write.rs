@@ -142,6 +142,6 @@ fn a_variant_built_in_code_round_trips_with_its_edits() {
 fn a_seed_above_i64_round_trips() {
     let mut scenario = parse(FULL, "full.toml").unwrap_or_else(|e| panic!("{e}"));
     scenario.seed = u64::MAX;
-    scenario.router.balance_seed = u64::MAX - 1;
+    scenario.router.balance_seed = Some(u64::MAX - 1);
     round_trip(&scenario, "largest seeds");
 }
