@@ -3,9 +3,13 @@
 //! invariants.
 //!
 //! The schedule is drawn so that every fault can show its effect (SPEC 6.2): faults on one node never
-//! overlap (a fault on a crashed node shows nothing), a replica's `lag` or `pause_replay` never
-//! overlaps a crash or partition of its shard's primary (they need commits to arrive), `slow` acts
-//! only on nodes with a query time, and a `promote` comes after every other fault has ended.
+//! overlap (a fault on a crashed node shows nothing); a replica's `lag` or `pause_replay` never
+//! overlaps a crash or partition of its shard's primary (they need commits); a `latency`, `slow`,
+//! `lag` or `pause_replay` never overlaps a partition in its shard, nor the query timeout after it
+//! (clients stalled on the blackhole send nothing); a `lag` outlasts its delay (its records must be
+//! applied while it lasts); `slow` acts only on nodes with a query time; an undo fault comes only
+//! where the next health check still falls inside the run; a `promote` comes after every other
+//! fault has ended.
 
 use std::time::Duration;
 
@@ -188,6 +192,14 @@ fn draw_faults(s: &Scenario, spec: &ExploreSpec, rng: &mut ChaCha8Rng) -> Vec<Fa
             if placed.iter().any(|p| clash(s, p, &candidate, gap)) {
                 continue;
             }
+            let fault_kind = fault_kind(kind, spec, rng);
+            // A lag shows in records committed during it and applied `delay` later, still inside
+            // it: the fault must outlast its delay, with a tenth to spare.
+            if let FaultKind::Lag { delay } = fault_kind
+                && length <= delay + delay / 10 + gap
+            {
+                continue;
+            }
             // Half of the undoable faults end with a separate undo fault, the other half with a
             // `duration`, so both forms of the schedule get explored. An undo shows its effect when
             // the node is reached again, which the next health check does: it needs that long
@@ -199,7 +211,6 @@ fn draw_faults(s: &Scenario, spec: &ExploreSpec, rng: &mut ChaCha8Rng) -> Vec<Fa
                 ExploreKind::Crash | ExploreKind::Partition | ExploreKind::PauseReplay
             ) && undo_seen_by < run
                 && rng.random_bool(0.5);
-            let fault_kind = fault_kind(kind, spec, rng);
             faults.push(Fault {
                 at,
                 kind: fault_kind.clone(),
@@ -253,24 +264,45 @@ fn has_undo(kind: ExploreKind) -> bool {
 
 /// Whether two placed faults would hide each other's effect.
 fn clash(s: &Scenario, a: &Placed, b: &Placed, gap: Duration) -> bool {
-    let overlap = a.at < b.end + gap && b.at < a.end + gap;
-    if !overlap {
-        return false;
-    }
+    let overlap =
+        |x: &Placed, x_end: Duration, y: &Placed| x.at < y.end + gap && y.at < x_end + gap;
     if a.target == b.target {
-        return true;
+        return overlap(a, a.end, b);
     }
-    // Replication faults need commits from the shard's primary while they last.
-    let stops_commits = |p: &Placed| {
-        matches!(p.kind, ExploreKind::Crash | ExploreKind::Partition)
-            && s.nodes
-                .get(p.target)
-                .is_some_and(|n| n.initial_role == NodeRole::Primary)
-    };
-    let needs_commits = |p: &Placed| matches!(p.kind, ExploreKind::Lag | ExploreKind::PauseReplay);
     let same_shard =
         s.nodes.get(a.target).map(|n| n.shard) == s.nodes.get(b.target).map(|n| n.shard);
-    same_shard && ((stops_commits(a) && needs_commits(b)) || (stops_commits(b) && needs_commits(a)))
+    same_shard
+        && (hides(s, a, b) && overlap(a, shadow_end(s, a), b)
+            || hides(s, b, a) && overlap(b, shadow_end(s, b), a))
+}
+
+/// Whether fault `x` on one node can keep fault `y` on another node of its shard from showing.
+fn hides(s: &Scenario, x: &Placed, y: &Placed) -> bool {
+    let primary = s
+        .nodes
+        .get(x.target)
+        .is_some_and(|n| n.initial_role == NodeRole::Primary);
+    // Replication faults need commits from the shard's primary while they last.
+    let stops_commits = primary && matches!(x.kind, ExploreKind::Crash | ExploreKind::Partition);
+    let needs_commits = matches!(y.kind, ExploreKind::Lag | ExploreKind::PauseReplay);
+    // A partition is a blackhole: closed-loop clients waiting on it send nothing else, so a fault
+    // judged by the operations a node served (or the commits it made) may see none.
+    let stalls_clients = x.kind == ExploreKind::Partition;
+    let needs_traffic = matches!(
+        y.kind,
+        ExploreKind::Latency | ExploreKind::Slow | ExploreKind::Lag | ExploreKind::PauseReplay
+    );
+    (stops_commits && needs_commits) || (stalls_clients && needs_traffic)
+}
+
+/// Until when fault `x` can hide another: a partition's end plus the query timeout, since a
+/// statement sent into the blackhole is never answered and holds its client until it times out.
+fn shadow_end(s: &Scenario, x: &Placed) -> Duration {
+    if x.kind == ExploreKind::Partition {
+        x.end.saturating_add(s.router.query_timeout)
+    } else {
+        x.end
+    }
 }
 
 /// The fault kind with its drawn value.
@@ -440,9 +472,21 @@ kinds = ["crash", "partition", "pause_replay", "lag", "drop_connections", "slow"
                     "seed {seed}: {spans:?}"
                 );
             }
-            for (target, _, _, kind) in &spans {
+            for (target, at, end, kind) in &spans {
                 if ["lag", "pause_replay", "promote"].contains(kind) {
                     assert_eq!(s.nodes[*target].initial_role, NodeRole::Replica);
+                }
+                // Replication faults need commits: no primary crash or partition meanwhile.
+                if ["lag", "pause_replay"].contains(kind) {
+                    let stopped = spans.iter().any(|o| {
+                        ["crash", "partition"].contains(&o.3) && o.0 == 0 && o.1 < *end && *at < o.2
+                    });
+                    assert!(!stopped, "seed {seed}: {spans:?}");
+                }
+            }
+            for fault in &s.faults {
+                if let (FaultKind::Lag { delay }, Some(length)) = (&fault.kind, fault.duration) {
+                    assert!(length > *delay, "seed {seed}: {fault:?}");
                 }
             }
         }
