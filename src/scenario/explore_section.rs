@@ -313,9 +313,8 @@ fn number_pair(
 }
 
 fn kinds(value: &RawPair<String>) -> Result<Vec<ExploreKind>, Issue> {
-    let mut kinds = Vec::new();
-    for name in value.get_ref() {
-        let kind = ExploreKind::ALL
+    distinct_list(value, "kinds", "kind", |name| {
+        ExploreKind::ALL
             .into_iter()
             .find(|k| k.name() == name.get_ref())
             .ok_or_else(|| {
@@ -325,63 +324,57 @@ fn kinds(value: &RawPair<String>) -> Result<Vec<ExploreKind>, Issue> {
                 } else {
                     ""
                 };
-                Issue::at(
-                    name.span(),
-                    format!(
-                        "explore.kinds: \"{}\" cannot be drawn{why}; expected some of: {}",
-                        name.get_ref(),
-                        list(ExploreKind::ALL.iter().map(|k| k.name()))
-                    ),
+                format!(
+                    "\"{}\" cannot be drawn{why}; expected some of: {}",
+                    name.get_ref(),
+                    list(ExploreKind::ALL.iter().map(|k| k.name()))
                 )
-            })?;
-        if kinds.contains(&kind) {
-            return Err(Issue::at(
-                name.span(),
-                format!("explore.kinds: \"{}\" is listed twice", kind.name()),
-            ));
-        }
-        kinds.push(kind);
-    }
-    if kinds.is_empty() {
-        return Err(Issue::at(
-            value.span(),
-            "explore.kinds must list at least one kind",
-        ));
-    }
-    Ok(kinds)
+            })
+    })
 }
 
 fn targets(value: &RawPair<String>, nodes: &[Node]) -> Result<Vec<NodeIdx>, Issue> {
-    let mut targets = Vec::new();
-    for name in value.get_ref() {
-        let index = nodes
+    distinct_list(value, "targets", "node", |name| {
+        nodes
             .iter()
             .position(|n| n.name == *name.get_ref())
             .ok_or_else(|| {
-                Issue::at(
-                    name.span(),
-                    format!(
-                        "explore.targets: \"{}\" is not a node (nodes: {})",
-                        name.get_ref(),
-                        list(nodes.iter().map(|n| n.name.as_str()))
-                    ),
+                format!(
+                    "\"{}\" is not a node (nodes: {})",
+                    name.get_ref(),
+                    list(nodes.iter().map(|n| n.name.as_str()))
                 )
-            })?;
-        if targets.contains(&index) {
+            })
+    })
+}
+
+/// A list of names, each resolved by `resolve` (its error is the message, placed at the name),
+/// none listed twice, at least one.
+fn distinct_list<T: PartialEq>(
+    value: &RawPair<String>,
+    key: &str,
+    what: &str,
+    resolve: impl Fn(&Spanned<String>) -> Result<T, String>,
+) -> Result<Vec<T>, Issue> {
+    let mut found = Vec::new();
+    for name in value.get_ref() {
+        let item = resolve(name)
+            .map_err(|message| Issue::at(name.span(), format!("explore.{key}: {message}")))?;
+        if found.contains(&item) {
             return Err(Issue::at(
                 name.span(),
-                format!("explore.targets: \"{}\" is listed twice", name.get_ref()),
+                format!("explore.{key}: \"{}\" is listed twice", name.get_ref()),
             ));
         }
-        targets.push(index);
+        found.push(item);
     }
-    if targets.is_empty() {
+    if found.is_empty() {
         return Err(Issue::at(
             value.span(),
-            "explore.targets must list at least one node",
+            format!("explore.{key} must list at least one {what}"),
         ));
     }
-    Ok(targets)
+    Ok(found)
 }
 
 /// Every kind listed must have a target it can act on: a replica for the replication kinds.
