@@ -3,7 +3,8 @@
 //! invariants.
 //!
 //! The schedule is drawn so that every fault can show its effect (SPEC 6.2): faults on one node never
-//! overlap (a fault on a crashed node shows nothing); a replica's `lag` or `pause_replay` never
+//! overlap (a fault on a crashed node shows nothing), nor follow a crash or partition before the
+//! node is back in rotation, nor a `drop_connections` within the ejection time; a replica's `lag` or `pause_replay` never
 //! overlaps a crash or partition of its shard's primary (they need commits); a `latency`, `slow`,
 //! `lag` or `pause_replay` never overlaps a partition in its shard, nor the query timeout after it
 //! (clients stalled on the blackhole send nothing); a `lag` outlasts its delay (its records must be
@@ -267,7 +268,7 @@ fn clash(s: &Scenario, a: &Placed, b: &Placed, gap: Duration) -> bool {
     let overlap =
         |x: &Placed, x_end: Duration, y: &Placed| x.at < y.end + gap && y.at < x_end + gap;
     if a.target == b.target {
-        return overlap(a, a.end, b);
+        return overlap(a, shadow_end(s, a), b) || overlap(b, shadow_end(s, b), a);
     }
     let same_shard =
         s.nodes.get(a.target).map(|n| n.shard) == s.nodes.get(b.target).map(|n| n.shard);
@@ -295,13 +296,21 @@ fn hides(s: &Scenario, x: &Placed, y: &Placed) -> bool {
     (stops_commits && needs_commits) || (stalls_clients && needs_traffic)
 }
 
-/// Until when fault `x` can hide another: a partition's end plus the query timeout, since a
-/// statement sent into the blackhole is never answered and holds its client until it times out.
+/// Until when fault `x` can hide another. A crashed or partitioned node is back in rotation only
+/// once a health check finds it well; a statement sent into a partition's blackhole is never
+/// answered and holds its client until the query timeout; connections dropped on a node make the
+/// router eject it for a while.
 fn shadow_end(s: &Scenario, x: &Placed) -> Duration {
-    if x.kind == ExploreKind::Partition {
-        x.end.saturating_add(s.router.query_timeout)
-    } else {
-        x.end
+    let router = &s.router;
+    let readmitted = router.health_interval.saturating_add(router.health_timeout);
+    match x.kind {
+        ExploreKind::Crash => x.end.saturating_add(readmitted),
+        ExploreKind::Partition => x
+            .end
+            .saturating_add(readmitted)
+            .saturating_add(router.query_timeout),
+        ExploreKind::DropConnections => x.end.saturating_add(router.ejection_time),
+        _ => x.end,
     }
 }
 
