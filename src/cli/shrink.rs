@@ -7,6 +7,7 @@ use clap::Args;
 use super::Outcome;
 use crate::report;
 use crate::scenario::{self, format_duration};
+use crate::search::fault_groups;
 use crate::search::shrink::{self, ShrinkError, ShrinkOptions};
 
 /// Arguments of `replisim shrink`.
@@ -75,9 +76,9 @@ pub(super) fn shrink(args: &ShrinkArgs) -> Outcome {
         println!("  {step}");
     }
     println!(
-        "faults {} -> {}, invariants {} -> {}, duration {} -> {}, clients {} -> {}",
-        original.faults.len(),
-        s.faults.len(),
+        "faults {} -> {} (an undo counted with its fault), invariants {} -> {}, duration {} -> {}, clients {} -> {}",
+        fault_groups::groups(&original.faults).len(),
+        fault_groups::groups(&s.faults).len(),
         original.invariants.len(),
         s.invariants.len(),
         format_duration(original.duration),

@@ -15,7 +15,7 @@ mod candidates;
 
 use crate::scenario::{self, Scenario};
 use crate::search::batch::run_parallel;
-use crate::search::verdict::{Verdict, simulate};
+use crate::search::verdict::{FAULT_TOOK_EFFECT, Verdict, simulate};
 
 pub use candidates::Candidate;
 
@@ -95,6 +95,9 @@ pub fn shrink(original: &Scenario, options: &ShrinkOptions) -> Result<Shrunk, Sh
     let mut search = Search {
         seed,
         kind,
+        // A variant that gains a fault showing no effect (a run cut before a restart could show)
+        // is a broken schedule, not a smaller failure: refused unless the original had one.
+        refuse_unseen: !original_kinds.contains(&FAULT_TOOK_EFFECT),
         jobs: options.jobs.max(1),
         max_runs: options.max_runs,
         runs: 1,
@@ -179,6 +182,7 @@ fn round_trip(s: &Scenario) -> Result<Scenario, String> {
 struct Search {
     seed: u64,
     kind: &'static str,
+    refuse_unseen: bool,
     jobs: usize,
     max_runs: usize,
     runs: usize,
@@ -210,13 +214,15 @@ impl Search {
             let room = self.max_runs - self.runs;
             let end = valid.len().min(start + self.jobs.min(room));
             let batch = &valid[start..end];
-            let (seed, kind) = (self.seed, self.kind);
-            let results = run_parallel(
-                self.jobs,
-                batch,
-                |c| simulate(&c.scenario, seed).map(|v| v.failed_kinds().contains(&kind)),
-                |_, _| {},
-            );
+            let (seed, kind, refuse_unseen) = (self.seed, self.kind, self.refuse_unseen);
+            let still_fails = |c: &Candidate| {
+                simulate(&c.scenario, seed).map(|v| {
+                    let failed = v.failed_kinds();
+                    failed.contains(&kind)
+                        && !(refuse_unseen && failed.contains(&FAULT_TOOK_EFFECT))
+                })
+            };
+            let results = run_parallel(self.jobs, batch, still_fails, |_, _| {});
             self.simulated += batch.len();
             for (offset, result) in results.into_iter().enumerate() {
                 self.runs += 1;
