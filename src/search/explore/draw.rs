@@ -231,7 +231,11 @@ fn draw_faults(s: &Scenario, spec: &ExploreSpec, rng: &mut ChaCha8Rng) -> Vec<Fa
         }
     }
     if let Some(target) = promote {
-        let after = placed.iter().map(|p| p.end + gap).max().unwrap_or_default();
+        let after = placed
+            .iter()
+            .map(|p| shadow_end(s, p) + gap)
+            .max()
+            .unwrap_or_default();
         let at = after.max(at_range.0);
         if at <= at_range.1 && at < run {
             faults.push(Fault {
