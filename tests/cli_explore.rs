@@ -280,3 +280,27 @@ fn shrink_refuses_a_scenario_that_passes_on_the_seed() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn a_clean_exploration_is_exit_0_and_writes_nothing() {
+    let dir = scratch("explore-clean");
+    let base = read(Path::new(&explore_scenario()));
+    // Replica latency alone breaks neither invariant.
+    let only_latency = base.replace(
+        "kinds = [\"crash\", \"partition\", \"latency\"]",
+        "kinds = [\"latency\"]\ntargets = [\"replica-1\", \"replica-2\"]",
+    );
+    assert_ne!(only_latency, base);
+    let file = write(&dir, "latency-only.toml", &only_latency);
+    let out = dir.join("out");
+    let out_text = out.display().to_string();
+    let o = replisim(&["explore", &file, "--seeds", "1..4", "--out", &out_text]);
+    let stdout = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{stdout}{}", text(&o.stderr));
+    assert_eq!(stdout.matches(": PASS\n").count(), 4, "{stdout}");
+    assert!(
+        stdout.contains("explored 4 seeds: 0 failed; 0 files written"),
+        "{stdout}"
+    );
+    assert!(files(&out).is_empty());
+}
