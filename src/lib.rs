@@ -14,7 +14,8 @@
 //!   - `sim::harness`: builds the turmoil simulation, runs the workload, applies the faults.
 //!   - `sim::fault_evidence`: judges from the records whether each fault took effect, and why.
 //! - [`check`]: one invariant checker per file, each reading [`record::events::Events`].
-//! - [`report`]: the JSON and Markdown reports and the printed summary.
+//! - [`report`]: the JSON and Markdown reports, the SVG charts (`report::charts`), and the printed
+//!   summary.
 //! - [`search`]: many runs at once: `sweep`, `explore` (drawn fault schedules), `shrink`.
 //! - [`cli`]: every `replisim` command, one file each, mapped to exit codes.
 //! - [`real`]: a local PostgreSQL 15 replication cluster the crate runs itself, and a TCP fault proxy.

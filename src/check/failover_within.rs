@@ -36,10 +36,19 @@ pub struct Failover {
 
 /// One failover per crash or partition fault, in fault order.
 pub fn failovers(evidence: &Evidence) -> Vec<Failover> {
+    outages(evidence)
+        .into_iter()
+        .map(|(_, failover)| failover)
+        .collect()
+}
+
+/// Each crash or partition fault with its failover, in fault order: for whoever needs the fault's
+/// window beside the failover (the failover chart draws both).
+pub fn outages<'a>(evidence: &Evidence<'a>) -> Vec<(&'a FaultRecord, Failover)> {
     let attempts = Attempts::new(evidence);
     outage_faults(evidence)
         .into_iter()
-        .map(|fault| failover_of(evidence, &attempts, fault))
+        .map(|fault| (fault, failover_of(evidence, &attempts, fault)))
         .collect()
 }
 

@@ -22,13 +22,19 @@ pub const SIGNIFICANT_DIGITS: u8 = 3;
 pub fn op_latency_histogram(ops: &[ClientOp], op: LatencyOp) -> Histogram<u64> {
     let mut histogram = empty_histogram();
     for client_op in ops.iter().filter(|o| op.includes(o.kind)) {
-        let latency_us = client_op.end_us.saturating_sub(client_op.start_us);
-        if histogram.record(latency_us).is_err() {
-            // Only values beyond hdrhistogram's auto-resize range (~2^62 us) get here.
-            histogram.saturating_record(latency_us);
-        }
+        record_latency(&mut histogram, client_op);
     }
     histogram
+}
+
+/// Records the latency of `op`, in microseconds, in `histogram` (one of [`empty_histogram`]'s).
+pub fn record_latency(histogram: &mut Histogram<u64>, op: &ClientOp) {
+    let latency_us = op.end_us.saturating_sub(op.start_us);
+    // `record` grows the histogram to fit; `saturating_record` alone would clamp to its current top.
+    if histogram.record(latency_us).is_err() {
+        // Only values beyond hdrhistogram's auto-resize range (~2^62 us) get here.
+        histogram.saturating_record(latency_us);
+    }
 }
 
 /// The latency at `percentile` (in (0, 100]) in microseconds; 0 for an empty histogram.
@@ -78,7 +84,8 @@ fn op_name(op: LatencyOp) -> &'static str {
     }
 }
 
-fn empty_histogram() -> Histogram<u64> {
+/// An empty latency histogram at the project's precision ([`SIGNIFICANT_DIGITS`]).
+pub fn empty_histogram() -> Histogram<u64> {
     // hdrhistogram accepts 0 to 5 significant digits; only a different constant could be refused.
     Histogram::new(SIGNIFICANT_DIGITS)
         .expect("3 significant digits are within hdrhistogram's 0..=5")

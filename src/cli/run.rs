@@ -6,6 +6,7 @@ use super::Outcome;
 use crate::report;
 use crate::router::{MetricsSnapshot, render_prometheus};
 use crate::scenario;
+use crate::search::determinism::{Comparison, OwnRun, compare_with_child, work_dir};
 use crate::sim;
 
 /// What `run` was asked to do.
@@ -42,16 +43,36 @@ pub(super) fn run(args: &RunArgs) -> Outcome {
     };
     let report = report::evaluate(&scenario, &outcome);
     let replay = format!("replisim run {} --seed {seed}", path.display());
-    let (json, md) = match report::write(out, &report) {
+    // Charts first, so that the Markdown report links exactly the charts that were written.
+    let chart_files = if charts {
+        match report::charts::write(out, &scenario, &outcome) {
+            Ok(files) => files,
+            Err(e) => {
+                return Outcome::BadInput(format!("{}: cannot write charts: {e}", out.display()));
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let (json, md) = match report::write_with_charts(out, &report, &chart_files) {
         Ok(paths) => paths,
         Err(e) => {
             return Outcome::BadInput(format!("{}: cannot write reports: {e}", out.display()));
         }
     };
-    if charts && let Err(e) = report::charts::write(out, &scenario, &outcome) {
-        return Outcome::BadInput(format!("{}: cannot write charts: {e}", out.display()));
+    if let Some(file) = trace
+        && let Err(e) = write_lines(file, &report::trace::lines(&scenario, &outcome.events))
+    {
+        return Outcome::BadInput(format!("{}: cannot write the trace: {e}", file.display()));
     }
-    let _ = (check_determinism, trace);
+    let determinism = if check_determinism {
+        match second_process(path, &scenario, &report, &outcome, out) {
+            Ok(comparison) => Some(comparison),
+            Err(e) => return Outcome::Internal(format!("determinism check: {e}")),
+        }
+    } else {
+        None
+    };
     if let Some(file) = metrics
         && let Err(e) = write_metrics(file, &outcome.router_metrics)
     {
@@ -77,11 +98,53 @@ pub(super) fn run(args: &RunArgs) -> Outcome {
             println!("metrics: {}", file.display());
         }
     }
-    if report.passed {
+    match &determinism {
+        Some(Comparison::Identical) => {
+            println!("determinism: a second process gave a byte-identical report and trace");
+        }
+        Some(Comparison::Differs(what)) => println!("NOT DETERMINISTIC: {what}"),
+        None => {}
+    }
+    let deterministic = !matches!(determinism, Some(Comparison::Differs(_)));
+    if report.passed && deterministic {
         Outcome::Passed
     } else {
         Outcome::InvariantFailed
     }
+}
+
+/// Runs the seed again in a child process and compares its report and trace with this run's.
+fn second_process(
+    path: &Path,
+    scenario: &scenario::Scenario,
+    report: &report::Report,
+    outcome: &crate::record::RunOutcome,
+    out: &Path,
+) -> Result<Comparison, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let json = report::to_json(report);
+    let trace = report::trace::lines(scenario, &outcome.events);
+    let own = OwnRun {
+        scenario_path: path,
+        scenario_name: &scenario.name,
+        seed: report.seed,
+        json: &json,
+        trace: &trace,
+    };
+    compare_with_child(&exe, &own, &work_dir(out, &scenario.name, report.seed))
+}
+
+/// Writes `lines`, each newline-terminated, whole or not at all.
+fn write_lines(file: &Path, lines: &[String]) -> std::io::Result<()> {
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut text = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for line in lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    report::write_whole(file, text.as_bytes())
 }
 
 /// Writes the Prometheus exposition of `snapshot` to `file` (whole or not at all), creating its

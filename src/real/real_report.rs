@@ -45,7 +45,8 @@ pub fn to_json(report: &Report, details: &RealDetails) -> String {
 
 /// The Markdown text: the simulation's layout, marked as real time, and a real-mode section.
 pub fn to_markdown(report: &Report, details: &RealDetails) -> String {
-    let mut out = markdown::render(report).replacen(" ms simulated (", " ms of real time (", 1);
+    let mut out =
+        markdown::render(report, &[]).replacen(" ms simulated (", " ms of real time (", 1);
     out.push_str("\n## Real mode\n\n");
     let _ = writeln!(
         out,

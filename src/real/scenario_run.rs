@@ -231,7 +231,7 @@ async fn prepare_external(scenario: &Scenario, nodes: &ExternalNodes) -> Result<
             .dbname(&nodes.dbname)
             .connect_timeout(SETUP_TIMEOUT);
         if let Some(password) = &nodes.password {
-            config.password(password);
+            config.password(password.expose());
         }
         let connected = tokio::time::timeout(SETUP_TIMEOUT, config.connect(tokio_postgres::NoTls));
         let (client, connection) = match connected.await {

@@ -5,6 +5,7 @@
 use std::str::FromStr;
 
 use crate::record::events::NodeIdx;
+use crate::router::Password;
 use crate::scenario::Scenario;
 
 /// The external servers of a run, by node.
@@ -17,7 +18,7 @@ pub struct ExternalNodes {
     /// The database.
     pub dbname: String,
     /// The password, if the URLs carry one.
-    pub password: Option<String>,
+    pub password: Option<Password>,
 }
 
 /// Why `--url` values cannot be used (the message names the value and what to change).
@@ -88,7 +89,7 @@ pub fn parse(scenario: &Scenario, values: &[String]) -> Result<ExternalNodes, Ur
         addresses,
         user,
         dbname,
-        password,
+        password: password.map(Password::new),
     })
 }
 
@@ -125,6 +126,37 @@ mod tests {
             (nodes.user.as_str(), nodes.dbname.as_str()),
             ("app", "shop")
         );
+    }
+
+    #[test]
+    fn the_password_reaches_the_login_and_no_debug_output_or_error() {
+        let run = TestRun::new();
+        let with_password: Vec<String> = all(&run.scenario, 6000)
+            .iter()
+            .map(|v| v.replace("app@", "app:pw-s3cret@"))
+            .collect();
+        let nodes = parse(&run.scenario, &with_password).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            nodes.password.as_ref().map(Password::expose),
+            Some("pw-s3cret")
+        );
+        let topology = run.scenario.router_topology(
+            |i, _| nodes.addresses[i].clone(),
+            crate::scenario::Login {
+                user: nodes.user.clone(),
+                dbname: nodes.dbname.clone(),
+                password: nodes.password.clone(),
+            },
+        );
+        for shown in [format!("{nodes:?}"), format!("{topology:#?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+        // Errors about a URL with a password name the node only.
+        let mut clash = with_password.clone();
+        clash[1] = clash[1].replace("pw-s3cret", "other-s3cret");
+        let e = parse(&run.scenario, &clash).expect_err("two passwords");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
     }
 
     #[test]

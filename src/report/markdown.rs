@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use crate::report::charts::ChartFile;
 use crate::report::{Percentiles, Report};
 
 fn verdict(passed: bool) -> &'static str {
@@ -16,8 +17,8 @@ fn latency_row(out: &mut String, op: &str, p: &Percentiles) {
     );
 }
 
-/// Renders the report as Markdown.
-pub fn render(r: &Report) -> String {
+/// Renders the report as Markdown, embedding `charts` (files beside the report) after the summary.
+pub fn render(r: &Report, charts: &[ChartFile]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -31,6 +32,13 @@ pub fn render(r: &Report) -> String {
         "{} operations in {} ms simulated ({} reads, {} writes, {} failed); trace `{}`.\n",
         r.ops.total, r.duration_ms, r.ops.reads, r.ops.writes, r.ops.failed, r.trace_hash
     );
+    if !charts.is_empty() {
+        out.push_str("## Charts\n\n");
+        for chart in charts {
+            // Relative links: the charts sit beside the report, wherever the directory moves.
+            let _ = writeln!(out, "![{}]({})\n", chart.kind, chart.file_name);
+        }
+    }
     out.push_str("## Invariants\n\n| invariant | result | detail |\n|---|---|---|\n");
     for i in &r.invariants {
         let _ = writeln!(out, "| {} | {} | {} |", i.kind, verdict(i.passed), i.detail);

@@ -1,10 +1,17 @@
-//! Reports of a simulated run: the JSON file (SPEC section 5), a Markdown file, and the printed summary.
-//! Nothing here reads the wall clock, so the same scenario and seed give byte-identical files.
+//! Reports of a simulated run: the JSON file (SPEC section 5), a Markdown file, SVG charts, and the
+//! printed summary. Nothing here reads the wall clock, so the same scenario and seed give
+//! byte-identical files.
+//!
+//! - `markdown`: the Markdown report; `summary`: the printed summary; `router`: the router's own
+//!   counts per node; `trace_hash`: the trace fingerprint; `charts`: latency, per-node load and
+//!   failover charts.
 
 pub mod charts;
+pub mod diff;
 pub mod markdown;
 pub mod router;
 pub mod summary;
+pub mod trace;
 pub mod trace_hash;
 
 use std::io::Write;
@@ -298,9 +305,14 @@ pub fn build(
     }
 }
 
+/// The name every file of one run starts with: `<name>-seed<N>`.
+pub fn stem(scenario: &str, seed: u64) -> String {
+    format!("{scenario}-seed{seed}")
+}
+
 /// The paths `run` writes: `DIR/<name>-seed<N>.json` and `.md`.
 pub fn paths(dir: &Path, report: &Report) -> (PathBuf, PathBuf) {
-    let stem = format!("{}-seed{}", report.scenario, report.seed);
+    let stem = stem(&report.scenario, report.seed);
     (
         dir.join(format!("{stem}.json")),
         dir.join(format!("{stem}.md")),
@@ -315,12 +327,22 @@ pub fn to_json(report: &Report) -> String {
     text
 }
 
-/// Writes both report files; each appears whole or not at all (written aside, then renamed).
+/// Writes both report files, with no charts linked; each appears whole or not at all (written aside,
+/// then renamed).
 pub fn write(dir: &Path, report: &Report) -> std::io::Result<(PathBuf, PathBuf)> {
+    write_with_charts(dir, report, &[])
+}
+
+/// Writes both report files, the Markdown embedding `charts` (already written beside it).
+pub fn write_with_charts(
+    dir: &Path,
+    report: &Report,
+    charts: &[charts::ChartFile],
+) -> std::io::Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir)?;
     let (json_path, md_path) = paths(dir, report);
     write_whole(&json_path, to_json(report).as_bytes())?;
-    write_whole(&md_path, markdown::render(report).as_bytes())?;
+    write_whole(&md_path, markdown::render(report, charts).as_bytes())?;
     Ok((json_path, md_path))
 }
 

@@ -47,6 +47,7 @@ mod pool;
 pub mod promotion;
 pub mod route;
 pub mod route_reason;
+pub mod secret;
 pub mod stats;
 pub mod stream;
 pub mod topology;
@@ -70,6 +71,7 @@ pub use connector::{
 pub use error::{CapScope, ConnectFailure, RouterError};
 pub use metrics::{MetricsSnapshot, render_prometheus};
 pub use route::ServedRole;
+pub use secret::Password;
 pub use stats::{NodeStatsSnapshot, RouterStats};
 pub use stream::ReadStream;
 pub use topology::{ShardConfig, Topology};
@@ -156,7 +158,7 @@ impl Router {
             .dbname(topology.dbname.as_str())
             .ssl_mode(SslMode::Disable);
         if let Some(password) = &topology.password {
-            login.password(password);
+            login.password(password.expose());
         }
         let mut workload_login = login.clone();
         workload_login.application_name(WORKLOAD_APPLICATION_NAME);

@@ -6,6 +6,7 @@ use std::ops::Range;
 use crate::router::connector::NodeAddress;
 use crate::router::error::RouterError;
 use crate::router::route::{NodeIdx, RouteTable, ServedRole, ShardRoute};
+use crate::router::secret::Password;
 
 /// The whole cluster and how to log in to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,7 +18,7 @@ pub struct Topology {
     /// Database name for every connection.
     pub dbname: String,
     /// Password, if the servers ask for one.
-    pub password: Option<String>,
+    pub password: Option<Password>,
 }
 
 /// One shard: an org range served by one primary and its replicas.

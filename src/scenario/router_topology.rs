@@ -2,7 +2,7 @@
 //! weight. The simulation and real mode address nodes differently; everything else is the same.
 
 use super::model::{Node, Scenario};
-use crate::router::{NodeAddress, ShardConfig, Topology};
+use crate::router::{NodeAddress, Password, ShardConfig, Topology};
 
 /// How the router logs in to every node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -12,7 +12,7 @@ pub struct Login {
     /// Database name.
     pub dbname: String,
     /// Password, if the servers ask for one.
-    pub password: Option<String>,
+    pub password: Option<Password>,
 }
 
 impl Scenario {

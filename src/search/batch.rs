@@ -47,6 +47,40 @@ where
     results.into_iter().flatten().collect()
 }
 
+/// Releases items handed over in any order as an in-order sequence: what a parallel search
+/// prints per seed, so that its output does not depend on which thread finished first.
+pub struct InOrder<T> {
+    next: usize,
+    pending: std::collections::BTreeMap<usize, T>,
+}
+
+impl<T> InOrder<T> {
+    /// Nothing received yet; index 0 comes first.
+    pub fn new() -> InOrder<T> {
+        InOrder {
+            next: 0,
+            pending: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// Takes item `index` and returns every item now ready, in order.
+    pub fn push(&mut self, index: usize, item: T) -> Vec<T> {
+        self.pending.insert(index, item);
+        let mut ready = Vec::new();
+        while let Some(item) = self.pending.remove(&self.next) {
+            ready.push(item);
+            self.next += 1;
+        }
+        ready
+    }
+}
+
+impl<T> Default for InOrder<T> {
+    fn default() -> Self {
+        InOrder::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +103,15 @@ mod tests {
         seen.sort_unstable();
         assert_eq!(seen.len(), 40);
         assert_eq!(seen[7], (7, 49));
+    }
+
+    #[test]
+    fn in_order_holds_items_back_until_their_turn() {
+        let mut order = InOrder::new();
+        assert!(order.push(1, "b").is_empty());
+        assert!(order.push(2, "c").is_empty());
+        assert_eq!(order.push(0, "a"), vec!["a", "b", "c"]);
+        assert_eq!(order.push(3, "d"), vec!["d"]);
     }
 
     #[test]

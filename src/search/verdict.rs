@@ -69,8 +69,24 @@ pub const FAULT_TOOK_EFFECT: &str = "fault_took_effect";
 /// Runs `scenario` on `seed` in this thread and judges it. An error is a harness failure (a bug),
 /// reported as text.
 pub fn simulate(scenario: &Scenario, seed: u64) -> Result<Verdict, String> {
+    simulate_keeping_trace(scenario, seed, false).map(|(verdict, _)| verdict)
+}
+
+/// As [`simulate`], and with `trace` also the run's event trace (`report::trace::lines`), for a
+/// determinism check.
+pub fn simulate_keeping_trace(
+    scenario: &Scenario,
+    seed: u64,
+    trace: bool,
+) -> Result<(Verdict, Vec<String>), String> {
     let outcome = sim::run(scenario, seed).map_err(|e| e.to_string())?;
-    Ok(Verdict {
+    let lines = if trace {
+        report::trace::lines(scenario, &outcome.events)
+    } else {
+        Vec::new()
+    };
+    let verdict = Verdict {
         report: report::evaluate(scenario, &outcome),
-    })
+    };
+    Ok((verdict, lines))
 }

@@ -49,7 +49,7 @@ async fn accept_sql(node: Arc<SimNode>, listener: TcpListener) -> Result<(), Nod
                 port: PG_PORT,
                 source,
             })?;
-        tokio::spawn(connection::serve(node.clone(), stream));
+        spawn_on_host(connection::serve(node.clone(), stream));
     }
 }
 
@@ -65,8 +65,24 @@ async fn accept_wal(node: Arc<SimNode>, listener: TcpListener) -> Result<(), Nod
             })?;
         // A downstream that fails or goes silent simply ends its stream; it will reconnect.
         let node = node.clone();
-        tokio::spawn(async move {
+        spawn_on_host(async move {
             let _ = wal_sender::serve(node, stream).await;
         });
     }
+}
+
+/// Spawns a task of this simulated host on the host's `LocalSet`, never on its runtime.
+///
+/// A crash drops the host's runtime and then its `LocalSet`, cancelling their tasks. The runtime
+/// cancels its tasks shard by shard, and a task's shard comes from its process-wide task id, so
+/// the order in which a crashed node's connections close (and its peers see the closes) would
+/// depend on how many tasks the process had spawned before: a second simulation in the same
+/// process would differ from the first. The `LocalSet` cancels its tasks in the order they were
+/// spawned, which only the simulation decides.
+fn spawn_on_host<F>(task: F)
+where
+    F: std::future::Future + 'static,
+    F::Output: 'static,
+{
+    tokio::task::spawn_local(task);
 }
