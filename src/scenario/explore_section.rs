@@ -115,16 +115,9 @@ pub struct ExploreSpec {
 
 /// Fault count when `faults` is left out.
 pub const EXPLORE_FAULTS_DEFAULT: (u32, u32) = (1, 3);
-/// Kinds when `kinds` is left out: all but `promote`, which changes the topology for good.
-pub const EXPLORE_KINDS_DEFAULT: [ExploreKind; 7] = [
-    ExploreKind::Crash,
-    ExploreKind::Partition,
-    ExploreKind::DropConnections,
-    ExploreKind::Latency,
-    ExploreKind::Lag,
-    ExploreKind::PauseReplay,
-    ExploreKind::Slow,
-];
+/// Kinds when `kinds` is left out: all but `promote` (the last of [`ExploreKind::ALL`]), which
+/// changes the topology for good.
+pub const EXPLORE_KINDS_DEFAULT: &[ExploreKind] = ExploreKind::ALL.split_at(7).0;
 /// `latency` fault range when left out.
 pub const EXPLORE_LATENCY_DEFAULT: DurationRange =
     (Duration::from_millis(20), Duration::from_millis(200));
@@ -405,4 +398,25 @@ fn check_kinds_have_targets(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_kinds_are_every_kind_but_promote() {
+        assert_eq!(EXPLORE_KINDS_DEFAULT.len(), ExploreKind::ALL.len() - 1);
+        assert!(!EXPLORE_KINDS_DEFAULT.contains(&ExploreKind::Promote));
+        let run = Duration::from_secs(20);
+        let spec = ExploreSpec::default();
+        assert_eq!(
+            spec.at_or_default(run),
+            (Duration::from_secs(2), Duration::from_secs(12))
+        );
+        assert_eq!(
+            spec.fault_duration_or_default(run),
+            (Duration::from_secs(1), Duration::from_secs(5))
+        );
+    }
 }
