@@ -323,6 +323,7 @@ fn a_file_with_every_key_resolves_to_the_expected_model() {
             Invariant::CapsRespected,
             Invariant::OrgRouting,
         ],
+        explore: None,
     };
     assert_eq!(scenario, expected);
 }

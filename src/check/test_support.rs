@@ -97,6 +97,7 @@ impl TestRun {
                 workload: Workload::default(),
                 faults: Vec::new(),
                 invariants: Vec::new(),
+                explore: None,
             },
             events: Events::default(),
             faults: Vec::new(),

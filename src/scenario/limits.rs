@@ -52,6 +52,10 @@ pub const NODES_MAX: usize = 256;
 /// Most retries of a failed read: the router's own limit (each retry needs another node).
 pub const READ_RETRIES_MAX: u32 = ROUTER_READ_RETRIES_MAX;
 
+/// Most faults `replisim explore` draws for one seed (`[explore] faults`): each is a run's worth of
+/// schedule checks; far more than any shipped scenario holds (at most 4).
+pub const EXPLORE_FAULTS_MAX: u32 = 64;
+
 /// Largest `slow` fault factor. A node's `query_time` (at most [`DURATION_KEY_MAX`]) times this
 /// stays a valid duration; 1000 times slower is already a node that answers nothing in time.
 pub const SLOW_FACTOR_MAX: f64 = 1000.0;

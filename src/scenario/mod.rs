@@ -8,6 +8,7 @@
 //! - `validate`: raw -> resolved, with `topology`, `router_section`, `workload`, `faults` and
 //!   `invariants` for the sections.
 //! - `write`: [`Scenario::to_toml`], the validated model back to scenario TOML (round-trips).
+//! - `explore_section`: `[explore]`, the ranges `replisim explore` draws from.
 //! - `router_topology`: the router's view of a scenario's cluster, for the simulation and real mode.
 //!
 //! Beyond the schema of SPEC section 4, a `[[shard]]` takes `weights`, one whole number from 1 per
@@ -16,6 +17,7 @@
 
 pub mod duration;
 pub mod error;
+pub mod explore_section;
 mod faults;
 mod invariants;
 pub mod limits;
@@ -34,6 +36,7 @@ pub use duration::{format_duration, parse_duration};
 pub use error::{Position, ScenarioError, ScenarioErrorKind};
 pub use model::*;
 pub use router_topology::Login;
+pub(crate) use topology::{LINK_LATENCY_DEFAULT, QUERY_TIME_DEFAULT, REPLICATION_DELAY_DEFAULT};
 pub use write::WriteError;
 
 /// Reads, parses and validates the scenario file at `path`; a file above

@@ -5,6 +5,8 @@ use std::time::Duration;
 use crate::record::events::{NodeIdx, NodeRole, OpKind};
 use crate::router::RouterConfig;
 
+pub use super::explore_section::{DurationRange, ExploreKind, ExploreSpec};
+
 /// A scenario ready to run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scenario {
@@ -28,6 +30,8 @@ pub struct Scenario {
     pub faults: Vec<Fault>,
     /// Invariants in file order.
     pub invariants: Vec<Invariant>,
+    /// The ranges `replisim explore` draws from (`[explore]`); `run` ignores them.
+    pub explore: Option<ExploreSpec>,
 }
 
 /// One shard: an org-id range served by one primary and its replicas.

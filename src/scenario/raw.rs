@@ -32,6 +32,7 @@ pub(crate) struct RawScenario {
     pub(crate) fault: Vec<Spanned<RawFault>>,
     #[serde(default)]
     pub(crate) invariant: Vec<Spanned<RawInvariant>>,
+    pub(crate) explore: Option<Spanned<RawExplore>>,
 }
 
 /// One `[[shard]]`.
@@ -125,6 +126,32 @@ pub(crate) struct RawInvariant {
     pub(crate) op: Option<Spanned<String>>,
     pub(crate) percentile: Option<Spanned<f64>>,
     pub(crate) max_error_rate: Option<Spanned<f64>>,
+}
+
+/// A `[min, max]` pair as written, each bound with its position.
+pub(crate) type RawPair<T> = Spanned<Vec<Spanned<T>>>;
+
+/// `[explore]`: the ranges `replisim explore` draws from. Every key is a `[min, max]` pair except
+/// `kinds` and `targets`, which are lists of names.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawExplore {
+    pub(crate) faults: Option<RawPair<i64>>,
+    pub(crate) kinds: Option<RawPair<String>>,
+    pub(crate) targets: Option<RawPair<String>>,
+    pub(crate) at: Option<RawPair<String>>,
+    pub(crate) fault_duration: Option<RawPair<String>>,
+    pub(crate) latency: Option<RawPair<String>>,
+    pub(crate) delay: Option<RawPair<String>>,
+    pub(crate) factor: Option<RawPair<f64>>,
+    pub(crate) query_time: Option<RawPair<String>>,
+    pub(crate) replication_delay: Option<RawPair<String>>,
+    pub(crate) link_latency: Option<RawPair<String>>,
+    pub(crate) clients: Option<RawPair<i64>>,
+    pub(crate) rate: Option<RawPair<f64>>,
+    pub(crate) think_time: Option<RawPair<String>>,
+    pub(crate) read_ratio: Option<RawPair<f64>>,
+    pub(crate) org_skew: Option<RawPair<f64>>,
 }
 
 /// Reads the TOML text into the raw structs; syntax errors, unknown keys and wrong types keep

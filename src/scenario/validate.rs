@@ -11,7 +11,7 @@ use super::error::Issue;
 use super::limits::{DURATION_KEY_MAX, DURATION_MAX};
 use super::model::Scenario;
 use super::raw::RawScenario;
-use super::{faults, invariants, router_section, topology, workload};
+use super::{explore_section, faults, invariants, router_section, topology, workload};
 
 /// Seed used when the file names none.
 const SEED_DEFAULT: u64 = 1;
@@ -28,6 +28,11 @@ pub(crate) fn validate(raw: &RawScenario, text: &str) -> Result<Scenario, Issue>
     let workload = workload::resolve(&raw.workload, &shards)?;
     let faults = faults::resolve(&raw.fault, text, &nodes, duration)?;
     let invariants = invariants::resolve(&raw.invariant, text)?;
+    let explore = raw
+        .explore
+        .as_ref()
+        .map(|e| explore_section::resolve(e, &nodes, duration))
+        .transpose()?;
     let scenario = Scenario {
         name,
         description: raw.description.clone().unwrap_or_default(),
@@ -39,6 +44,7 @@ pub(crate) fn validate(raw: &RawScenario, text: &str) -> Result<Scenario, Issue>
         workload,
         faults,
         invariants,
+        explore,
     };
     Ok(scenario)
 }

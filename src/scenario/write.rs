@@ -9,7 +9,10 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::duration::format_duration;
-use super::model::{Fault, FaultKind, Invariant, LatencyOp, Node, Scenario, Shard, Workload};
+use super::model::{
+    DurationRange, ExploreSpec, Fault, FaultKind, Invariant, LatencyOp, Node, Scenario, Shard,
+    Workload,
+};
 use super::router_section::balance_name;
 use super::topology::{
     LINK_LATENCY_DEFAULT, QUERY_TIME_DEFAULT, REPLICATION_DELAY_DEFAULT, WEIGHT_DEFAULT,
@@ -42,6 +45,7 @@ impl Scenario {
             workload,
             faults,
             invariants,
+            explore,
         } = self;
         let mut out = Text::default();
         out.line("name", string(name));
@@ -61,6 +65,9 @@ impl Scenario {
         }
         for invariant in invariants {
             write_invariant(&mut out, invariant)?;
+        }
+        if let Some(explore) = explore {
+            write_explore(&mut out, explore, nodes)?;
         }
         Ok(out.0)
     }
@@ -398,6 +405,99 @@ fn write_invariant(out: &mut Text, invariant: &Invariant) -> Result<(), WriteErr
         | Invariant::ReadYourWrites
         | Invariant::CapsRespected
         | Invariant::OrgRouting => {}
+    }
+    Ok(())
+}
+
+/// `[explore]` with the keys that were given; a table with none is still written, so that a file
+/// that had one keeps it.
+fn write_explore(out: &mut Text, explore: &ExploreSpec, nodes: &[Node]) -> Result<(), WriteError> {
+    let ExploreSpec {
+        faults,
+        kinds,
+        targets,
+        at,
+        fault_duration,
+        latency,
+        delay,
+        factor,
+        query_time,
+        replication_delay,
+        link_latency,
+        clients,
+        rate,
+        think_time,
+        read_ratio,
+        org_skew,
+    } = explore;
+    out.table("[explore]");
+    let whole = |(min, max): (u32, u32)| format!("[{min}, {max}]");
+    let durations =
+        |(min, max): DurationRange| format!("[{}, {}]", duration_text(min), duration_text(max));
+    let numbers = |(min, max): (f64, f64), key: &str| -> Result<String, WriteError> {
+        let key = format!("explore.{key}");
+        Ok(format!("[{}, {}]", float(min, &key)?, float(max, &key)?))
+    };
+    if let Some(pair) = faults {
+        out.line("faults", whole(*pair));
+    }
+    if let Some(kinds) = kinds {
+        let names: Vec<String> = kinds.iter().map(|k| string(k.name())).collect();
+        out.line("kinds", format!("[{}]", names.join(", ")));
+    }
+    if let Some(targets) = targets {
+        let names = targets
+            .iter()
+            .map(|&t| {
+                nodes
+                    .get(t)
+                    .map(|n| string(&n.name))
+                    .ok_or_else(|| WriteError {
+                        key: "explore.targets".to_owned(),
+                        reason: format!("node index {t} is not a node"),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.line("targets", format!("[{}]", names.join(", ")));
+    }
+    let duration_keys = [
+        ("at", at),
+        ("fault_duration", fault_duration),
+        ("latency", latency),
+        ("delay", delay),
+    ];
+    for (key, pair) in duration_keys {
+        if let Some(pair) = pair {
+            out.line(key, durations(*pair));
+        }
+    }
+    if let Some(pair) = factor {
+        out.line("factor", numbers(*pair, "factor")?);
+    }
+    let node_keys = [
+        ("query_time", query_time),
+        ("replication_delay", replication_delay),
+        ("link_latency", link_latency),
+    ];
+    for (key, pair) in node_keys {
+        if let Some(pair) = pair {
+            out.line(key, durations(*pair));
+        }
+    }
+    if let Some(pair) = clients {
+        out.line("clients", whole(*pair));
+    }
+    if let Some(pair) = rate {
+        out.line("rate", numbers(*pair, "rate")?);
+    }
+    if let Some(pair) = think_time {
+        out.line("think_time", durations(*pair));
+    }
+    if let Some(pair) = read_ratio {
+        out.line("read_ratio", numbers(*pair, "read_ratio")?);
+    }
+    if let Some(pair) = org_skew {
+        out.line("org_skew", numbers(*pair, "org_skew")?);
     }
     Ok(())
 }

@@ -8,10 +8,17 @@
 //! - `determinism`: the same seed in a separate process, compared report and trace.
 //! - `junit`: the JUnit XML a CI shows per (scenario, seed).
 //! - `sweep`: the sweep and its table.
+//! - `fault_groups`: a schedule's faults grouped with the undo faults that end them, and described.
+//! - `explore`: a fault schedule (and node and workload values) drawn from each seed; failing draws
+//!   kept as standalone scenarios.
+//! - `shrink`: delta debugging of a failing scenario down to a smaller one that fails the same way.
 
 pub mod batch;
 pub mod determinism;
+pub mod explore;
+pub mod fault_groups;
 pub mod junit;
 pub mod seeds;
+pub mod shrink;
 pub mod sweep;
 pub mod verdict;

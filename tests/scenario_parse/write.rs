@@ -145,3 +145,49 @@ fn a_seed_above_i64_round_trips() {
     scenario.router.balance_seed = Some(u64::MAX - 1);
     round_trip(&scenario, "largest seeds");
 }
+
+#[test]
+fn an_explore_table_with_every_key_round_trips() {
+    let text = with(
+        r#"
+[explore]
+faults = [0, 5]
+kinds = ["crash", "partition", "drop_connections", "latency", "slow"]
+targets = ["p.2", "r-3"]
+at = ["1s", "9s"]
+fault_duration = ["0.5s", "10s"]
+latency = ["20ms", "200ms"]
+delay = ["0ms", "2s"]
+factor = [2, 12.5]
+query_time = ["0.25ms", "50ms"]
+replication_delay = ["1ms", "1s"]
+link_latency = ["1ms", "1ms"]
+clients = [1, 200]
+rate = [10, 2000.5]
+read_ratio = [0.5, 0.95]
+org_skew = [0, 1.5]
+"#,
+    );
+    let extra_shard = r#"
+[[shard]]
+name = "w"
+orgs = [1000, 2000]
+primary = "p.2"
+replicas = ["r-3"]
+"#;
+    let scenario =
+        parse(&format!("{text}{extra_shard}"), "explore.toml").unwrap_or_else(|e| panic!("{e}"));
+    let explore = scenario.explore.clone().expect("an [explore] table");
+    assert_eq!(explore.faults, Some((0, 5)));
+    assert_eq!(explore.factor, Some((2.0, 12.5)));
+    assert_eq!(explore.targets.as_ref().map(Vec::len), Some(2));
+    let written = round_trip(&scenario, "explore");
+    assert!(
+        written.contains("\n[explore]\nfaults = [0, 5]\n"),
+        "{written}"
+    );
+    // An empty table stays a table.
+    let empty = parse(&with("\n[explore]\n"), "empty.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(empty.explore, Some(Default::default()));
+    round_trip(&empty, "empty explore");
+}
