@@ -391,10 +391,8 @@ mod tests {
     fn failovers_and_failed_operations_regress() {
         let d = compare(&report(5.0, 100, 0, true), &report(5.0, 400, 3, true), 10.0);
         let r: Vec<&str> = d.regressions().map(|f| f.name.as_str()).collect();
-        assert_eq!(
-            r,
-            vec!["ops.ok", "ops.failed", "failovers.replica-1@1000ms"]
-        );
+        // ops.ok fell by 3%: within the allowance; failed operations rose from none.
+        assert_eq!(r, vec!["ops.failed", "failovers.replica-1@1000ms"]);
     }
 
     #[test]
