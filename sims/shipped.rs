@@ -136,3 +136,17 @@ fn a_slow_replica() {
 fn connection_caps_under_a_burst() {
     passes_over_seeds(&shorter(load("connection-caps"), Duration::from_secs(5)));
 }
+
+/// The router learns of a replica's crash from the connections the server dropped, and checks it at
+/// once, even when no read is running to stumble on it (every client waits on a crashed primary).
+#[test]
+fn a_replica_crash_no_read_sees_is_found_by_its_dropped_connections() {
+    for r in passes_over_seeds(&load("replica-crash-while-writes-wait")) {
+        let replica_2 = r.failovers.iter().find(|f| f.node == "replica-2");
+        assert!(
+            replica_2.is_some_and(|f| f.failover_ms <= 1000),
+            "{}",
+            describe(&r)
+        );
+    }
+}

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -42,7 +44,9 @@ pub(crate) struct Conn {
 impl Conn {
     /// Opens a stream with `connector` and starts a connection on it, all within `timeout`. `socket`,
     /// if given, is held until the socket is closed (after the connection is dropped, within
-    /// [`CLOSE_GRACE`]), so that a pool counts sockets still closing.
+    /// [`CLOSE_GRACE`]), so that a pool counts sockets still closing. `ended_by_server`, if given,
+    /// is notified when the connection ends with an error before this side closed it: the server
+    /// or the network dropped it, a hint that the node may be gone.
     pub(crate) async fn open(
         connector: &dyn Connector,
         node: &NodeAddress,
@@ -50,6 +54,7 @@ impl Conn {
         login: &tokio_postgres::Config,
         timeout: Duration,
         socket: Option<OwnedSemaphorePermit>,
+        ended_by_server: Option<Arc<Notify>>,
     ) -> Result<Conn, RouterError> {
         let connect = async {
             let stream = connector
@@ -87,6 +92,9 @@ impl Conn {
                 ended = &mut connection => {
                     if let Err(error) = ended {
                         tracing::debug!(node = %name, %error, "connection ended with an error");
+                        if let Some(signal) = ended_by_server {
+                            signal.notify_one();
+                        }
                     }
                 }
                 _ = closed => {

@@ -156,6 +156,7 @@ impl Probe {
                     &self.login,
                     self.timeout,
                     None,
+                    None,
                 )
                 .await?,
             ),

@@ -331,8 +331,9 @@ impl Node {
         if self.suspect.swap(false, Ordering::AcqRel)
             && let Err(error) = result
         {
-            // An outlier whose own check fails is dead, not slow: out past the cap.
-            let reason = format!("an outlier whose health check failed: {error}");
+            // A suspect (an outlier, or a node whose server dropped a connection) whose own check
+            // fails is dead, not slow: out past the cap.
+            let reason = format!("a suspect node failed its health check: {error}");
             self.report_down(started, &reason);
         }
         let (transition, ejection) = {
@@ -531,6 +532,14 @@ pub(crate) async fn watch(
             () = node.ban_started.notified() => continue,
             () = recheck => true,
             () = node.probe_requested.notified() => true,
+            () = node.pool.connection_ended_by_server().notified() => {
+                // A connection the server dropped: check the node now, and if that check fails
+                // it is down (as a refused connect would say), not merely slow.
+                if node.is_healthy() {
+                    node.suspect.store(true, Ordering::Release);
+                }
+                true
+            }
             () = tokio::time::sleep_until(wake_at) => false,
         };
         let started = Instant::now();

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, RowStream};
@@ -69,6 +69,9 @@ pub(crate) struct Pool {
     /// Whether the last wait for a slot or socket ran out: pool exhaustion is logged as a change of
     /// state (exhausted, then free again), not once per waiting request.
     exhausted: AtomicBool,
+    /// Notified when one of the pool's connections is ended by the server or the network rather
+    /// than by the pool: the node's check loop then checks it at once.
+    ended_by_server: Arc<Notify>,
     closed: AtomicBool,
 }
 
@@ -94,11 +97,17 @@ impl Pool {
             idle_count: AtomicU32::new(0),
             slot_waits: AtomicU64::new(0),
             exhausted: AtomicBool::new(false),
+            ended_by_server: Arc::new(Notify::new()),
             closed: AtomicBool::new(false),
         }
     }
 
     /// Connections open, idle or in use.
+    /// Notified when a connection of the pool is ended by the server or the network.
+    pub(crate) fn connection_ended_by_server(&self) -> &Notify {
+        &self.ended_by_server
+    }
+
     pub(crate) fn open_connections(&self) -> u32 {
         self.open.load(Ordering::Relaxed)
     }
@@ -364,6 +373,7 @@ impl Slot {
                     &pool.login,
                     pool.limits.connect_timeout,
                     Some(socket),
+                    Some(Arc::clone(&pool.ended_by_server)),
                 )
                 .await?;
                 pool.open.fetch_add(1, Ordering::Relaxed);
