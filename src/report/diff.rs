@@ -65,6 +65,9 @@ pub struct Diff {
     pub trace_changed: bool,
     /// Notes on what does not line up (different scenario or seed).
     pub notes: Vec<String>,
+    /// The first field, by JSON path, where the reports differ at all (figures, verdicts and the
+    /// trace included; e.g. a fault's evidence or a router counter none of them covers).
+    pub first_other_difference: Option<String>,
 }
 
 impl Diff {
@@ -83,6 +86,7 @@ impl Diff {
         self.trace_changed
             || self.figures.iter().any(|f| f.base != f.new)
             || self.verdicts.iter().any(|v| v.base != v.new)
+            || self.first_other_difference.is_some()
     }
 
     /// Whether the new report is worse: a regression or a verdict flipped to FAIL.
@@ -119,6 +123,7 @@ pub fn compare(base: &Value, new: &Value, max_regression_pct: f64) -> Diff {
         }
     }
     diff.trace_changed = base.get("trace_hash") != new.get("trace_hash");
+    diff.first_other_difference = first_difference(base, new, "");
 
     let figures = |report: &Value| -> Vec<(String, f64, Worse)> {
         let mut out = Vec::new();
@@ -261,6 +266,37 @@ pub fn compare(base: &Value, new: &Value, max_regression_pct: f64) -> Diff {
     diff
 }
 
+/// The JSON path of the first place where `a` and `b` differ (object keys in sorted order).
+fn first_difference(a: &Value, b: &Value, path: &str) -> Option<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (key, value) in x {
+                let here = format!("{path}/{key}");
+                match y.get(key) {
+                    Some(other) => {
+                        if let Some(found) = first_difference(value, other, &here) {
+                            return Some(found);
+                        }
+                    }
+                    None => return Some(format!("{here} (only in the base)")),
+                }
+            }
+            y.keys()
+                .find(|key| !x.contains_key(*key))
+                .map(|key| format!("{path}/{key} (only in the new report)"))
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            for (i, (value, other)) in x.iter().zip(y).enumerate() {
+                if let Some(found) = first_difference(value, other, &format!("{path}/{i}")) {
+                    return Some(found);
+                }
+            }
+            (x.len() != y.len()).then(|| format!("{path} ({} vs {} entries)", x.len(), y.len()))
+        }
+        _ => (a != b).then(|| format!("{path}: {a} vs {b}")),
+    }
+}
+
 /// The comparison for people: every figure or verdict that changed, then a verdict line.
 pub fn render(diff: &Diff, max_regression_pct: f64) -> String {
     let mut out = String::new();
@@ -320,6 +356,9 @@ pub fn render(diff: &Diff, max_regression_pct: f64) -> String {
     if diff.trace_changed {
         out.push_str("trace: the event trace differs (trace_hash)\n");
     }
+    if let Some(path) = &diff.first_other_difference {
+        let _ = writeln!(out, "first differing field: {path}");
+    }
     let regressions = diff.regressions().count();
     let failures = diff.new_failures().count();
     if !diff.changed() {
@@ -357,6 +396,20 @@ mod tests {
             "failovers": [{"node": "replica-1", "fault_at_ms": 1000, "failover_ms": failover}],
             "invariants": [{"kind": "latency", "passed": inv_passed, "detail": "d"}]
         })
+    }
+
+    #[test]
+    fn a_field_no_figure_covers_still_counts_as_a_change() {
+        let base = report(5.0, 100, 0, true);
+        let mut new = base.clone();
+        new["faults"][0]["evidence"] = json!("y");
+        let d = compare(&base, &new, 10.0);
+        assert!(d.changed() && !d.is_worse());
+        assert_eq!(
+            d.first_other_difference.as_deref(),
+            Some("/faults/0/evidence: \"x\" vs \"y\"")
+        );
+        assert!(render(&d, 10.0).contains("first differing field: /faults/0/evidence"));
     }
 
     #[test]
@@ -403,6 +456,10 @@ mod tests {
             10.0,
         );
         assert!(d.is_worse());
+        assert_eq!(
+            d.first_other_difference.as_deref(),
+            Some("/invariants/0/passed: true vs false")
+        );
         assert_eq!(d.new_failures().count(), 2, "the run and the invariant");
         assert!(
             !compare(

@@ -102,12 +102,12 @@ impl Pool {
         }
     }
 
-    /// Connections open, idle or in use.
     /// Notified when a connection of the pool is ended by the server or the network.
     pub(crate) fn connection_ended_by_server(&self) -> &Notify {
         &self.ended_by_server
     }
 
+    /// Connections open, idle or in use.
     pub(crate) fn open_connections(&self) -> u32 {
         self.open.load(Ordering::Relaxed)
     }
