@@ -19,16 +19,28 @@
 //! - [`search`]: many runs at once: `sweep`, `explore` (drawn fault schedules), `shrink`.
 //! - [`cli`]: every `replisim` command, one file each, mapped to exit codes.
 //! - [`real`]: a local PostgreSQL 15 replication cluster the crate runs itself, and a TCP fault proxy.
+//!
+//! Cargo features (all on by default): `sim` (every module above but `router`, `real` and `cli`),
+//! `real` and `cli`. With `default-features = false` only [`router`] is built, with its own
+//! dependencies, and without `--cfg tokio_unstable`.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "sim")]
 pub mod check;
+#[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "real")]
 pub mod real;
+#[cfg(feature = "sim")]
 pub mod record;
+#[cfg(feature = "sim")]
 pub mod report;
 pub mod router;
+#[cfg(feature = "sim")]
 pub mod scenario;
+#[cfg(feature = "sim")]
 pub mod search;
+#[cfg(feature = "sim")]
 pub mod sim;
 
 pub use router::RouterConfig;
