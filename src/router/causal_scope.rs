@@ -20,6 +20,7 @@ pub const SCOPE_CAPACITY_DEFAULT: usize = 1024;
 
 /// What part of a shard a read or write is about, as the application names it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum Scope {
     /// The whole shard: a read sees everything the session did in the shard; a write is seen by
     /// every later read of the session in the shard.

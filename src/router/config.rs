@@ -10,6 +10,7 @@ use crate::router::error::RouterError;
 
 /// How reads are spread over a shard's usable replicas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Balance {
     /// Each read goes to the next usable replica in turn (the default).
     #[default]

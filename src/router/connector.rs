@@ -19,6 +19,7 @@ pub type BoxedStream = Box<dyn NodeStream>;
 
 /// Why the router opens a connection: the application's work, or its own health probing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum ConnectPurpose {
     /// A pooled connection that runs application statements.
     Workload,

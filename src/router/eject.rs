@@ -55,6 +55,7 @@ pub struct Ejection {
 
 /// What one event changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EjectionChange {
     /// Nothing visible: the node is in or out as before.
     Unchanged,

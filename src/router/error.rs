@@ -9,6 +9,7 @@ use tokio_postgres::error::SqlState;
 
 /// Everything a router operation can fail with.
 #[derive(thiserror::Error, Debug)]
+#[non_exhaustive]
 pub enum RouterError {
     /// The org id falls inside no shard's range: fix the topology or the caller's org id.
     #[error("org {org} belongs to no shard: no shard's org range contains it")]
@@ -136,6 +137,7 @@ pub enum RouterError {
 
 /// Which connection cap a request hit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum CapScope {
     /// `max_connections_per_user`.
     User,
@@ -164,6 +166,7 @@ impl fmt::Display for CapScope {
 
 /// Why a connection could not be opened.
 #[derive(thiserror::Error, Debug)]
+#[non_exhaustive]
 pub enum ConnectFailure {
     /// The connector could not open a stream (refused, unreachable, ...).
     #[error("{0}")]

@@ -42,6 +42,7 @@ pub struct HealthState {
 
 /// What one check changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Transition {
     /// The node's health is as before.
     Unchanged,

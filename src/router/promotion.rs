@@ -49,6 +49,7 @@ pub struct WriterState {
 
 /// What one observation changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WriterChange {
     /// Nothing the routing table shows.
     Unchanged,

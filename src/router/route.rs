@@ -12,7 +12,9 @@ use crate::router::promotion::ShardRoles;
 /// Index of a node in the router's node list (topology order: per shard, primary then replicas).
 pub type NodeIdx = usize;
 
-/// The role of the node that served a request.
+/// The role of the node that served a request. Not `#[non_exhaustive]`, unlike the crate's other
+/// public enums: a PostgreSQL server either takes writes or is in recovery, so applications may
+/// match on it exhaustively.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ServedRole {
     /// The shard's primary.

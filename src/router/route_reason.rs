@@ -12,6 +12,7 @@ use crate::router::route::{ServedRole, Tried};
 
 /// Why a request was routed to a node, or what it met on the way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum RouteReason {
     /// Decision: a replica picked by the balancing policy, whichever `balance` names (the label keeps
     /// the name of the default policy, so dashboards need not change with the policy).

@@ -46,6 +46,7 @@ const ROLE_REPLICA: u8 = 2;
 
 /// How one attempt ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AttemptEnd {
     /// It succeeded.
     Success,
