@@ -40,12 +40,20 @@ fn run_writes_every_chart_and_links_it_from_the_markdown() {
             svg.contains("partition replica-2"),
             "{kind} lacks the fault label"
         );
-        assert!(
-            !dir.join("out")
-                .join(format!("charts-seed3-{kind}.svg.tmp"))
-                .exists()
-        );
     }
+    let leftovers: Vec<String> = std::fs::read_dir(dir.join("out"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.ends_with(".tmp"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        leftovers.is_empty(),
+        "files written aside were left: {leftovers:?}"
+    );
     let md = read(&dir.join("out").join("charts-seed3.md"));
     for kind in CHARTS {
         let link = format!("![{kind}](charts-seed3-{kind}.svg)");

@@ -348,8 +348,12 @@ pub fn write_with_charts(
 
 /// Writes `bytes` to `path` whole or not at all: aside first, then renamed over it.
 pub fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    // The aside file is unique to this process and call: two writers of the same path (parallel
+    // searches or tests) must not rename each other's file away. The last rename wins, whole.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".{}.{call}.tmp", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let written = std::fs::File::create(&tmp)
         .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
