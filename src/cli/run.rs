@@ -136,22 +136,16 @@ fn second_process(
 
 /// Writes `lines`, each newline-terminated, whole or not at all.
 fn write_lines(file: &Path, lines: &[String]) -> std::io::Result<()> {
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
     let mut text = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
     for line in lines {
         text.push_str(line);
         text.push('\n');
     }
-    report::write_whole(file, text.as_bytes())
+    report::write_whole_creating_dir(file, text.as_bytes())
 }
 
 /// Writes the Prometheus exposition of `snapshot` to `file` (whole or not at all), creating its
 /// directory if needed.
 fn write_metrics(file: &Path, snapshot: &MetricsSnapshot) -> std::io::Result<()> {
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    report::write_whole(file, render_prometheus(snapshot).as_bytes())
+    report::write_whole_creating_dir(file, render_prometheus(snapshot).as_bytes())
 }

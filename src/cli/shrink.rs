@@ -57,12 +57,7 @@ pub(super) fn shrink(args: &ShrinkArgs) -> Outcome {
         Ok(text) => text,
         Err(e) => return Outcome::Internal(e.to_string()),
     };
-    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty())
-        && let Err(e) = std::fs::create_dir_all(dir)
-    {
-        return Outcome::BadInput(format!("{}: cannot create: {e}", dir.display()));
-    }
-    if let Err(e) = report::write_whole(&args.out, text.as_bytes()) {
+    if let Err(e) = report::write_whole_creating_dir(&args.out, text.as_bytes()) {
         return Outcome::BadInput(format!("{}: cannot write: {e}", args.out.display()));
     }
     let s = &shrunk.scenario;

@@ -115,7 +115,7 @@ pub(super) fn sweep(args: &SweepArgs) -> Outcome {
     );
     if let Some(file) = &args.junit {
         let xml = junit::render(&scenarios, &results);
-        if let Err(e) = write_creating_dir(file, xml.as_bytes()) {
+        if let Err(e) = report::write_whole_creating_dir(file, xml.as_bytes()) {
             return Outcome::BadInput(format!("{}: cannot write JUnit: {e}", file.display()));
         }
         println!("junit: {}", file.display());
@@ -230,12 +230,4 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
-}
-
-/// Writes `bytes` whole to `file`, creating its directory first.
-fn write_creating_dir(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    report::write_whole(file, bytes)
 }

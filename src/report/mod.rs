@@ -346,6 +346,15 @@ pub fn write_with_charts(
     Ok((json_path, md_path))
 }
 
+/// As [`write_whole`], creating `path`'s directory first if needed (for files named on the
+/// command line: `--metrics`, `--trace`, `--junit`, `shrink --out`).
+pub fn write_whole_creating_dir(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    write_whole(path, bytes)
+}
+
 /// Writes `bytes` to `path` whole or not at all: aside first, then renamed over it.
 pub fn write_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     // The aside file is unique to this process and call: two writers of the same path (parallel

@@ -150,8 +150,11 @@ impl Pool {
         let wait = self.limits.connect_timeout;
         let permit = match Arc::clone(&self.slots).try_acquire_owned() {
             Ok(permit) => {
-                // A slot free on arrival ends an exhaustion; one freed for a waiter does not.
-                if self.exhausted.swap(false, Ordering::Relaxed) {
+                // A slot free on arrival ends an exhaustion; one freed for a waiter does not. A
+                // plain load first keeps the common checkout free of a write to a shared word.
+                if self.exhausted.load(Ordering::Relaxed)
+                    && self.exhausted.swap(false, Ordering::Relaxed)
+                {
                     tracing::info!(node = %self.node.name, "pool has free connection slots again");
                 }
                 permit
