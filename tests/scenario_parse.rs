@@ -77,6 +77,7 @@ org_skew = 1.2
 keys_per_org = 30
 read_ratio = 0.6
 primary_read_ratio = 0.25
+transaction_ratio = 0.5
 
 [[fault]]
 at = "5s"
@@ -287,6 +288,7 @@ fn a_file_with_every_key_resolves_to_the_expected_model() {
             keys_per_org: 30,
             read_ratio: 0.6,
             primary_read_ratio: 0.25,
+            transaction_ratio: 0.5,
         },
         faults: vec![
             fault(secs(5), FaultKind::Crash, 1, Some(secs(10))),

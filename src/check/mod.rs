@@ -15,6 +15,8 @@
 //! - [`read_your_writes`]: no client reads a version older than one it saw.
 //! - [`caps_respected`]: connection and concurrency caps as the servers saw them.
 //! - [`org_routing`]: every statement ran on its org's shard.
+//! - [`transactions_atomic`]: transactions on one connection of the writer, no uncommitted version
+//!   read, no lost update.
 //! - [`promotion`]: promotions (part of `failover_within`, the fence `writes_only_primary` knows of,
 //!   and their figures).
 
@@ -27,6 +29,7 @@ pub mod org_routing;
 pub mod promotion;
 pub mod read_your_writes;
 pub mod replica_read_share;
+pub mod transactions_atomic;
 pub mod writes_only_primary;
 
 #[cfg(test)]
@@ -99,6 +102,7 @@ pub fn check_one(invariant: &Invariant, evidence: &Evidence) -> InvariantResult 
         Invariant::ReadYourWrites => read_your_writes::check(evidence),
         Invariant::CapsRespected => caps_respected::check(evidence),
         Invariant::OrgRouting => org_routing::check(evidence),
+        Invariant::TransactionsAtomic => transactions_atomic::check(evidence),
     }
 }
 

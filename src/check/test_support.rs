@@ -159,6 +159,7 @@ impl TestRun {
             key: 0,
             kind,
             prefer_replica: true,
+            transaction: false,
             start_us,
             end_us,
             ok: true,

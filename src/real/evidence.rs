@@ -442,6 +442,7 @@ mod tests {
             key: 4,
             kind,
             prefer_replica: true,
+            transaction: false,
             start_us: ms(start_ms),
             end_us: ms(end_ms),
             ok: node.is_some(),

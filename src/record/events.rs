@@ -44,6 +44,14 @@ pub enum StatementKind {
     Probe,
     /// Anything else; answered with SQLSTATE 0A000.
     Unsupported,
+    /// `BEGIN`.
+    Begin,
+    /// A `COMMIT` that committed.
+    Commit,
+    /// A `ROLLBACK`, or a `COMMIT` of a failed transaction (which rolls it back).
+    Rollback,
+    /// The `FOR UPDATE` read of SPEC 6.3.
+    LockingRead,
 }
 
 /// One statement a simulated server executed or refused.
@@ -143,6 +151,8 @@ pub struct ClientOp {
     pub kind: OpKind,
     /// false = a critical read that asked for the primary.
     pub prefer_replica: bool,
+    /// true = a write run as a transaction (SPEC 6.3).
+    pub transaction: bool,
     /// Start: the intended arrival time in open loop (waiting included), else the call time.
     pub start_us: Micros,
     /// When the router returned.

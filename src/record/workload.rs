@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::record::events::{ClientOp, Micros, NodeIdx, OpKind};
-use crate::router::{ReadRequest, Router, RouterError, Scope, Session, WriteRequest};
+use crate::router::{ReadRequest, Routed, Router, RouterError, Scope, Session, WriteRequest};
 use crate::scenario::Workload;
 
 /// The read of SPEC 2a: org `$1`, key `$2`, user `$3`.
@@ -28,6 +28,10 @@ pub const READ_SQL: &str =
 pub const WRITE_SQL: &str = "INSERT INTO replisim_kv (org_id, key, version, updated_by) \
      VALUES ($1, $2, 1, $3) ON CONFLICT (org_id, key) DO UPDATE \
      SET version = replisim_kv.version + 1, updated_by = $3 RETURNING version";
+
+/// The locking read of SPEC 6.3 that a transactional write runs first: org `$1`, key `$2`, user `$3`.
+pub const LOCK_SQL: &str = "SELECT version, $3::bigint AS reader FROM replisim_kv \
+     WHERE org_id = $1 AND key = $2 FOR UPDATE";
 
 /// One operation a client is about to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +44,8 @@ pub struct OpPlan {
     pub key: i64,
     /// false = a critical read on the primary.
     pub prefer_replica: bool,
+    /// A write run as a transaction.
+    pub transaction: bool,
 }
 
 /// Draws operations from the workload's mix; all randomness comes from the seeded RNG it is given.
@@ -72,11 +78,17 @@ impl OpMix {
         let key = rng.random_range(0..self.spec.keys_per_org);
         let is_read = rng.random_bool(self.spec.read_ratio);
         let prefer_replica = !(is_read && rng.random_bool(self.spec.primary_read_ratio));
+        // Drawn only when transactions are asked for, so that scenarios without them draw the same
+        // operations as before there were any.
+        let transaction = !is_read
+            && self.spec.transaction_ratio > 0.0
+            && rng.random_bool(self.spec.transaction_ratio);
         OpPlan {
             kind: if is_read { OpKind::Read } else { OpKind::Write },
             org: org as i64,
             key: key as i64,
             prefer_replica,
+            transaction,
         }
     }
 }
@@ -262,6 +274,9 @@ async fn execute(
             let scope = clients.scope.of(&plan);
             let result = match kind {
                 OpKind::Read => session.read_in(scope, read, READ_SQL, &params).await,
+                OpKind::Write if plan.transaction => {
+                    transact(&clients.router, Some((&mut session, scope)), write, &params).await
+                }
                 OpKind::Write => session.write_in(scope, write, WRITE_SQL, &params).await,
             };
             if let Some(slot) = slot {
@@ -270,6 +285,9 @@ async fn execute(
             result
         }
         (None, OpKind::Read) => clients.router.read(read, READ_SQL, &params).await,
+        (None, OpKind::Write) if plan.transaction => {
+            transact(&clients.router, None, write, &params).await
+        }
         (None, OpKind::Write) => clients.router.write(write, WRITE_SQL, &params).await,
     };
     let end_us = clients.recorder.now_us();
@@ -292,6 +310,7 @@ async fn execute(
         key: plan.key,
         kind: plan.kind,
         prefer_replica: plan.prefer_replica,
+        transaction: plan.transaction,
         start_us,
         end_us,
         ok,
@@ -300,6 +319,32 @@ async fn execute(
         error,
     };
     clients.recorder.record(op, result.err().as_ref());
+}
+
+/// A write as a transaction (SPEC 6.3): `BEGIN`, the locking read, the write, `COMMIT`, on one
+/// connection of the shard's writer; committed through the session, if there is one, so that its
+/// later reads see it. Its rows are the write's.
+async fn transact(
+    router: &Router,
+    session: Option<(&mut Session, Scope)>,
+    request: WriteRequest,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Routed<Vec<tokio_postgres::Row>>, RouterError> {
+    let mut transaction = router.begin(request).await?;
+    transaction.query(LOCK_SQL, params).await?;
+    let rows = transaction.query(WRITE_SQL, params).await?;
+    let node = transaction.node().to_string();
+    let role = transaction.role();
+    match session {
+        Some((session, scope)) => session.commit_in(scope, request.org, transaction).await?,
+        None => transaction.commit().await?,
+    }
+    Ok(Routed {
+        value: rows,
+        node,
+        role,
+        attempts: 1,
+    })
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ use crate::router::node::Node;
 use crate::router::route::{NodeIdx, ShardRoute, Tried};
 use crate::router::route_reason::RouteReason;
 use crate::router::stats::{AttemptEnd, AttemptGuard};
+use crate::router::transaction::Transaction;
 use crate::router::{Inner, ReadRequest, Routed, Router, WriteRequest};
 
 /// What a read on a replica asks around the statement: how far the replica has replayed.
@@ -195,6 +196,30 @@ impl Session {
         let (routed, token) = self.router.write_causal(request, sql, params).await?;
         self.observe_in(request.org, scope, token);
         Ok(routed)
+    }
+
+    /// Opens a read-only transaction whose snapshot sees every earlier operation of the session in
+    /// `scope` (see [`Router::begin_read_after`]).
+    pub async fn begin_read_in(
+        &mut self,
+        scope: Scope,
+        request: ReadRequest,
+    ) -> Result<Transaction, RouterError> {
+        let token = self.token_in(request.org, scope);
+        self.router.begin_read_after(request, token).await
+    }
+
+    /// Commits `transaction` (a write transaction of `org`'s shard) so that later reads of the
+    /// session in `scope` see it.
+    pub async fn commit_in(
+        &mut self,
+        scope: Scope,
+        org: i64,
+        transaction: Transaction,
+    ) -> Result<(), RouterError> {
+        let token = transaction.commit_causal().await?;
+        self.observe_in(org, scope, token);
+        Ok(())
     }
 }
 
@@ -384,7 +409,7 @@ impl Inner {
     }
 
     /// Replica positions known (from probes and earlier reads) to have replayed up to `lsn`.
-    fn caught_up_replicas(&self, shard: &ShardRoute, lsn: Lsn) -> u64 {
+    pub(crate) fn caught_up_replicas(&self, shard: &ShardRoute, lsn: Lsn) -> u64 {
         self.replicas_where(shard, |node| {
             node.stats
                 .lag

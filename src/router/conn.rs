@@ -175,6 +175,38 @@ impl Conn {
         result
     }
 
+    /// Runs `sql` with its rows counted, not collected; prepared once per connection.
+    pub(crate) async fn execute(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        let result = self.client.execute(&statement, params).await;
+        self.forget_if_stale(sql, &result);
+        result
+    }
+
+    /// Runs an already prepared statement and collects its rows.
+    pub(crate) async fn query_prepared(
+        &mut self,
+        statement: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        self.client.query(statement, params).await
+    }
+
+    /// Prepares `sql` (or finds it prepared on this connection).
+    pub(crate) async fn prepare(&mut self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        self.statement(sql).await
+    }
+
+    /// Runs parameterless statements over the simple query protocol (`BEGIN`, `COMMIT`,
+    /// `SAVEPOINT`...): one round trip, nothing prepared or cached.
+    pub(crate) async fn batch(&mut self, sql: &str) -> Result<(), tokio_postgres::Error> {
+        self.client.batch_execute(sql).await
+    }
+
     /// Runs `before` (if any), `sql` and `after` back to back in one round trip (pipelined on the
     /// connection, so the server runs them in this order) and collects each one's rows. `before` and
     /// `after` take no parameters.

@@ -127,6 +127,26 @@ pub enum RouterError {
         /// What was wrong with the answer.
         detail: String,
     },
+    /// A transaction's node or connection failed, or its shard's writer changed, while it was open:
+    /// the connection was discarded, so the server rolls the transaction back. Never retried, since
+    /// the application decides what a lost transaction means. When it happened during `COMMIT`,
+    /// `outcome_unknown` is true: the transaction may have committed.
+    #[error(
+        "transaction on node {node} lost ({reason}); {}",
+        if *.outcome_unknown {
+            "COMMIT was sent, so it may or may not have committed"
+        } else {
+            "it did not commit and was not retried"
+        }
+    )]
+    TransactionLost {
+        /// The node the transaction ran on.
+        node: String,
+        /// What ended it.
+        reason: String,
+        /// true if the failure came while `COMMIT` was on its way.
+        outcome_unknown: bool,
+    },
     /// The configuration or the topology is invalid or asks for an unsupported feature.
     #[error("invalid router configuration: {0}")]
     InvalidConfig(String),
@@ -199,6 +219,7 @@ impl RouterError {
             | RouterError::Abandoned { node, .. }
             | RouterError::PoolTimeout { node, .. }
             | RouterError::HealthCheckTimeout { node, .. }
+            | RouterError::TransactionLost { node, .. }
             | RouterError::Protocol { node, .. } => Some(node),
             _ => None,
         }

@@ -21,7 +21,7 @@
 //!   [`causal`]: causal tokens and read-your-writes [`Session`]s; [`causal_scope`]: the scopes
 //!   a session keeps tokens for.
 //! - `pool`, `conn`: per-node connection pools; `caps`: per-user and per-org caps.
-//! - [`stream`]: streaming reads; [`stats`]: counters and snapshots; [`error`]: [`RouterError`].
+//! - [`transaction`]: [`Transaction`]s on the writer or a replica; [`stream`]: streaming reads; [`stats`]: counters and snapshots; [`error`]: [`RouterError`].
 //! - [`metrics`]: [`MetricsSnapshot`] and its Prometheus exposition; [`route_reason`]: why a request
 //!   went where it went; [`latency`]: per-node statement latency.
 
@@ -52,6 +52,7 @@ mod statement_cache;
 pub mod stats;
 pub mod stream;
 pub mod topology;
+pub mod transaction;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,6 +77,7 @@ pub use secret::Password;
 pub use stats::{NodeStatsSnapshot, RouterStats};
 pub use stream::ReadStream;
 pub use topology::{ShardConfig, Topology};
+pub use transaction::Transaction;
 
 use caps::Caps;
 use eject::EjectionPolicy;

@@ -393,6 +393,20 @@ impl Slot {
     }
 }
 
+/// Runs `$work` (a statement on the checkout's connection, named `$conn`) within `query_timeout`,
+/// marking the checkout busy while it runs, and settles its outcome (see [`Checkout::settle`]).
+macro_rules! timed {
+    ($checkout:ident, $conn:ident => $work:expr) => {{
+        let timeout = $checkout.pool.limits.query_timeout;
+        let Some($conn) = $checkout.conn.as_mut() else {
+            return Err(RouterError::ShutDown);
+        };
+        $checkout.busy = true;
+        let result = tokio::time::timeout(timeout, $work).await;
+        $checkout.settle(result)
+    }};
+}
+
 /// A connection lent out by a pool, returned to it when dropped (or closed, if it went bad).
 pub(crate) struct Checkout {
     pool: Arc<Pool>,
@@ -414,13 +428,7 @@ impl Checkout {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, RouterError> {
-        let timeout = self.pool.limits.query_timeout;
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(RouterError::ShutDown);
-        };
-        self.busy = true;
-        let result = tokio::time::timeout(timeout, conn.query(sql, params)).await;
-        self.settle(result)
+        timed!(self, conn => conn.query(sql, params))
     }
 
     /// Runs `before`, a statement and `after` in one round trip within `query_timeout` (see
@@ -432,14 +440,38 @@ impl Checkout {
         params: &[&(dyn ToSql + Sync)],
         after: &str,
     ) -> Result<Between, RouterError> {
-        let timeout = self.pool.limits.query_timeout;
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(RouterError::ShutDown);
-        };
-        self.busy = true;
-        let work = conn.query_between(before, sql, params, after);
-        let result = tokio::time::timeout(timeout, work).await;
-        self.settle(result)
+        timed!(self, conn => conn.query_between(before, sql, params, after))
+    }
+
+    /// Runs a statement within `query_timeout` and returns how many rows it affected.
+    pub(crate) async fn execute(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, RouterError> {
+        timed!(self, conn => conn.execute(sql, params))
+    }
+
+    /// Runs a statement prepared on this connection within `query_timeout`.
+    pub(crate) async fn query_prepared(
+        &mut self,
+        statement: &tokio_postgres::Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, RouterError> {
+        timed!(self, conn => conn.query_prepared(statement, params))
+    }
+
+    /// Prepares a statement on this connection within `query_timeout`.
+    pub(crate) async fn prepare(
+        &mut self,
+        sql: &str,
+    ) -> Result<tokio_postgres::Statement, RouterError> {
+        timed!(self, conn => conn.prepare(sql))
+    }
+
+    /// Runs parameterless statements over the simple query protocol within `query_timeout`.
+    pub(crate) async fn batch(&mut self, sql: &str) -> Result<(), RouterError> {
+        timed!(self, conn => conn.batch(sql))
     }
 
     /// Starts a statement within `query_timeout` and returns its row stream.
@@ -448,13 +480,7 @@ impl Checkout {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<RowStream, RouterError> {
-        let timeout = self.pool.limits.query_timeout;
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(RouterError::ShutDown);
-        };
-        self.busy = true;
-        let result = tokio::time::timeout(timeout, conn.query_stream(sql, params)).await;
-        self.settle(result)
+        timed!(self, conn => conn.query_stream(sql, params))
     }
 
     /// Turns a timed statement's outcome into the router's error, marking the connection for closing

@@ -8,7 +8,7 @@ use super::raw::{RawInvariant, key_offset};
 use super::validate::{list, missing_key, positive_duration, ratio_value};
 
 /// Every invariant kind with the keys it takes besides `kind`.
-const KINDS: [(&str, &[&str]); 9] = [
+const KINDS: [(&str, &[&str]); 10] = [
     ("writes_only_primary", &[]),
     ("failover_within", &["max"]),
     ("replica_read_share", &["min"]),
@@ -18,6 +18,7 @@ const KINDS: [(&str, &[&str]); 9] = [
     ("read_your_writes", &[]),
     ("caps_respected", &[]),
     ("org_routing", &[]),
+    ("transactions_atomic", &[]),
 ];
 
 /// Resolves the invariants in file order.
@@ -116,6 +117,7 @@ fn resolve_one(raw: &Spanned<RawInvariant>, text: &str) -> Result<Invariant, Iss
         "read_your_writes" => Invariant::ReadYourWrites,
         "caps_respected" => Invariant::CapsRespected,
         "org_routing" => Invariant::OrgRouting,
+        "transactions_atomic" => Invariant::TransactionsAtomic,
         _ => return Err(unknown()),
     })
 }

@@ -90,6 +90,9 @@ pub struct Workload {
     pub read_ratio: f64,
     /// Share of reads that ask for the primary.
     pub primary_read_ratio: f64,
+    /// Share of writes that run as a transaction (SPEC 6.3: `BEGIN`, the `FOR UPDATE` read, the
+    /// write, `COMMIT`).
+    pub transaction_ratio: f64,
 }
 
 impl Default for Workload {
@@ -104,6 +107,7 @@ impl Default for Workload {
             keys_per_org: 100,
             read_ratio: 0.8,
             primary_read_ratio: 0.0,
+            transaction_ratio: 0.0,
         }
     }
 }
@@ -299,6 +303,9 @@ pub enum Invariant {
     CapsRespected,
     /// Every workload statement for org X reached only nodes of X's shard.
     OrgRouting,
+    /// Transactions ran on one connection of the writer, uncommitted versions were never read, and
+    /// no update was lost (SPEC 6.3).
+    TransactionsAtomic,
 }
 
 impl Invariant {
@@ -314,6 +321,7 @@ impl Invariant {
             Invariant::ReadYourWrites => "read_your_writes",
             Invariant::CapsRespected => "caps_respected",
             Invariant::OrgRouting => "org_routing",
+            Invariant::TransactionsAtomic => "transactions_atomic",
         }
     }
 }

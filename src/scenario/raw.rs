@@ -101,6 +101,7 @@ pub(crate) struct RawWorkload {
     pub(crate) keys_per_org: Option<Spanned<u64>>,
     pub(crate) read_ratio: Option<Spanned<f64>>,
     pub(crate) primary_read_ratio: Option<Spanned<f64>>,
+    pub(crate) transaction_ratio: Option<Spanned<f64>>,
 }
 
 /// One `[[fault]]`: the keys of every fault kind.

@@ -39,6 +39,11 @@ pub(crate) fn resolve(raw: &RawWorkload, shards: &[Shard]) -> Result<Workload, I
             defaults.primary_read_ratio,
             |v| ratio_value(v, "workload.primary_read_ratio"),
         )?,
+        transaction_ratio: or_default(
+            raw.transaction_ratio.as_ref(),
+            defaults.transaction_ratio,
+            |v| ratio_value(v, "workload.transaction_ratio"),
+        )?,
     };
     check_orgs_covered(workload.orgs, raw.orgs.as_ref(), shards)?;
     Ok(workload)

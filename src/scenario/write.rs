@@ -294,6 +294,7 @@ fn write_workload(out: &mut Text, workload: &Workload) -> Result<(), WriteError>
         keys_per_org,
         read_ratio,
         primary_read_ratio,
+        transaction_ratio,
     } = workload;
     let d = Workload::default();
     let mut lines: Vec<(&str, String)> = Vec::new();
@@ -324,6 +325,7 @@ fn write_workload(out: &mut Text, workload: &Workload) -> Result<(), WriteError>
             *primary_read_ratio,
             d.primary_read_ratio,
         ),
+        ("transaction_ratio", *transaction_ratio, d.transaction_ratio),
     ];
     for (key, value, default) in shares {
         if value.to_bits() != default.to_bits() {
@@ -404,7 +406,8 @@ fn write_invariant(out: &mut Text, invariant: &Invariant) -> Result<(), WriteErr
         Invariant::WritesOnlyPrimary
         | Invariant::ReadYourWrites
         | Invariant::CapsRespected
-        | Invariant::OrgRouting => {}
+        | Invariant::OrgRouting
+        | Invariant::TransactionsAtomic => {}
     }
     Ok(())
 }

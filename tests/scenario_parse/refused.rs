@@ -270,6 +270,10 @@ fn workload_values_must_be_in_range() {
             "primary_read_ratio = -0.1",
             "t.toml:9:22: workload.primary_read_ratio must be in [0, 1]",
         ),
+        (
+            "transaction_ratio = 2.0",
+            "t.toml:9:21: workload.transaction_ratio must be in [0, 1], got 2",
+        ),
         ("clients = -1", "t.toml:9:11: invalid value: integer `-1`"),
     ];
     for (line, expected) in cases {

@@ -81,6 +81,7 @@ org_skew = 1.1
 keys_per_org = 9
 read_ratio = 0.25
 primary_read_ratio = 0.125
+transaction_ratio = 0.375
 
 [[fault]]
 at = "1s"

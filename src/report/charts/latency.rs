@@ -221,6 +221,7 @@ mod tests {
             key: 0,
             kind,
             prefer_replica: true,
+            transaction: false,
             start_us: start_ms * 1000,
             end_us: (start_ms + latency_ms) * 1000,
             ok,
