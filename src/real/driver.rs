@@ -83,6 +83,7 @@ impl Driver {
             end_us: self.end_us,
             // Each SPEC statement touches one row: sessions keep a token per row, as in `run`.
             scope: ClientScope::Row,
+            split_transactions: false,
         };
         workload::run(Arc::new(clients)).await;
     }

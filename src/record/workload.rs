@@ -138,6 +138,10 @@ pub struct Clients {
     pub end_us: Micros,
     /// The scope sessions name (when the router runs with `read_your_writes`).
     pub scope: ClientScope,
+    /// Deliberately broken: a transaction's lock and write go out through [`Router::write`], each
+    /// on a connection of its own, instead of inside the transaction, as a router that spread a
+    /// transaction over several connections would do. Only for runs that prove `transactions_atomic` catches that.
+    pub split_transactions: bool,
 }
 
 /// Each client's read-your-writes session, when the router runs with `read_your_writes`, scoped by
@@ -275,7 +279,8 @@ async fn execute(
             let result = match kind {
                 OpKind::Read => session.read_in(scope, read, READ_SQL, &params).await,
                 OpKind::Write if plan.transaction => {
-                    transact(&clients.router, Some((&mut session, scope)), write, &params).await
+                    let session = Some((&mut session, scope));
+                    transact(clients, session, write, &params).await
                 }
                 OpKind::Write => session.write_in(scope, write, WRITE_SQL, &params).await,
             };
@@ -286,7 +291,7 @@ async fn execute(
         }
         (None, OpKind::Read) => clients.router.read(read, READ_SQL, &params).await,
         (None, OpKind::Write) if plan.transaction => {
-            transact(&clients.router, None, write, &params).await
+            transact(clients, None, write, &params).await
         }
         (None, OpKind::Write) => clients.router.write(write, WRITE_SQL, &params).await,
     };
@@ -325,14 +330,19 @@ async fn execute(
 /// connection of the shard's writer; committed through the session, if there is one, so that its
 /// later reads see it. Its rows are the write's.
 async fn transact(
-    router: &Router,
+    clients: &Clients,
     session: Option<(&mut Session, Scope)>,
     request: WriteRequest,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Routed<Vec<tokio_postgres::Row>>, RouterError> {
-    let mut transaction = router.begin(request).await?;
-    transaction.query(LOCK_SQL, params).await?;
-    let rows = transaction.query(WRITE_SQL, params).await?;
+    let mut transaction = clients.router.begin(request).await?;
+    let rows = if clients.split_transactions {
+        clients.router.write(request, LOCK_SQL, params).await?;
+        clients.router.write(request, WRITE_SQL, params).await?.value
+    } else {
+        transaction.query(LOCK_SQL, params).await?;
+        transaction.query(WRITE_SQL, params).await?
+    };
     let node = transaction.node().to_string();
     let role = transaction.role();
     match session {

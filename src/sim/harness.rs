@@ -51,6 +51,10 @@ pub struct RunOptions {
     /// The read-your-writes scope the clients' sessions name (default: the row each statement
     /// touches).
     pub client_scope: ClientScope,
+    /// A deliberately broken router that runs a transaction's write on another connection than its
+    /// `BEGIN` and lock (see [`Clients::split_transactions`]), for runs that prove
+    /// `transactions_atomic` catches it.
+    pub broken_router_splits_transactions: bool,
 }
 
 /// What the application host hands back when its workload is done.
@@ -178,6 +182,7 @@ pub fn run_with(
         let log = Arc::clone(&log);
         let finished = Arc::clone(&finished);
         let scope = options.client_scope;
+        let split_transactions = options.broken_router_splits_transactions;
         sim.client(APP_HOST, async move {
             let router = Router::start(config, topology, connector).await?;
             let clients = Arc::new(Clients {
@@ -188,6 +193,7 @@ pub fn run_with(
                 seed,
                 end_us,
                 scope,
+                split_transactions,
             });
             workload::run(clients).await;
             let metrics = router.metrics();
