@@ -6,8 +6,11 @@
 //! ```
 //!
 //! Reads (`get_revenues`, `get_revenue_by_id`, `get_revenue_sum_by_date_range`) run on replicas
-//! and stream their rows; `update_revenue_status` runs on the primary; `get_revenue_for_update` is
-//! a critical read, which only the primary serves. Every value travels as a statement parameter.
+//! and stream their rows; `get_period_report` reads twice in one read-only transaction on a replica,
+//! so both figures come from one snapshot; `update_revenue_status` locks the row with
+//! `get_revenue_for_update` and updates it in one transaction on the primary, so that no other
+//! writer changes the status between the check and the update. Every value travels as a statement
+//! parameter.
 //! Needs the PostgreSQL 15 server binaries in /usr/lib/postgresql/15/bin; when run as root the
 //! servers run as the `postgres` user. Ctrl-C tears the cluster down before exiting.
 
@@ -18,7 +21,7 @@ use anyhow::Context;
 use replisim::real::{Cluster, ClusterSpec, DATABASE, RealNode, ShardSpec};
 use replisim::router::{
     NodeAddress, ReadRequest, Routed, Router, RouterConfig, RouterError, ServedRole, ShardConfig,
-    TcpConnector, Topology, WriteRequest,
+    TcpConnector, Topology, Transaction, WriteRequest,
 };
 use tokio_postgres::{NoTls, Row};
 
@@ -47,6 +50,9 @@ const GET_REVENUE_FOR_UPDATE: &str = "SELECT id, org_id, amount_cents, status, \
     occurred_on::text FROM revenues WHERE org_id = $1 AND id = $2 FOR UPDATE";
 const UPDATE_REVENUE_STATUS: &str = "UPDATE revenues SET status = $3 \
     WHERE org_id = $1 AND id = $2 RETURNING id, org_id, amount_cents, status, occurred_on::text";
+const GET_REVENUES_IN_RANGE: &str = "SELECT id, org_id, amount_cents, status, \
+    occurred_on::text FROM revenues WHERE org_id = $1 AND occurred_on >= $2::text::date \
+    AND occurred_on < $3::text::date ORDER BY occurred_on, id";
 const SUM_REVENUES: &str = "SELECT coalesce(sum(amount_cents), 0)::bigint, count(*) \
     FROM revenues WHERE org_id = $1 AND occurred_on >= $2::text::date \
     AND occurred_on < $3::text::date";
@@ -194,49 +200,107 @@ impl FinanceRepository {
         })
     }
 
-    /// Sets a revenue's status (primary); returns the updated row, if the org has it.
+    /// The revenues of `[from, until)` and their total, both from one snapshot: a read-only
+    /// `REPEATABLE READ` transaction on a replica, so a revenue written between the two reads
+    /// cannot appear in one and not the other.
+    async fn get_period_report(
+        &self,
+        org: i64,
+        from: &str,
+        until: &str,
+    ) -> Result<Routed<(Vec<Revenue>, i64)>, RepositoryError> {
+        let mut snapshot = self.router.begin_read(self.replica_read(org)).await?;
+        let rows = snapshot
+            .query(GET_REVENUES_IN_RANGE, &[&org, &from, &until])
+            .await?;
+        let revenues = rows
+            .iter()
+            .map(Revenue::from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let sum = snapshot
+            .query(SUM_REVENUES, &[&org, &from, &until])
+            .await?;
+        let cents: i64 = sum.first().ok_or(RepositoryError::NoRow("a sum"))?.try_get(0)?;
+        let (node, role) = (snapshot.node().to_string(), snapshot.role());
+        snapshot.commit().await?;
+        Ok(Routed {
+            value: (revenues, cents),
+            node,
+            role,
+            attempts: 1,
+        })
+    }
+
+    /// Moves a revenue from status `from` to `to` if it still has `from`, in one transaction on
+    /// the primary: the row is locked (`get_revenue_for_update`) before its status is checked, so a
+    /// concurrent update waits instead of being overwritten. Returns the row after the call.
     async fn update_revenue_status(
         &self,
         org: i64,
         id: i64,
-        status: &str,
-    ) -> Result<Routed<Option<Revenue>>, RepositoryError> {
+        from: &str,
+        to: &str,
+    ) -> Result<Routed<StatusChange>, RepositoryError> {
         let request = WriteRequest {
             org,
             user: self.user,
         };
-        let routed = self
-            .router
-            .write(request, UPDATE_REVENUE_STATUS, &[&org, &id, &status])
-            .await?;
-        let revenue = routed.value.first().map(Revenue::from_row).transpose()?;
+        let mut transaction = self.router.begin(request).await?;
+        let locked = get_revenue_for_update(&mut transaction, org, id).await?;
+        let change = match locked {
+            Some(revenue) if revenue.status == from => {
+                let rows = transaction
+                    .query(UPDATE_REVENUE_STATUS, &[&org, &id, &to])
+                    .await?;
+                let row = rows.first().ok_or(RepositoryError::NoRow("an update"))?;
+                StatusChange::Changed(Revenue::from_row(row)?)
+            }
+            Some(revenue) => StatusChange::Unchanged(revenue),
+            None => StatusChange::Missing,
+        };
+        let (node, role) = (transaction.node().to_string(), transaction.role());
+        transaction.commit().await?;
         Ok(Routed {
-            value: revenue,
-            node: routed.node,
-            role: routed.role,
-            attempts: routed.attempts,
+            value: change,
+            node,
+            role,
+            attempts: 1,
         })
     }
+}
 
-    /// A revenue as the primary has it now, for a decision that must not act on a stale copy
-    /// (e.g. just after `update_revenue_status`). Each statement runs on its own, so the row lock
-    /// of `FOR UPDATE` lasts only this statement; it also makes a replica refuse the read, should
-    /// one ever be asked.
-    async fn get_revenue_for_update(
-        &self,
-        org: i64,
-        id: i64,
-    ) -> Result<Routed<Option<Revenue>>, RepositoryError> {
-        let request = ReadRequest {
-            org,
-            user: self.user,
-            prefer_replica: false,
-        };
-        let routed = self
-            .stream_revenues(request, GET_REVENUE_FOR_UPDATE, &[&org, &id])
-            .await?;
-        Ok(first(routed))
+/// What `update_revenue_status` did.
+#[derive(Debug)]
+enum StatusChange {
+    /// The revenue had the expected status and now has the new one.
+    Changed(Revenue),
+    /// The revenue had another status (someone changed it first); it is left as it was.
+    Unchanged(Revenue),
+    /// The org has no such revenue.
+    Missing,
+}
+
+impl std::fmt::Display for StatusChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StatusChange::Changed(revenue) => write!(f, "changed: {revenue}"),
+            StatusChange::Unchanged(revenue) => write!(f, "left alone: {revenue}"),
+            StatusChange::Missing => write!(f, "no such revenue"),
+        }
     }
+}
+
+/// A revenue as the primary has it now, locked until `transaction` ends: the other writers of the
+/// row wait for it.
+async fn get_revenue_for_update(
+    transaction: &mut Transaction,
+    org: i64,
+    id: i64,
+) -> Result<Option<Revenue>, RepositoryError> {
+    let rows = transaction
+        .query(GET_REVENUE_FOR_UPDATE, &[&org, &id])
+        .await?;
+    Ok(rows.first().map(Revenue::from_row).transpose()?)
 }
 
 fn first(routed: Routed<Vec<Revenue>>) -> Routed<Option<Revenue>> {
@@ -413,19 +477,47 @@ async fn run(cluster: &Cluster) -> anyhow::Result<()> {
         served(&february),
         cents as f64 / 100.0
     );
-    let updated = repository
-        .update_revenue_status(ORG, pending_id, "paid")
+    let report = repository
+        .get_period_report(ORG, "2025-02-01", "2025-03-01")
         .await?;
+    let (rows, cents) = &report.value;
     println!(
-        "updateRevenueStatus(org {ORG}, #{pending_id}, paid) {}: {}",
-        served(&updated),
-        show(&updated.value)
+        "getPeriodReport(org {ORG}, 2025-02-01..2025-03-01) {} in one read-only snapshot: {} rows, {:.2}",
+        served(&report),
+        rows.len(),
+        *cents as f64 / 100.0
     );
-    let locked = repository.get_revenue_for_update(ORG, pending_id).await?;
+    // Two updates of one revenue, as two clerks would send them: the second waits for the first's
+    // lock, then finds the status already changed and leaves the row alone.
+    let (first_update, second_update) = tokio::join!(
+        repository.update_revenue_status(ORG, pending_id, "pending", "paid"),
+        repository.update_revenue_status(ORG, pending_id, "pending", "cancelled"),
+    );
+    for (target, update) in [("paid", first_update?), ("cancelled", second_update?)] {
+        println!(
+            "updateRevenueStatus(org {ORG}, #{pending_id}, pending -> {target}) {} in one transaction \
+             (getRevenueForUpdate, then UPDATE): {}",
+            served(&update),
+            update.value
+        );
+    }
+    // A replica may not have applied the update yet: a read that must see it asks for the primary.
+    let after = repository
+        .stream_revenues(
+            ReadRequest {
+                org: ORG,
+                user: USER,
+                prefer_replica: false,
+            },
+            GET_REVENUE_BY_ID,
+            &[&ORG, &pending_id],
+        )
+        .await
+        .map(first)?;
     println!(
-        "getRevenueForUpdate(org {ORG}, #{pending_id}) {}: {}",
-        served(&locked),
-        show(&locked.value)
+        "getRevenueById(org {ORG}, #{pending_id}), critical {}: {}",
+        served(&after),
+        show(&after.value)
     );
 
     println!("router statistics:");
