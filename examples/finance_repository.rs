@@ -217,10 +217,11 @@ impl FinanceRepository {
             .iter()
             .map(Revenue::from_row)
             .collect::<Result<Vec<_>, _>>()?;
-        let sum = snapshot
-            .query(SUM_REVENUES, &[&org, &from, &until])
-            .await?;
-        let cents: i64 = sum.first().ok_or(RepositoryError::NoRow("a sum"))?.try_get(0)?;
+        let sum = snapshot.query(SUM_REVENUES, &[&org, &from, &until]).await?;
+        let cents: i64 = sum
+            .first()
+            .ok_or(RepositoryError::NoRow("a sum"))?
+            .try_get(0)?;
         let (node, role) = (snapshot.node().to_string(), snapshot.role());
         snapshot.commit().await?;
         Ok(Routed {

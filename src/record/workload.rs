@@ -290,9 +290,7 @@ async fn execute(
             result
         }
         (None, OpKind::Read) => clients.router.read(read, READ_SQL, &params).await,
-        (None, OpKind::Write) if plan.transaction => {
-            transact(clients, None, write, &params).await
-        }
+        (None, OpKind::Write) if plan.transaction => transact(clients, None, write, &params).await,
         (None, OpKind::Write) => clients.router.write(write, WRITE_SQL, &params).await,
     };
     let end_us = clients.recorder.now_us();
@@ -338,7 +336,11 @@ async fn transact(
     let mut transaction = clients.router.begin(request).await?;
     let rows = if clients.split_transactions {
         clients.router.write(request, LOCK_SQL, params).await?;
-        clients.router.write(request, WRITE_SQL, params).await?.value
+        clients
+            .router
+            .write(request, WRITE_SQL, params)
+            .await?
+            .value
     } else {
         transaction.query(LOCK_SQL, params).await?;
         transaction.query(WRITE_SQL, params).await?
