@@ -12,9 +12,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use replisim::router::balance::p2c::load_cost;
-use replisim::router::balance::{least_outstanding, p2c, random, weighted};
-use replisim::router::route::{ShardRoute, Tried, choose_read_node, choose_read_node_by};
+use replisim::router::internals::p2c::load_cost;
+use replisim::router::internals::{ShardRoute, Tried, choose_read_node, choose_read_node_by};
+use replisim::router::internals::{least_outstanding, p2c, random, weighted};
 use replisim::router::stats::NodeStats;
 use support::{REPLICAS, SHARDS, table};
 use tokio::time::Instant;

@@ -1,6 +1,6 @@
 //! The routing table both benches decide over.
 
-use replisim::router::route::{RouteTable, ShardRoute};
+use replisim::router::internals::{RouteTable, ShardRoute};
 
 /// Shards in the bench topology.
 pub const SHARDS: usize = 3;

@@ -27,6 +27,7 @@ pub struct Candidates(pub u64);
 
 impl Candidates {
     /// The set holding `positions`; positions of 64 and above are ignored.
+    #[cfg(test)]
     pub fn from_positions(positions: impl IntoIterator<Item = u32>) -> Candidates {
         Candidates(
             positions

@@ -25,27 +25,27 @@
 //! - [`metrics`]: [`MetricsSnapshot`] and its Prometheus exposition; [`route_reason`]: why a request
 //!   went where it went; [`latency`]: per-node statement latency.
 
-pub mod balance;
+pub(crate) mod balance;
 mod caps;
 pub mod causal;
 pub mod causal_scope;
 pub mod config;
 mod conn;
 pub mod connector;
-pub mod eject;
+pub(crate) mod eject;
 pub mod env;
 pub mod error;
-pub mod health;
+pub(crate) mod health;
 mod hedge;
-pub mod lag;
-pub mod latency;
+pub(crate) mod lag;
+pub(crate) mod latency;
 pub mod lsn;
 pub mod metrics;
 mod node;
-pub mod outlier;
+pub(crate) mod outlier;
 mod pool;
-pub mod promotion;
-pub mod route;
+pub(crate) mod promotion;
+pub(crate) mod route;
 pub mod route_reason;
 pub mod secret;
 mod statement_cache;
@@ -53,6 +53,14 @@ pub mod stats;
 pub mod stream;
 pub mod topology;
 pub mod transaction;
+
+/// The routing decision and the balancing policies, which are internal, for the benchmarks under
+/// `benches/`. Not part of the API: it may change in any release.
+#[doc(hidden)]
+pub mod internals {
+    pub use super::balance::{least_outstanding, p2c, random, weighted};
+    pub use super::route::{RouteTable, ShardRoute, Tried, choose_read_node, choose_read_node_by};
+}
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
