@@ -10,6 +10,7 @@ use crate::router::conn::Conn;
 use crate::router::connector::{ConnectPurpose, Connector, NodeAddress};
 use crate::router::error::RouterError;
 use crate::router::route::ServedRole;
+use crate::router::tls::NodeTls;
 
 /// The statement a probe runs: it answers on every PostgreSQL server and tells a primary from a
 /// replica.
@@ -103,6 +104,7 @@ pub(crate) struct Probe {
     node: NodeAddress,
     connector: Arc<dyn Connector>,
     login: tokio_postgres::Config,
+    tls: NodeTls,
     timeout: Duration,
     conn: Option<Conn>,
 }
@@ -113,12 +115,14 @@ impl Probe {
         node: NodeAddress,
         connector: Arc<dyn Connector>,
         login: tokio_postgres::Config,
+        tls: NodeTls,
         timeout: Duration,
     ) -> Probe {
         Probe {
             node,
             connector,
             login,
+            tls,
             timeout,
             conn: None,
         }
@@ -155,6 +159,7 @@ impl Probe {
                     &self.node,
                     ConnectPurpose::HealthCheck,
                     &self.login,
+                    &self.tls,
                     self.timeout,
                     None,
                     None,
