@@ -189,6 +189,54 @@ async fn tls_against_a_server_without_tls() -> TestResult {
     Ok(())
 }
 
+/// A server that says yes to TLS and then never says anything again: the handshake must fall
+/// under `connect_timeout` like the rest of the connect (no PostgreSQL needed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_handshake_is_bounded_by_connect_timeout() -> TestResult {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let silent = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut held = Vec::new();
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = [0u8; 8];
+            if socket.read_exact(&mut request).await.is_ok() && socket.write_all(b"S").await.is_ok()
+            {
+                // Kept open and silent: the ClientHello is never answered.
+                held.push(socket);
+            }
+        }
+    });
+    let limit = Duration::from_millis(300);
+    let config = RouterConfig::builder()
+        .sslmode(SslMode::Require)
+        .connect_timeout(limit)
+        .health_timeout(limit)
+        .build()?;
+    let topology = real_support::topology(("primary-1", port), &[]);
+    let started = tokio::time::Instant::now();
+    let router = start_router(config, topology, TcpConnector).await?;
+    let outcome = tokio::time::timeout(
+        STEP_TIMEOUT,
+        router.write(
+            WriteRequest { org: ORG, user: 1 },
+            WRITE_SQL,
+            &[&ORG, &1i64, &1i64],
+        ),
+    )
+    .await?;
+    let took = started.elapsed();
+    router.shutdown();
+    silent.abort();
+    assert!(
+        matches!(outcome, Err(RouterError::ConnectTimeout { timeout, .. }) if timeout == limit),
+        "{outcome:?}"
+    );
+    // The first health check (health_timeout) and the write's connect (connect_timeout), with room.
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    Ok(())
+}
+
 /// The lock that runs one cluster at a time, or None when the test must be skipped: PostgreSQL 15
 /// or `openssl` is missing on a local run (a line says so); under `CI=true` that fails instead.
 async fn prerequisites() -> Result<Option<tokio::sync::MutexGuard<'static, ()>>, String> {

@@ -31,6 +31,14 @@ pub(crate) const SETTLE_SQL: &str = "SELECT pg_is_in_recovery()";
 /// Rows of [`Conn::query_between`]: of the statement before (if any), the statement, and the one after.
 pub(crate) type Between = (Option<Vec<Row>>, Vec<Row>, Vec<Row>);
 
+/// How to start a connection to one node: the startup parameters (user, database, password,
+/// `application_name`, the client's sslmode) and the TLS handshake.
+#[derive(Clone)]
+pub(crate) struct Login {
+    pub(crate) config: tokio_postgres::Config,
+    pub(crate) tls: NodeTls,
+}
+
 /// An open connection.
 pub(crate) struct Conn {
     client: Client,
@@ -43,18 +51,17 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// Opens a stream with `connector` and starts a connection on it (TLS as `tls` says, the
-    /// handshake included), all within `timeout`. `socket`,
-    /// if given, is held until the socket is closed (after the connection is dropped, within
-    /// [`CLOSE_GRACE`]), so that a pool counts sockets still closing. `ended_by_server`, if given,
-    /// is notified when the connection ends with an error before this side closed it: the server
-    /// or the network dropped it, a hint that the node may be gone.
+    /// Opens a stream with `connector` and starts a connection on it as `login` says (the TLS
+    /// handshake included), all within `timeout`. `socket`, if given, is held until the socket is
+    /// closed (after the connection is dropped, within [`CLOSE_GRACE`]), so that a pool counts
+    /// sockets still closing. `ended_by_server`, if given, is notified when the connection ends
+    /// with an error before this side closed it: the server or the network dropped it, a hint that
+    /// the node may be gone.
     pub(crate) async fn open(
         connector: &dyn Connector,
         node: &NodeAddress,
         purpose: ConnectPurpose,
-        login: &tokio_postgres::Config,
-        tls: &NodeTls,
+        login: &Login,
         timeout: Duration,
         socket: Option<OwnedSemaphorePermit>,
         ended_by_server: Option<Arc<Notify>>,
@@ -65,9 +72,10 @@ impl Conn {
                 .await
                 .map_err(ConnectFailure::Stream)?;
             login
-                .connect_raw(Socket(stream), tls.clone())
+                .config
+                .connect_raw(Socket(stream), login.tls.clone())
                 .await
-                .map_err(|error| tls.failure(error))
+                .map_err(|error| login.tls.failure(error))
         };
         let (client, connection) = match tokio::time::timeout(timeout, connect).await {
             Ok(Ok(pair)) => pair,

@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::router::conn::Conn;
+use crate::router::conn::{Conn, Login};
 use crate::router::connector::{ConnectPurpose, Connector, NodeAddress};
 use crate::router::error::RouterError;
 use crate::router::route::ServedRole;
-use crate::router::tls::NodeTls;
 
 /// The statement a probe runs: it answers on every PostgreSQL server and tells a primary from a
 /// replica.
@@ -103,8 +102,7 @@ impl HealthState {
 pub(crate) struct Probe {
     node: NodeAddress,
     connector: Arc<dyn Connector>,
-    login: tokio_postgres::Config,
-    tls: NodeTls,
+    login: Login,
     timeout: Duration,
     conn: Option<Conn>,
 }
@@ -114,15 +112,13 @@ impl Probe {
     pub(crate) fn new(
         node: NodeAddress,
         connector: Arc<dyn Connector>,
-        login: tokio_postgres::Config,
-        tls: NodeTls,
+        login: Login,
         timeout: Duration,
     ) -> Probe {
         Probe {
             node,
             connector,
             login,
-            tls,
             timeout,
             conn: None,
         }
@@ -159,7 +155,6 @@ impl Probe {
                     &self.node,
                     ConnectPurpose::HealthCheck,
                     &self.login,
-                    &self.tls,
                     self.timeout,
                     None,
                     None,

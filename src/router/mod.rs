@@ -80,6 +80,7 @@ pub use tls::{RootCerts, SslMode};
 pub use topology::{ShardConfig, Topology};
 
 use caps::Caps;
+use conn::Login;
 use eject::EjectionPolicy;
 use health::{HealthThresholds, PROBE_APPLICATION_NAME, Probe};
 use hedge::{Elsewhere, Watch};
@@ -206,8 +207,10 @@ impl Router {
             let pool = Pool::new(
                 address.clone(),
                 Arc::clone(&connector),
-                workload_login.clone(),
-                tls.for_node(&address),
+                Login {
+                    config: workload_login.clone(),
+                    tls: tls.for_node(&address),
+                },
                 limits,
             );
             let replicas = table.shards().get(shard).map_or(0, |s| s.replicas.len());
@@ -233,12 +236,14 @@ impl Router {
                 timeout: config.health_timeout,
             }));
             nodes.push(node);
-            let probe_tls = tls.for_node(&address);
+            let login = Login {
+                config: probe_login.clone(),
+                tls: tls.for_node(&address),
+            };
             probes.push(Probe::new(
                 address,
                 Arc::clone(&connector),
-                probe_login.clone(),
-                probe_tls,
+                login,
                 config.health_timeout,
             ));
         }

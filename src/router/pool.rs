@@ -16,10 +16,9 @@ use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, RowStream};
 
-use crate::router::conn::{Between, Conn};
+use crate::router::conn::{Between, Conn, Login};
 use crate::router::connector::{ConnectPurpose, Connector, NodeAddress};
 use crate::router::error::{RouterError, breaks_connection};
-use crate::router::tls::NodeTls;
 
 /// Limits of one pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,9 +48,8 @@ struct IdleConn {
 pub(crate) struct Pool {
     node: NodeAddress,
     connector: Arc<dyn Connector>,
-    login: tokio_postgres::Config,
-    /// TLS of every connection and CancelRequest to the node.
-    tls: NodeTls,
+    /// How connections log in; its TLS also carries the CancelRequests.
+    login: Login,
     limits: PoolLimits,
     /// One permit per connection in use (checked out, or settling after an abandoned statement).
     slots: Arc<Semaphore>,
@@ -83,15 +81,13 @@ impl Pool {
     pub(crate) fn new(
         node: NodeAddress,
         connector: Arc<dyn Connector>,
-        login: tokio_postgres::Config,
-        tls: NodeTls,
+        login: Login,
         limits: PoolLimits,
     ) -> Pool {
         Pool {
             node,
             connector,
             login,
-            tls,
             limits,
             slots: Arc::new(Semaphore::new(limits.max_connections as usize)),
             sockets: Arc::new(Semaphore::new(limits.max_connections as usize)),
@@ -313,7 +309,7 @@ impl Pool {
     async fn settle_abandoned(self: Arc<Self>, mut conn: Conn, permit: OwnedSemaphorePermit) {
         let limit = self.limits.connect_timeout;
         let delivered = conn
-            .cancel(self.connector.as_ref(), &self.node, &self.tls, limit)
+            .cancel(self.connector.as_ref(), &self.node, &self.login.tls, limit)
             .await;
         let settled = match &delivered {
             Ok(()) => {
@@ -379,7 +375,6 @@ impl Slot {
                     &pool.node,
                     ConnectPurpose::Workload,
                     &pool.login,
-                    &pool.tls,
                     pool.limits.connect_timeout,
                     Some(socket),
                     Some(Arc::clone(&pool.ended_by_server)),

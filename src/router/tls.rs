@@ -250,17 +250,21 @@ mod tests {
 
     #[test]
     fn disabled_tls_reads_nothing() {
-        let mut config = RouterConfig::default();
-        config.sslrootcert = Some(RootCerts::File("/nonexistent/root.crt".into()));
+        let config = RouterConfig {
+            sslrootcert: Some(RootCerts::File("/nonexistent/root.crt".into())),
+            ..RouterConfig::default()
+        };
         let tls = Tls::from_config(&config).map_err(|e| e.to_string());
         assert!(matches!(&tls, Ok(tls) if tls.connector.is_none()));
     }
 
     #[test]
     fn an_unreadable_root_file_is_a_configuration_error() {
-        let mut config = RouterConfig::default();
-        config.sslmode = SslMode::VerifyCa;
-        config.sslrootcert = Some(RootCerts::File("/nonexistent/root.crt".into()));
+        let config = RouterConfig {
+            sslmode: SslMode::VerifyCa,
+            sslrootcert: Some(RootCerts::File("/nonexistent/root.crt".into())),
+            ..RouterConfig::default()
+        };
         let message = Tls::from_config(&config).err().map(|e| e.to_string());
         assert!(
             matches!(&message, Some(m) if m.contains("/nonexistent/root.crt")),
