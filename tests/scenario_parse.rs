@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use replisim::record::events::NodeRole;
-use replisim::router::{Balance, RouterConfig};
+use replisim::router::{Balance, RouterConfig, SslMode};
 use replisim::scenario::{
     Fault, FaultKind, Invariant, LatencyOp, Node, Scenario, Shard, Workload, load, parse,
 };
@@ -277,6 +277,8 @@ fn a_file_with_every_key_resolves_to_the_expected_model() {
             cancel_abandoned: true,
             replica_count: None,
             follow_promotion: true,
+            sslmode: SslMode::Disable,
+            sslrootcert: None,
         },
         workload: Workload {
             clients: 20,

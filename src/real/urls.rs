@@ -1,6 +1,10 @@
 //! `--url NODE=postgres://...`: servers run by someone else instead of a cluster replisim starts.
 //! Every node of the scenario needs one, all with the same user, database and password (the router
 //! logs in to every node the same way).
+//!
+//! The router reaches each server through the run's fault proxy, whose records of the statements
+//! that crossed it are the run's evidence; it cannot read them inside TLS, so a URL that asks for
+//! TLS (`sslmode` other than `disable`, or `sslrootcert`) is refused rather than ignored.
 
 use std::str::FromStr;
 
@@ -49,6 +53,9 @@ pub fn parse(scenario: &Scenario, values: &[String]) -> Result<ExternalNodes, Ur
         let Some(idx) = scenario.nodes.iter().position(|n| n.name == node) else {
             return Err(error(value, format!("the scenario has no node `{node}`")));
         };
+        if let Some(problem) = asks_for_tls(url) {
+            return Err(error(value, problem));
+        }
         let config = tokio_postgres::Config::from_str(url)
             .map_err(|e| error(value, format!("not a PostgreSQL URL: {e}")))?;
         let host = match config.get_hosts() {
@@ -91,6 +98,24 @@ pub fn parse(scenario: &Scenario, values: &[String]) -> Result<ExternalNodes, Ur
         dbname,
         password: password.map(Password::new),
     })
+}
+
+/// Why `url` cannot be used if its query string asks for TLS.
+fn asks_for_tls(url: &str) -> Option<String> {
+    let (_, query) = url.split_once('?')?;
+    let asked = query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "sslmode" if !value.eq_ignore_ascii_case("disable") => Some(format!("sslmode={value}")),
+            "sslrootcert" => Some("sslrootcert".to_string()),
+            _ => None,
+        }
+    })?;
+    Some(format!(
+        "{asked}: real mode connects in plain text, because its fault proxy in front of each \
+         node records the statements it judges the run by and cannot read them inside TLS (the \
+         router's own TLS is DB_SSLMODE / RouterConfig::sslmode; tests/real_tls.rs tests it)"
+    ))
 }
 
 fn missing(scenario: &Scenario, idx: NodeIdx) -> UrlError {
@@ -157,6 +182,29 @@ mod tests {
         clash[1] = clash[1].replace("pw-s3cret", "other-s3cret");
         let e = parse(&run.scenario, &clash).expect_err("two passwords");
         assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn a_url_asking_for_tls_is_refused_with_the_reason() {
+        let run = TestRun::new();
+        for query in [
+            "?sslmode=require",
+            "?sslmode=verify-full",
+            "?sslrootcert=/ca.pem",
+        ] {
+            let mut values = all(&run.scenario, 6000);
+            values[0].push_str(query);
+            let refused = parse(&run.scenario, &values);
+            assert!(
+                refused
+                    .as_ref()
+                    .is_err_and(|e| e.problem.contains("plain text")),
+                "{query}: {refused:?}"
+            );
+        }
+        let mut values = all(&run.scenario, 6000);
+        values[0].push_str("?sslmode=disable");
+        assert!(parse(&run.scenario, &values).is_ok());
     }
 
     #[test]

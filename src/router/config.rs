@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use crate::router::error::RouterError;
+use crate::router::tls::{self, RootCerts, SslMode};
 
 /// How reads are spread over a shard's usable replicas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -102,6 +103,13 @@ pub struct RouterConfig {
     /// primary (see `router::promotion`). false keeps the configured primaries whatever the checks
     /// say. Default true.
     pub follow_promotion: bool,
+    /// TLS to the nodes, with libpq's meaning (`DB_SSLMODE`; see `router::tls`): workload
+    /// connections, health probes and CancelRequests alike. Default disable (plain).
+    pub sslmode: SslMode,
+    /// Root certificates a node's certificate must chain up to: a PEM file, or the system store
+    /// (`DB_SSLROOTCERT`; `system`, verify-full only). Default: unset, which for `prefer` and
+    /// `require` means no check and for the verify modes libpq's `~/.postgresql/root.crt`.
+    pub sslrootcert: Option<RootCerts>,
 }
 
 impl Default for RouterConfig {
@@ -133,6 +141,8 @@ impl Default for RouterConfig {
             cancel_abandoned: true,
             replica_count: None,
             follow_promotion: true,
+            sslmode: SslMode::Disable,
+            sslrootcert: None,
         }
     }
 }
@@ -198,6 +208,7 @@ impl RouterConfig {
                 "max_ejection_percent ({percent}) must be at most 100"
             )));
         }
+        tls::validate(self.sslmode, self.sslrootcert.as_ref()).map_err(invalid)?;
         if self.read_retries > READ_RETRIES_MAX {
             return Err(invalid(format!(
                 "read_retries ({}) must be at most {READ_RETRIES_MAX}",
@@ -285,6 +296,10 @@ setters! {
     replica_count: Option<u32>,
     /// Follow a replica's promotion to primary (default true).
     follow_promotion: bool,
+    /// TLS to the nodes, libpq's meaning (default disable).
+    sslmode: SslMode,
+    /// Root certificates for TLS: a PEM file or the system store (default unset).
+    sslrootcert: Option<RootCerts>,
 }
 
 impl RouterConfigBuilder {
@@ -415,6 +430,26 @@ mod tests {
             .slow_request_ejection(Duration::ZERO)
             .build();
         assert!(off.is_ok(), "zero turns ejection off: {off:?}");
+    }
+
+    #[test]
+    fn tls_defaults_to_plain_and_is_checked() {
+        let config = RouterConfig::default();
+        assert_eq!(
+            (config.sslmode, config.sslrootcert),
+            (SslMode::Disable, None)
+        );
+        let built = RouterConfig::builder()
+            .sslmode(SslMode::VerifyFull)
+            .sslrootcert(Some(RootCerts::System))
+            .build()
+            .map(|c| c.sslmode);
+        assert!(matches!(built, Ok(SslMode::VerifyFull)), "{built:?}");
+        let message = build_error(|b| {
+            b.sslmode(SslMode::VerifyCa)
+                .sslrootcert(Some(RootCerts::System));
+        });
+        assert!(message.contains("use verify-full"), "{message}");
     }
 
     #[test]

@@ -9,11 +9,12 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{CancelToken, Client, NoTls, Row, RowStream, Statement};
+use tokio_postgres::{CancelToken, Client, Row, RowStream, Statement};
 
 use crate::router::connector::{ConnectPurpose, Connector, NodeAddress};
 use crate::router::error::{ConnectFailure, RouterError};
 use crate::router::statement_cache::StatementCache;
+use crate::router::tls::{NodeTls, Socket};
 
 /// Prepared statements kept per connection; past this the least recently used is closed. Bounds
 /// server memory when an application sends many distinct statement texts.
@@ -30,6 +31,14 @@ pub(crate) const SETTLE_SQL: &str = "SELECT pg_is_in_recovery()";
 /// Rows of [`Conn::query_between`]: of the statement before (if any), the statement, and the one after.
 pub(crate) type Between = (Option<Vec<Row>>, Vec<Row>, Vec<Row>);
 
+/// How to start a connection to one node: the startup parameters (user, database, password,
+/// `application_name`, the client's sslmode) and the TLS handshake.
+#[derive(Clone)]
+pub(crate) struct Login {
+    pub(crate) config: tokio_postgres::Config,
+    pub(crate) tls: NodeTls,
+}
+
 /// An open connection.
 pub(crate) struct Conn {
     client: Client,
@@ -42,16 +51,17 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// Opens a stream with `connector` and starts a connection on it, all within `timeout`. `socket`,
-    /// if given, is held until the socket is closed (after the connection is dropped, within
-    /// [`CLOSE_GRACE`]), so that a pool counts sockets still closing. `ended_by_server`, if given,
-    /// is notified when the connection ends with an error before this side closed it: the server
-    /// or the network dropped it, a hint that the node may be gone.
+    /// Opens a stream with `connector` and starts a connection on it as `login` says (the TLS
+    /// handshake included), all within `timeout`. `socket`, if given, is held until the socket is
+    /// closed (after the connection is dropped, within [`CLOSE_GRACE`]), so that a pool counts
+    /// sockets still closing. `ended_by_server`, if given, is notified when the connection ends
+    /// with an error before this side closed it: the server or the network dropped it, a hint that
+    /// the node may be gone.
     pub(crate) async fn open(
         connector: &dyn Connector,
         node: &NodeAddress,
         purpose: ConnectPurpose,
-        login: &tokio_postgres::Config,
+        login: &Login,
         timeout: Duration,
         socket: Option<OwnedSemaphorePermit>,
         ended_by_server: Option<Arc<Notify>>,
@@ -62,9 +72,10 @@ impl Conn {
                 .await
                 .map_err(ConnectFailure::Stream)?;
             login
-                .connect_raw(stream, NoTls)
+                .config
+                .connect_raw(Socket(stream), login.tls.clone())
                 .await
-                .map_err(ConnectFailure::Startup)
+                .map_err(|error| login.tls.failure(error))
         };
         let (client, connection) = match tokio::time::timeout(timeout, connect).await {
             Ok(Ok(pair)) => pair,
@@ -112,12 +123,14 @@ impl Conn {
     }
 
     /// Sends PostgreSQL a CancelRequest for the statement running on this connection, over a
-    /// connection of its own opened by `connector`, all within `timeout`. PostgreSQL says nothing
+    /// connection of its own opened by `connector` (with the connection's TLS: a server that
+    /// demands TLS refuses a plain CancelRequest), all within `timeout`. PostgreSQL says nothing
     /// back: `Ok` means the request was delivered, not that a statement was stopped.
     pub(crate) async fn cancel(
         &self,
         connector: &dyn Connector,
         node: &NodeAddress,
+        tls: &NodeTls,
         timeout: Duration,
     ) -> Result<(), RouterError> {
         let send = async {
@@ -126,9 +139,9 @@ impl Conn {
                 .await
                 .map_err(ConnectFailure::Stream)?;
             self.cancel
-                .cancel_query_raw(stream, NoTls)
+                .cancel_query_raw(Socket(stream), tls.clone())
                 .await
-                .map_err(ConnectFailure::Startup)
+                .map_err(|error| tls.failure(error))
         };
         match tokio::time::timeout(timeout, send).await {
             Ok(Ok(())) => Ok(()),

@@ -11,6 +11,8 @@
 //! | `DB_MAX_LIFETIME` | `max_lifetime` | duration (`1h`) |
 //! | `DB_CONNECTION_TIMEOUT` | `connect_timeout` | duration (`30s`) |
 //! | `DB_QUERY_TIMEOUT` | `query_timeout` | duration (`60s`) |
+//! | `DB_SSLMODE` | `sslmode` | `disable`, `prefer`, `require`, `verify-ca` or `verify-full` |
+//! | `DB_SSLROOTCERT` | `sslrootcert` | path of a PEM file, or `system` |
 //!
 //! Durations are a number (decimals allowed) followed by `ms`, `s`, `m` or `h`. A variable that is
 //! unset or empty keeps the default.
@@ -20,9 +22,10 @@ use std::time::Duration;
 
 use crate::router::config::RouterConfig;
 use crate::router::error::RouterError;
+use crate::router::tls::{RootCerts, SslMode};
 
 /// The variables [`RouterConfig::from_env`] reads.
-pub const ENV_VARIABLES: [&str; 9] = [
+pub const ENV_VARIABLES: [&str; 11] = [
     "USE_READ_REPLICAS",
     "REPLICA_COUNT",
     "REPLICA_HEALTH_CHECK_INTERVAL",
@@ -32,10 +35,12 @@ pub const ENV_VARIABLES: [&str; 9] = [
     "DB_MAX_LIFETIME",
     "DB_CONNECTION_TIMEOUT",
     "DB_QUERY_TIMEOUT",
+    "DB_SSLMODE",
+    "DB_SSLROOTCERT",
 ];
 
 /// Which variable sets which field, to name the variable when a combination of values is invalid.
-const FIELD_VARIABLES: [(&str, &str); 7] = [
+const FIELD_VARIABLES: [(&str, &str); 9] = [
     ("health_interval", "REPLICA_HEALTH_CHECK_INTERVAL"),
     ("max_connections_per_node", "DB_MAX_CONNECTIONS"),
     ("min_connections_per_node", "DB_MIN_CONNECTIONS"),
@@ -43,6 +48,8 @@ const FIELD_VARIABLES: [(&str, &str); 7] = [
     ("max_lifetime", "DB_MAX_LIFETIME"),
     ("connect_timeout", "DB_CONNECTION_TIMEOUT"),
     ("query_timeout", "DB_QUERY_TIMEOUT"),
+    ("sslmode", "DB_SSLMODE"),
+    ("sslrootcert", "DB_SSLROOTCERT"),
 ];
 
 impl RouterConfig {
@@ -110,6 +117,14 @@ impl RouterConfig {
                 *field = parse_duration(value)
                     .map_err(|why| env_error(name, &format!("{value:?}: {why}")))?;
             }
+        }
+        if let Some(value) = get("DB_SSLMODE") {
+            config.sslmode = value
+                .parse::<SslMode>()
+                .map_err(|why| env_error("DB_SSLMODE", &why))?;
+        }
+        if let Some(value) = get("DB_SSLROOTCERT") {
+            config.sslrootcert = Some(RootCerts::parse(value));
         }
         config.validate().map_err(|error| match error {
             RouterError::InvalidConfig(message) => {
@@ -292,6 +307,8 @@ mod tests {
             ("DB_MAX_LIFETIME", "1 fortnight"),
             ("DB_CONNECTION_TIMEOUT", "30x"),
             ("DB_QUERY_TIMEOUT", "abc"),
+            ("DB_SSLMODE", "verify"),
+            ("DB_SSLMODE", "allow"),
         ];
         for (name, value) in cases {
             match read(&[(name, value)]) {
@@ -299,6 +316,56 @@ mod tests {
                 Err(message) => assert!(message.contains(name), "{name}: {message}"),
             }
         }
+    }
+
+    #[test]
+    fn tls_settings_are_read() {
+        let config = read(&[
+            ("DB_SSLMODE", "verify-full"),
+            ("DB_SSLROOTCERT", "/etc/replisim/root.pem"),
+        ]);
+        let Ok(config) = config else {
+            panic!("TLS settings rejected: {config:?}");
+        };
+        assert_eq!(config.sslmode, SslMode::VerifyFull);
+        assert_eq!(
+            config.sslrootcert,
+            Some(RootCerts::File("/etc/replisim/root.pem".into()))
+        );
+        let system = read(&[("DB_SSLMODE", "VERIFY-FULL"), ("DB_SSLROOTCERT", "system")]);
+        assert!(
+            matches!(&system, Ok(c) if c.sslrootcert == Some(RootCerts::System)),
+            "{system:?}"
+        );
+        for mode in ["disable", "prefer", "require", "verify-ca", " verify-full "] {
+            assert!(read(&[("DB_SSLMODE", mode)]).is_ok(), "{mode:?} refused");
+        }
+    }
+
+    #[test]
+    fn tls_defaults_to_plain() {
+        let config = read(&[("DB_SSLMODE", "")]).map(|c| (c.sslmode, c.sslrootcert));
+        assert_eq!(config, Ok((SslMode::Disable, None)));
+    }
+
+    #[test]
+    fn bad_tls_values_name_the_variable() {
+        let message = read(&[("DB_SSLMODE", "on")]);
+        assert!(
+            matches!(&message, Err(m) if m.contains("DB_SSLMODE") && m.contains("verify-full")),
+            "{message:?}"
+        );
+        // The system store with a mode that does not check the name: both variables are named.
+        let message = read(&[("DB_SSLMODE", "require"), ("DB_SSLROOTCERT", "system")]);
+        assert!(
+            matches!(&message, Err(m) if m.contains("DB_SSLMODE, DB_SSLROOTCERT")),
+            "{message:?}"
+        );
+        let message = read(&[("DB_SSLROOTCERT", "system")]);
+        assert!(
+            matches!(&message, Err(m) if m.contains("(set by DB_SSLROOTCERT)")),
+            "{message:?}"
+        );
     }
 
     #[test]

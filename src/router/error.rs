@@ -194,6 +194,10 @@ pub enum ConnectFailure {
     /// The stream opened but the PostgreSQL startup failed (refused connection, closed, ...).
     #[error("{}", describe_pg(.0))]
     Startup(#[source] tokio_postgres::Error),
+    /// TLS could not be set up as `sslmode` asks: the server offers no TLS, or its certificate
+    /// failed the check (see `router::tls`). The reason is one line, fit for a log.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl RouterError {
@@ -237,6 +241,18 @@ impl RouterError {
         )
     }
 
+    /// True if TLS could not be set up with the node as `sslmode` asks (no TLS offered, or a
+    /// certificate that failed the check).
+    pub fn is_tls(&self) -> bool {
+        matches!(
+            self,
+            RouterError::Connect {
+                source: ConnectFailure::Tls(_),
+                ..
+            }
+        )
+    }
+
     /// True if the server refused a write as read-only (SQLSTATE 25006): it is a replica, or a
     /// primary fenced by a promotion elsewhere.
     pub fn is_read_only(&self) -> bool {
@@ -255,6 +271,8 @@ impl RouterError {
             RouterError::Connect { source, .. } => match source {
                 ConnectFailure::Stream(_) => true,
                 ConnectFailure::Startup(error) => error.code().is_none(),
+                // The server answered; it is the settings on either side that disagree.
+                ConnectFailure::Tls(_) => false,
             },
             RouterError::Query { source, .. } => {
                 source.code().is_none()

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::router::conn::Conn;
+use crate::router::conn::{Conn, Login};
 use crate::router::connector::{ConnectPurpose, Connector, NodeAddress};
 use crate::router::error::RouterError;
 use crate::router::route::ServedRole;
@@ -102,7 +102,7 @@ impl HealthState {
 pub(crate) struct Probe {
     node: NodeAddress,
     connector: Arc<dyn Connector>,
-    login: tokio_postgres::Config,
+    login: Login,
     timeout: Duration,
     conn: Option<Conn>,
 }
@@ -112,7 +112,7 @@ impl Probe {
     pub(crate) fn new(
         node: NodeAddress,
         connector: Arc<dyn Connector>,
-        login: tokio_postgres::Config,
+        login: Login,
         timeout: Duration,
     ) -> Probe {
         Probe {

@@ -11,7 +11,8 @@
 //! - [`config`], [`env`](mod@env): [`RouterConfig`], its builder and defaults, reading it from the
 //!   environment.
 //! - [`topology`]: shards, org ranges, node addresses; validated into a [`route::RouteTable`].
-//! - [`connector`]: the one seam between real and simulated networking.
+//! - [`connector`]: the one seam between real and simulated networking; [`tls`]: TLS to the nodes
+//!   (`sslmode`, `sslrootcert`).
 //! - [`route`]: the routing decision (pure, benchmarked); [`balance`]: the balancing policies.
 //! - [`health`]: the health state machine and the probe; `node`: a node's runtime state and check loop.
 //! - [`promotion`]: which node takes writes, followed through `pg_is_in_recovery()` on every check.
@@ -51,6 +52,7 @@ pub mod secret;
 mod statement_cache;
 pub mod stats;
 pub mod stream;
+pub mod tls;
 pub mod topology;
 pub mod transaction;
 
@@ -69,7 +71,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_postgres::Row;
-use tokio_postgres::config::SslMode;
 use tokio_postgres::types::ToSql;
 
 pub use causal::{CausalToken, Session};
@@ -84,10 +85,12 @@ pub use route::ServedRole;
 pub use secret::Password;
 pub use stats::{NodeStatsSnapshot, RouterStats};
 pub use stream::ReadStream;
+pub use tls::{RootCerts, SslMode};
 pub use topology::{ShardConfig, Topology};
 pub use transaction::Transaction;
 
 use caps::Caps;
+use conn::Login;
 use eject::EjectionPolicy;
 use health::{HealthThresholds, PROBE_APPLICATION_NAME, Probe};
 use hedge::{Elsewhere, Watch};
@@ -159,6 +162,8 @@ impl Router {
     ) -> Result<Router, RouterError> {
         config.validate()?;
         let table = Arc::new(topology.validate()?);
+        // Root certificates are read once, here: a bad file stops the start, not every connect.
+        let tls = tls::Tls::from_config(&config)?;
         // Unseeded randomness on purpose, and only here: production routers should not share a
         // sequence of picks. Every simulated router has its seed set.
         let balance_seed = config.balance_seed.unwrap_or_else(rand::random);
@@ -170,7 +175,7 @@ impl Router {
         login
             .user(topology.user.as_str())
             .dbname(topology.dbname.as_str())
-            .ssl_mode(SslMode::Disable);
+            .ssl_mode(tls.client_mode());
         if let Some(password) = &topology.password {
             login.password(password.expose());
         }
@@ -212,7 +217,10 @@ impl Router {
             let pool = Pool::new(
                 address.clone(),
                 Arc::clone(&connector),
-                workload_login.clone(),
+                Login {
+                    config: workload_login.clone(),
+                    tls: tls.for_node(&address),
+                },
                 limits,
             );
             let replicas = table.shards().get(shard).map_or(0, |s| s.replicas.len());
@@ -238,10 +246,14 @@ impl Router {
                 timeout: config.health_timeout,
             }));
             nodes.push(node);
+            let login = Login {
+                config: probe_login.clone(),
+                tls: tls.for_node(&address),
+            };
             probes.push(Probe::new(
                 address,
                 Arc::clone(&connector),
-                probe_login.clone(),
+                login,
                 config.health_timeout,
             ));
         }

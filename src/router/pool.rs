@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, RowStream};
 
-use crate::router::conn::{Between, Conn};
+use crate::router::conn::{Between, Conn, Login};
 use crate::router::connector::{ConnectPurpose, Connector, NodeAddress};
 use crate::router::error::{RouterError, breaks_connection};
 
@@ -48,7 +48,8 @@ struct IdleConn {
 pub(crate) struct Pool {
     node: NodeAddress,
     connector: Arc<dyn Connector>,
-    login: tokio_postgres::Config,
+    /// How connections log in; its TLS also carries the CancelRequests.
+    login: Login,
     limits: PoolLimits,
     /// One permit per connection in use (checked out, or settling after an abandoned statement).
     slots: Arc<Semaphore>,
@@ -80,7 +81,7 @@ impl Pool {
     pub(crate) fn new(
         node: NodeAddress,
         connector: Arc<dyn Connector>,
-        login: tokio_postgres::Config,
+        login: Login,
         limits: PoolLimits,
     ) -> Pool {
         Pool {
@@ -308,7 +309,7 @@ impl Pool {
     async fn settle_abandoned(self: Arc<Self>, mut conn: Conn, permit: OwnedSemaphorePermit) {
         let limit = self.limits.connect_timeout;
         let delivered = conn
-            .cancel(self.connector.as_ref(), &self.node, limit)
+            .cancel(self.connector.as_ref(), &self.node, &self.login.tls, limit)
             .await;
         let settled = match &delivered {
             Ok(()) => {

@@ -128,6 +128,9 @@ pub(crate) fn resolve(raw: &RawRouter) -> Result<RouterConfig, Issue> {
         cancel_abandoned: raw.cancel_abandoned.unwrap_or(defaults.cancel_abandoned),
         replica_count: raw.replica_count.or(defaults.replica_count),
         follow_promotion: raw.follow_promotion.unwrap_or(defaults.follow_promotion),
+        // TLS is not simulated (the simulated node speaks plain PostgreSQL only): no key sets it.
+        sslmode: defaults.sslmode,
+        sslrootcert: defaults.sslrootcert,
     };
     // The router's own check is the last word: whatever it would refuse at start-up, `check`
     // refuses here, at the key that set the value.

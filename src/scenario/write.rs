@@ -186,6 +186,9 @@ fn write_router(out: &mut Text, router: &RouterConfig) -> Result<(), WriteError>
         cancel_abandoned,
         replica_count,
         follow_promotion,
+        // TLS is not simulated: a scenario never sets it.
+        sslmode: _,
+        sslrootcert: _,
     } = router;
     let d = RouterConfig::default();
     let mut lines: Vec<(&str, String)> = Vec::new();
