@@ -293,9 +293,22 @@ fn statements(
         let workload_op = matches!(crossing.kind, StatementKind::Read | StatementKind::Write)
             && crossing.purpose == Purpose::Workload;
         if !workload_op {
-            if crossing.kind == StatementKind::Unsupported {
-                event.sqlstate = Some("0A000".to_string());
-            }
+            event.sqlstate = match (crossing.kind, &crossing.answer) {
+                (StatementKind::Unsupported, _) => Some("0A000".to_string()),
+                // A transaction's statements are judged by their own answers (SPEC 6.3).
+                (
+                    StatementKind::Begin
+                    | StatementKind::Commit
+                    | StatementKind::Rollback
+                    | StatementKind::LockingRead,
+                    answer,
+                ) => match answer {
+                    StatementAnswer::Completed => None,
+                    StatementAnswer::Failed(sqlstate) => Some(sqlstate.to_string()),
+                    StatementAnswer::Unanswered => Some(CONNECTION_FAILURE_SQLSTATE.to_string()),
+                },
+                _ => None,
+            };
             events.push(event);
             continue;
         }

@@ -40,6 +40,10 @@ pub fn trace_hash(events: &Events) -> String {
             StatementKind::Write => 2,
             StatementKind::Probe => 3,
             StatementKind::Unsupported => 4,
+            StatementKind::Begin => 5,
+            StatementKind::Commit => 6,
+            StatementKind::Rollback => 7,
+            StatementKind::LockingRead => 8,
         });
         h.u64(match s.purpose {
             Purpose::Workload => 1,
