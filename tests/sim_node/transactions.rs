@@ -504,3 +504,26 @@ fn the_broken_node_knob_makes_an_uncommitted_write_visible() {
         assert_eq!(c.primary().current_lsn(), lsn, "broken = {broken}");
     }
 }
+
+#[test]
+fn a_lock_wait_outlasts_the_response_deadline() {
+    let mut c = cluster(32);
+    run_client(&mut c.sim, async {
+        let a = connect("primary", "replisim").await?;
+        let b = connect("primary", "replisim").await?;
+        sleep_until_sim(HOLD).await;
+        simple(&a, "BEGIN").await?;
+        assert_eq!(write(&a, 14, 1, 1).await?, 1);
+        // Longer than the node's 10 s limit on writing a response.
+        let held = Duration::from_secs(15);
+        let (waited, committed) = tokio::join!(locking_read(&b, 14, 1, 2), async {
+            tokio::time::sleep(held).await;
+            simple(&a, "COMMIT").await
+        });
+        committed?;
+        assert_eq!(waited?, Some(1));
+        assert!(now() >= held);
+        Ok(())
+    });
+    c.sim.run().expect("simulation");
+}

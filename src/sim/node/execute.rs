@@ -309,6 +309,10 @@ impl Wait<'_> {
     /// Waits until row (`org`, `key`) is free of other transactions' locks (taking it if asked).
     /// Non-locking reads never come here.
     async fn row(&self, org: i64, key: i64) -> Result<(), WaitEnd> {
+        let _waiting = Waiting {
+            node: self.node,
+            conn: self.conn,
+        };
         loop {
             // Registered before looking, so that a release in between is not missed.
             let released = self.node.lock_released().notified();
@@ -317,7 +321,7 @@ impl Wait<'_> {
             match self.node.try_lock_row(self.conn, org, key, self.take) {
                 LockAttempt::Acquired => return Ok(()),
                 LockAttempt::Terminated => return Err(WaitEnd::Terminated),
-                LockAttempt::Held => {}
+                LockAttempt::Held => self.node.set_lock_waiting(self.conn, true),
             }
             match self.running {
                 Some(running) => tokio::select! {
@@ -328,6 +332,19 @@ impl Wait<'_> {
                 None => released.await,
             }
         }
+    }
+}
+
+/// Clears the connection's lock-waiting mark however the wait ends (the lock, a cancel, or the
+/// statement's future dropped with its connection).
+struct Waiting<'a> {
+    node: &'a SimNode,
+    conn: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.node.set_lock_waiting(self.conn, false);
     }
 }
 

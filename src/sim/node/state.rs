@@ -168,6 +168,8 @@ struct NodeState {
     row_locks: BTreeMap<(i64, i64), u64>,
     /// Connections whose transaction the node ended under them (see [`TxnStatus::Terminated`]).
     terminated: BTreeSet<u64>,
+    /// Connections whose statement is waiting for a row lock.
+    lock_waiters: BTreeSet<u64>,
     /// Test knob: writes inside a transaction apply at once (see
     /// [`SimNode::set_broken_writes_before_commit`]).
     broken_writes_before_commit: bool,
@@ -272,6 +274,7 @@ impl SimNode {
                 txns: BTreeMap::new(),
                 row_locks: BTreeMap::new(),
                 terminated: BTreeSet::new(),
+                lock_waiters: BTreeSet::new(),
                 broken_writes_before_commit: false,
             }),
             wal_grown: Notify::new(),
@@ -551,6 +554,22 @@ impl SimNode {
                 LockAttempt::Acquired
             }
         }
+    }
+
+    /// Marks whether `conn`'s statement is waiting for a row lock.
+    pub(crate) fn set_lock_waiting(&self, conn: u64, waiting: bool) {
+        let mut state = self.lock();
+        if waiting {
+            state.lock_waiters.insert(conn);
+        } else {
+            state.lock_waiters.remove(&conn);
+        }
+    }
+
+    /// Whether `conn`'s statement is waiting for a row lock (it may wait as long as the lock is
+    /// held: the connection's response deadline does not apply).
+    pub(crate) fn is_lock_waiting(&self, conn: u64) -> bool {
+        self.lock().lock_waiters.contains(&conn)
     }
 
     /// The row's version as `conn` sees it (its own transaction's write first, then the table)
