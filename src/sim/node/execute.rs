@@ -196,11 +196,14 @@ pub(crate) async fn run(
     let conn = identity.conn;
     let txn = node.txn_status(conn);
     let ends_block = matches!(statement, Statement::Commit | Statement::Rollback);
+    let is_control = ends_block || matches!(statement, Statement::Begin);
     let outcome = match statement {
         _ if txn == TxnStatus::Terminated => {
             attribution(statement, params).failed(SqlError::terminated())
         }
-        _ if cancelled => cancelled_outcome(node, conn, statement, params),
+        // Transaction control is not interrupted (a cancel must not leave a COMMIT half done);
+        // like PostgreSQL's, it is over before a cancel could matter.
+        _ if cancelled && !is_control => cancelled_outcome(node, conn, statement, params),
         _ if txn == TxnStatus::Failed && !ends_block => {
             attribution(statement, params).failed(SqlError::new(
                 "25P02",
