@@ -7,6 +7,8 @@ mod cluster;
 mod faults;
 #[path = "sim_node/throughput.rs"]
 mod throughput;
+#[path = "sim_node/transactions.rs"]
+mod transactions;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

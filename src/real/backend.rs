@@ -1,7 +1,8 @@
 //! What the server said about each statement, read off the backend (server to client) byte stream
 //! the fault proxy relays: an incremental parser of the messages that end a statement
 //! (`CommandComplete`, `EmptyQueryResponse`, `PortalSuspended`, `ErrorResponse` with its SQLSTATE,
-//! `ReadyForQuery`), and [`Pending`], the per-connection queue that pairs each answer with the
+//! `ReadyForQuery`) and of the first column of each `DataRow` (the version a read or a locking
+//! read returned), and [`Pending`], the per-connection queue that pairs each answer with the
 //! statement it answers.
 //!
 //! Pairing follows the protocol: the server answers statements in the order they were sent; after
@@ -14,6 +15,9 @@ use std::sync::Arc;
 /// Bytes kept of an `ErrorResponse` body: its severity, SQLSTATE and the start of the message
 /// come first, and only the SQLSTATE is read.
 const ERROR_CAPTURE_BYTES_MAX: usize = 256;
+/// Bytes kept of a `DataRow` body: its column count and first column (a bigint, as text or
+/// binary) come first.
+const ROW_CAPTURE_BYTES_MAX: usize = 32;
 /// Longest backend message accepted (PostgreSQL never sends 1 GiB and more in one message).
 const MESSAGE_BYTES_MAX: usize = 1 << 30;
 /// Statements and Syncs awaited per connection; a client that pipelines beyond this loses the
@@ -29,6 +33,9 @@ pub enum StatementAnswer {
     Unanswered,
     /// The server completed it.
     Completed,
+    /// The server completed it, and the first column of its last row was this `bigint` (a
+    /// workload read's or locking read's version).
+    Returned(i64),
     /// The server refused it or it failed there, with this SQLSTATE.
     Failed(Arc<str>),
 }
@@ -42,6 +49,8 @@ pub enum BackendMessage {
     Failed(Arc<str>),
     /// `Z`: the server is ready for the next query (answers a Sync).
     Ready,
+    /// `D`: a row, with its first column read as a `bigint` (`None`: NULL, or not a bigint).
+    Row(Option<i64>),
 }
 
 /// The parser: a header at a time, then a body of which only an `ErrorResponse`'s start is kept.
@@ -79,8 +88,13 @@ impl BackendParser {
                 continue;
             };
             let take = remaining.min(bytes.len());
-            if self.header[0] == b'E' {
-                let room = ERROR_CAPTURE_BYTES_MAX.saturating_sub(self.capture.len());
+            let capture_max = match self.header[0] {
+                b'E' => ERROR_CAPTURE_BYTES_MAX,
+                b'D' => ROW_CAPTURE_BYTES_MAX,
+                _ => 0,
+            };
+            if capture_max > 0 {
+                let room = capture_max.saturating_sub(self.capture.len());
                 self.capture.extend_from_slice(&bytes[..take.min(room)]);
             }
             bytes = &bytes[take..];
@@ -125,8 +139,25 @@ impl BackendParser {
             b'C' | b'I' | b's' => out.push(BackendMessage::Completed),
             b'E' => out.push(BackendMessage::Failed(Arc::from(sqlstate(&self.capture)))),
             b'Z' => out.push(BackendMessage::Ready),
+            b'D' => out.push(BackendMessage::Row(first_bigint(&self.capture))),
             _ => {}
         }
+    }
+}
+
+/// The first column of a `DataRow` body (`count: i16`, then `length: i32, bytes` per column) as a
+/// `bigint`: text digits (the simple protocol) or 8 big-endian bytes (tokio-postgres asks for
+/// binary results). A binary version would need bytes that are all ASCII digits to be misread,
+/// which takes a value above 2^61.
+fn first_bigint(body: &[u8]) -> Option<i64> {
+    let length = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    let value = body.get(6..6 + usize::try_from(length).ok()?)?;
+    let text = std::str::from_utf8(value)
+        .ok()
+        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'-'));
+    match text {
+        Some(text) => text.parse().ok(),
+        None => Some(i64::from_be_bytes(value.try_into().ok()?)),
     }
 }
 
@@ -158,6 +189,8 @@ enum Awaited {
 #[derive(Debug, Default)]
 pub struct Pending {
     awaited: VecDeque<Awaited>,
+    /// The first column of the last row the oldest awaited statement returned so far.
+    row: Option<i64>,
 }
 
 impl Pending {
@@ -182,9 +215,20 @@ impl Pending {
     /// the answer, if it answers one.
     pub fn on_message(&mut self, message: BackendMessage) -> Option<(usize, StatementAnswer)> {
         let answer = match message {
-            BackendMessage::Completed => StatementAnswer::Completed,
-            BackendMessage::Failed(sqlstate) => StatementAnswer::Failed(sqlstate),
+            BackendMessage::Row(value) => {
+                self.row = value;
+                return None;
+            }
+            BackendMessage::Completed => match self.row.take() {
+                Some(value) => StatementAnswer::Returned(value),
+                None => StatementAnswer::Completed,
+            },
+            BackendMessage::Failed(sqlstate) => {
+                self.row = None;
+                StatementAnswer::Failed(sqlstate)
+            }
             BackendMessage::Ready => {
+                self.row = None;
                 // Everything up to the first Sync is over: answered, or skipped after an error.
                 if let Some(sync) = self.awaited.iter().position(|a| *a == Awaited::Sync) {
                     self.awaited.drain(..=sync);
@@ -241,6 +285,7 @@ mod tests {
     fn expected() -> Vec<BackendMessage> {
         vec![
             BackendMessage::Ready,
+            BackendMessage::Row(Some(7)),
             BackendMessage::Completed,
             BackendMessage::Ready,
             BackendMessage::Failed(Arc::from("25006")),
@@ -258,6 +303,50 @@ mod tests {
             parser.feed(&bytes[split..], &mut out);
             assert_eq!(out, expected(), "split at {split}");
         }
+    }
+
+    #[test]
+    fn a_row_gives_its_first_bigint_as_text_or_binary() {
+        let binary = [
+            &[0, 2, 0, 0, 0, 8][..],
+            &42_i64.to_be_bytes(),
+            &[0, 0, 0, 1, b'9'],
+        ]
+        .concat();
+        assert_eq!(first_bigint(&binary), Some(42));
+        assert_eq!(first_bigint(&[0, 1, 0, 0, 0, 2, b'1', b'2']), Some(12));
+        assert_eq!(first_bigint(&[0, 1, 0xff, 0xff, 0xff, 0xff]), None, "NULL");
+        assert_eq!(
+            first_bigint(&[0, 1, 0, 0, 0, 1, b'x']),
+            None,
+            "not a bigint"
+        );
+        assert_eq!(first_bigint(&[0, 1, 0, 0]), None, "cut short");
+    }
+
+    #[test]
+    fn a_statement_that_returned_rows_answers_with_the_last_rows_first_column() {
+        let mut pending = Pending::default();
+        pending.sent(Some(1));
+        pending.sent(Some(2));
+        pending.synced();
+        let answers: Vec<_> = [
+            BackendMessage::Row(Some(3)),
+            BackendMessage::Row(Some(4)),
+            BackendMessage::Completed,
+            BackendMessage::Completed,
+            BackendMessage::Ready,
+        ]
+        .into_iter()
+        .filter_map(|m| pending.on_message(m))
+        .collect();
+        assert_eq!(
+            answers,
+            vec![
+                (1, StatementAnswer::Returned(4)),
+                (2, StatementAnswer::Completed)
+            ]
+        );
     }
 
     #[test]

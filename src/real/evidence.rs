@@ -293,8 +293,26 @@ fn statements(
         let workload_op = matches!(crossing.kind, StatementKind::Read | StatementKind::Write)
             && crossing.purpose == Purpose::Workload;
         if !workload_op {
-            if crossing.kind == StatementKind::Unsupported {
-                event.sqlstate = Some("0A000".to_string());
+            event.sqlstate = match (crossing.kind, &crossing.answer) {
+                (StatementKind::Unsupported, _) => Some("0A000".to_string()),
+                // A transaction's statements are judged by their own answers (SPEC 6.3).
+                (
+                    StatementKind::Begin
+                    | StatementKind::Commit
+                    | StatementKind::Rollback
+                    | StatementKind::LockingRead,
+                    answer,
+                ) => match answer {
+                    StatementAnswer::Completed | StatementAnswer::Returned(_) => None,
+                    StatementAnswer::Failed(sqlstate) => Some(sqlstate.to_string()),
+                    StatementAnswer::Unanswered => Some(CONNECTION_FAILURE_SQLSTATE.to_string()),
+                },
+                _ => None,
+            };
+            if let (StatementKind::LockingRead, StatementAnswer::Returned(version)) =
+                (crossing.kind, &crossing.answer)
+            {
+                event.version = *version;
             }
             events.push(event);
             continue;
@@ -319,7 +337,7 @@ fn statements(
             None => {
                 built.unmatched_statements += 1;
                 event.sqlstate = match &crossing.answer {
-                    StatementAnswer::Completed => None,
+                    StatementAnswer::Completed | StatementAnswer::Returned(_) => None,
                     StatementAnswer::Failed(sqlstate) => Some(sqlstate.to_string()),
                     StatementAnswer::Unanswered => Some(CONNECTION_FAILURE_SQLSTATE.to_string()),
                 };
@@ -354,7 +372,7 @@ fn statements(
             }
             let answer = answer_of.get(&s).and_then(|&a| answers.get(a));
             event.sqlstate = match answer {
-                Some(StatementAnswer::Completed) => None,
+                Some(StatementAnswer::Completed | StatementAnswer::Returned(_)) => None,
                 Some(StatementAnswer::Failed(sqlstate)) => Some(sqlstate.to_string()),
                 Some(StatementAnswer::Unanswered) | None => Some(
                     failure
@@ -589,5 +607,63 @@ mod tests {
             "a session's position query on a workload connection"
         );
         assert_eq!(classify("SELECT 1"), StatementKind::Unsupported);
+        assert_eq!(classify("BEGIN"), StatementKind::Begin);
+        assert_eq!(classify("COMMIT"), StatementKind::Commit);
+        assert_eq!(classify("ROLLBACK"), StatementKind::Rollback);
+        assert_eq!(
+            classify(&format!("{READ_SQL} FOR UPDATE")),
+            StatementKind::LockingRead
+        );
+    }
+
+    #[test]
+    fn a_transactions_statements_keep_their_answers_and_the_locking_reads_version() {
+        let run = TestRun::new();
+        let clock = RunClock::start();
+        let primary = run.scenario.shards[0].primary;
+        let simple = |text: &str, answer| ProxyRecordKind::Statement {
+            message: StatementMessage::Query,
+            text: Arc::from(text),
+            params: Arc::from([].as_slice()),
+            answer,
+        };
+        let locking = format!("{READ_SQL} FOR UPDATE");
+        let nodes = [NodeRecords {
+            node: primary,
+            started: clock.zero(),
+            records: vec![
+                record(1, 1, ProxyRecordKind::Connect),
+                record(2, 1, simple("BEGIN", StatementAnswer::Completed)),
+                record(
+                    3,
+                    1,
+                    answered(&locking, 10, 4, 3, StatementAnswer::Returned(6)),
+                ),
+                record(4, 1, answered(&locking, 10, 4, 3, refused())),
+                record(5, 1, simple("COMMIT", StatementAnswer::Completed)),
+                record(6, 1, simple("ROLLBACK", StatementAnswer::Unanswered)),
+            ],
+        }];
+        let driver = DriverRecords {
+            ops: Vec::new(),
+            failures: Vec::new(),
+        };
+        let built = build(&run.scenario, clock, &nodes, driver, &[]);
+        let outcomes: Vec<(StatementKind, Option<&str>, i64, i64)> = built
+            .events
+            .statements
+            .iter()
+            .map(|s| (s.kind, s.sqlstate.as_deref(), s.version, s.org))
+            .collect();
+        assert_eq!(
+            outcomes,
+            vec![
+                (StatementKind::Begin, None, 0, 0),
+                (StatementKind::LockingRead, None, 6, 10),
+                (StatementKind::LockingRead, Some("25006"), 0, 10),
+                (StatementKind::Commit, None, 0, 0),
+                (StatementKind::Rollback, Some("08006"), 0, 0),
+            ]
+        );
     }
 }

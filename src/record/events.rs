@@ -44,13 +44,16 @@ pub enum StatementKind {
     Probe,
     /// Anything else; answered with SQLSTATE 0A000.
     Unsupported,
-    /// `BEGIN`.
+    /// `BEGIN` (`version` 0).
     Begin,
-    /// A `COMMIT` that committed.
+    /// A `COMMIT` that committed: `lsn` is the commit LSN, the WAL end after its records (a
+    /// `COMMIT` outside a transaction: version 0, and the WAL end as it stood).
     Commit,
-    /// A `ROLLBACK`, or a `COMMIT` of a failed transaction (which rolls it back).
+    /// A `ROLLBACK`, or a `COMMIT` of a failed transaction (answered, like PostgreSQL, with the
+    /// command tag `ROLLBACK`).
     Rollback,
-    /// The `FOR UPDATE` read of SPEC 6.3.
+    /// `SELECT version ... FROM replisim_kv ... FOR UPDATE`: `version` is what it returned
+    /// (0 = no row), after it got the row's lock.
     LockingRead,
 }
 
@@ -77,11 +80,13 @@ pub struct StatementEvent {
     pub start_us: Micros,
     /// When the server finished it (the result was handed to the socket).
     pub end_us: Micros,
-    /// Row version returned by a read (0 = no row) or written by a write (0 if refused).
+    /// Row version returned by a read or locking read (0 = no row) or written by a write (0 if
+    /// refused); a write inside a transaction records the new, not yet committed, version.
     pub version: i64,
     /// `None` if it succeeded, else the SQLSTATE it was answered with (e.g. "25006").
     pub sqlstate: Option<String>,
-    /// The primary's LSN after a write commits; a replica's replay LSN when it answered a read.
+    /// The primary's LSN after a write commits (0 for a write inside a transaction: it commits
+    /// with its `Commit`); a commit's LSN; a replica's replay LSN when it answered a read.
     pub lsn: u64,
 }
 

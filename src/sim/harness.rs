@@ -51,10 +51,14 @@ pub struct RunOptions {
     /// The read-your-writes scope the clients' sessions name (default: the row each statement
     /// touches).
     pub client_scope: ClientScope,
-    /// A deliberately broken router that runs a transaction's write on another connection than its
-    /// `BEGIN` and lock (see [`Clients::split_transactions`]), for runs that prove
-    /// `transactions_atomic` catches it.
+    /// A deliberately broken router that runs a transaction's lock and write each on a connection
+    /// of its own, outside the transaction (see [`Clients::split_transactions`]), for runs that
+    /// prove `transactions_atomic` catches it.
     pub broken_router_splits_transactions: bool,
+    /// Makes every simulated node apply a write inside a transaction to its rows and WAL at once,
+    /// before `COMMIT` (see `SimNode::set_broken_writes_before_commit`): for runs proving a checker
+    /// catches a broken node.
+    pub broken_node_writes_before_commit: bool,
 }
 
 /// What the application host hands back when its workload is done.
@@ -150,6 +154,7 @@ pub fn run_with(
         })
         .collect();
     for node in &nodes {
+        node.set_broken_writes_before_commit(options.broken_node_writes_before_commit);
         let node = Arc::clone(node);
         sim.host(node.name().to_string(), move || Arc::clone(&node).serve());
     }

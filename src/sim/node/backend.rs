@@ -78,6 +78,10 @@ impl Drop for Backend {
         if let Some((pid, _)) = self.cancel.get() {
             self.node.cancels().unregister(*pid);
         }
+        // A connection that dies inside a transaction rolls it back and releases its locks.
+        if let Some(identity) = self.identity() {
+            self.node.end_connection(identity.conn);
+        }
     }
 }
 
@@ -259,7 +263,7 @@ impl SimpleQueryHandler for Backend {
             self.cancel_slot(),
         )
         .await?;
-        Ok(vec![Response::Query(response)])
+        Ok(vec![response])
     }
 }
 
@@ -339,7 +343,7 @@ impl ExtendedQueryHandler for Backend {
             values: &portal.parameters,
             format: &portal.parameter_format,
         };
-        let response = execute::run(
+        execute::run(
             &self.node,
             self.identity_or_default(),
             statement,
@@ -347,7 +351,6 @@ impl ExtendedQueryHandler for Backend {
             &formats,
             self.cancel_slot(),
         )
-        .await?;
-        Ok(Response::Query(response))
+        .await
     }
 }

@@ -11,7 +11,7 @@ use pgwire::error::PgWireError;
 use pgwire::messages::PgWireFrontendMessage;
 use pgwire::tokio::server::{PgWireMessageServerCodec, process_error, process_message};
 
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, sleep, timeout, timeout_at};
 use tokio_util::codec::Framed;
 use turmoil::net::TcpStream;
 
@@ -26,7 +26,9 @@ use crate::record::events::ServerConnEvent;
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Longest a response may wait to be written, beyond the statement's service time: a client that
-/// stopped reading (gone, or partitioned away) is dropped after this.
+/// stopped reading (gone, or partitioned away) is dropped after this. A statement waiting for a
+/// row lock is not cut by it: it waits as long as the lock is held, as in PostgreSQL without
+/// `lock_timeout`.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Socket = Framed<TcpStream, PgWireMessageServerCodec<Statement>>;
@@ -102,9 +104,8 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
         let is_extended = message.is_extended_query();
         let is_cancel = matches!(message, PgWireFrontendMessage::CancelRequest(_));
         let limit = node.service_time() + WRITE_TIMEOUT;
-        let processing = timeout(
-            limit,
-            process_message(
+        let processed = {
+            let processing = process_message(
                 message,
                 &mut socket,
                 backend.clone(),
@@ -112,17 +113,28 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
                 backend.clone(),
                 noop.clone(),
                 backend.clone(),
-            ),
-        );
-        let processed = tokio::select! {
-            biased;
-            () = &mut dropped => break,
-            processed = processing => processed,
+            );
+            tokio::pin!(processing);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = &mut dropped => break None,
+                    processed = &mut processing => break Some(processed),
+                    () = sleep(limit) => {
+                        let waiting = backend
+                            .identity()
+                            .is_some_and(|identity| node.is_lock_waiting(identity.conn));
+                        if !waiting {
+                            break None;
+                        }
+                    }
+                }
+            }
         };
         match processed {
-            Err(_) => break,
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
+            None => break,
+            Some(Ok(())) => {}
+            Some(Err(error)) => {
                 let fatal = error.is_fatal();
                 let reported = timeout(
                     WRITE_TIMEOUT,

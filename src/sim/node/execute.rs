@@ -1,19 +1,20 @@
-//! Runs one statement against a node: waits the node's service time, executes, logs the
-//! statement to the event log (executed or refused), and builds the result for pgwire.
+//! Runs one statement against a node: waits the node's service time (and, for a write or a
+//! locking read, the row's lock), executes it in the connection's transaction or on its own,
+//! logs the statement to the event log (executed or refused), and builds the result for pgwire.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use pgwire::api::portal::Format;
-use pgwire::api::results::{FieldFormat, FieldInfo, QueryResponse};
+use pgwire::api::results::{FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 
 use super::cancel::{CancelSlot, Running};
 use super::clock::{now_us, wall_us};
-use super::state::{Positions, SimNode};
+use super::state::{CommitEnd, LockAttempt, Positions, SimNode, TxnStatus};
 use super::statement::{Column, LsnArg, ProbeFunc, ProbeItem, Read, ReadColumn, Statement, Write};
 use super::value::{SqlType, Value, encode_row, parse_lsn};
-use crate::record::events::{Micros, NodeRole, Purpose, StatementEvent};
+use crate::record::events::{Micros, NodeRole, Purpose, StatementEvent, StatementKind};
 
 /// Who is asking: the connection's number on its node, and why it exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +48,8 @@ pub(crate) struct SqlError {
     pub(crate) message: String,
     /// Optional hint.
     pub(crate) hint: Option<&'static str>,
+    /// Severity FATAL: the server closes the connection after sending it.
+    pub(crate) fatal: bool,
 }
 
 impl SqlError {
@@ -55,13 +58,31 @@ impl SqlError {
             code,
             message: message.into(),
             hint: None,
+            fatal: false,
         }
+    }
+
+    /// What a connection whose transaction the node terminated gets (PostgreSQL's answer to a
+    /// backend ended by `pg_terminate_backend`).
+    fn terminated() -> SqlError {
+        SqlError {
+            fatal: true,
+            ..SqlError::new(
+                "57P01",
+                "terminating connection due to administrator command",
+            )
+        }
+    }
+
+    fn cancelled() -> SqlError {
+        SqlError::new("57014", "canceling statement due to user request")
     }
 }
 
 impl From<SqlError> for PgWireError {
     fn from(error: SqlError) -> PgWireError {
-        let mut info = ErrorInfo::new("ERROR".to_owned(), error.code.to_owned(), error.message);
+        let severity = if error.fatal { "FATAL" } else { "ERROR" };
+        let mut info = ErrorInfo::new(severity.to_owned(), error.code.to_owned(), error.message);
         info.hint = error.hint.map(str::to_owned);
         PgWireError::UserError(Box::new(info))
     }
@@ -75,6 +96,17 @@ struct Outcome {
     version: i64,
     lsn: u64,
     row: Result<Option<Vec<Value>>, SqlError>,
+    /// The answer of a transaction-control statement instead of a row, and the kind it is
+    /// logged as (a `COMMIT` of a failed transaction is a rollback).
+    control: Option<(Control, StatementKind)>,
+}
+
+/// The answer of `BEGIN`, `COMMIT` or `ROLLBACK`: a command tag, and whether a transaction block
+/// starts or ends (pgwire derives the ReadyForQuery status from it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Control {
+    Start(&'static str),
+    End(&'static str),
 }
 
 impl Outcome {
@@ -86,7 +118,51 @@ impl Outcome {
             version: 0,
             lsn: 0,
             row: Err(error),
+            control: None,
         }
+    }
+
+    fn control(control: Control, kind: StatementKind, lsn: u64) -> Outcome {
+        Outcome {
+            lsn,
+            row: Ok(None),
+            control: Some((control, kind)),
+            ..Outcome::refused(SqlError::new("00000", ""))
+        }
+    }
+
+    /// The same attribution, answered with `error` instead.
+    fn failed(self, error: SqlError) -> Outcome {
+        Outcome {
+            version: 0,
+            lsn: 0,
+            row: Err(error),
+            control: None,
+            ..self
+        }
+    }
+}
+
+/// The org, key and user a workload statement names (0 where it names none or cannot be
+/// decoded), so that the log can attribute a statement that was refused before it ran.
+fn attribution(statement: &Statement, params: Params<'_>) -> Outcome {
+    let value = |index: usize| int8_param(params, index).ok().flatten().unwrap_or(0);
+    let (org, key, user) = match statement {
+        Statement::Read(read) | Statement::LockingRead(read) => {
+            let user = read.columns.iter().find_map(|c| match c {
+                ReadColumn::Param { index, .. } => Some(value(*index)),
+                ReadColumn::Version { .. } => None,
+            });
+            (value(read.org), value(read.key), user.unwrap_or(0))
+        }
+        Statement::Write(write) => (value(write.org), value(write.key), value(write.user)),
+        _ => (0, 0, 0),
+    };
+    Outcome {
+        org,
+        key,
+        user,
+        ..Outcome::refused(SqlError::new("00000", ""))
     }
 }
 
@@ -98,10 +174,11 @@ pub(crate) async fn run(
     params: Params<'_>,
     formats: &[FieldFormat],
     cancel: Option<&Arc<CancelSlot>>,
-) -> PgWireResult<QueryResponse> {
+) -> PgWireResult<Response> {
     let start_us = now_us();
     let (role, fenced) = node.role_and_fence();
     let service_time = node.service_time();
+    // Held until the statement is done: a cancel also ends a wait for a row lock.
     let running = cancel.map(CancelSlot::start);
     if !service_time.is_zero() {
         match &running {
@@ -116,22 +193,76 @@ pub(crate) async fn run(
         }
     }
     let cancelled = running.as_ref().is_some_and(Running::was_cancelled);
-    drop(running);
+    let conn = identity.conn;
+    let txn = node.txn_status(conn);
+    let ends_block = matches!(statement, Statement::Commit | Statement::Rollback);
+    let is_control = ends_block || matches!(statement, Statement::Begin);
     let outcome = match statement {
-        _ if cancelled => cancelled_outcome(node, statement, params),
-        Statement::Read(read) => execute_read(node, read, params),
-        Statement::Write(write) => execute_write(node, write, params, role, fenced),
+        _ if txn == TxnStatus::Terminated => {
+            attribution(statement, params).failed(SqlError::terminated())
+        }
+        // Transaction control is not interrupted (a cancel must not leave a COMMIT half done);
+        // like PostgreSQL's, it is over before a cancel could matter.
+        _ if cancelled && !is_control => cancelled_outcome(node, conn, statement, params),
+        _ if txn == TxnStatus::Failed && !ends_block => {
+            attribution(statement, params).failed(SqlError::new(
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ))
+        }
+        Statement::Read(read) => execute_read(node, conn, read, params),
+        Statement::LockingRead(read) => {
+            let wait = Wait {
+                node,
+                conn,
+                take: txn == TxnStatus::Open,
+                running: running.as_ref(),
+            };
+            execute_locking_read(read, params, role, fenced, wait).await
+        }
+        Statement::Write(write) => {
+            let wait = Wait {
+                node,
+                conn,
+                take: txn == TxnStatus::Open,
+                running: running.as_ref(),
+            };
+            execute_write(write, params, role, fenced, wait).await
+        }
         Statement::Probe(items) => execute_probe(node, items, params, start_us),
+        Statement::Begin => {
+            node.begin(conn);
+            Outcome::control(Control::Start("BEGIN"), StatementKind::Begin, 0)
+        }
+        Statement::Commit => match node.commit(conn, now_us()) {
+            CommitEnd::NoTransaction(lsn) | CommitEnd::Committed(lsn) => {
+                Outcome::control(Control::End("COMMIT"), StatementKind::Commit, lsn)
+            }
+            CommitEnd::RolledBack => {
+                Outcome::control(Control::End("ROLLBACK"), StatementKind::Rollback, 0)
+            }
+        },
+        Statement::Rollback => {
+            node.rollback(conn);
+            Outcome::control(Control::End("ROLLBACK"), StatementKind::Rollback, 0)
+        }
         Statement::Unsupported { .. } => Outcome::refused(SqlError::new(
             "0A000",
-            "statement not supported by the simulated server (see SPEC section 2a)",
+            "statement not supported by the simulated server (see SPEC sections 2a and 6.3)",
         )),
     };
+    drop(running);
+    if outcome.row.is_err() && txn == TxnStatus::Open {
+        // As in PostgreSQL, any error inside a transaction block aborts the transaction.
+        node.fail_txn(conn);
+    }
     node.log().statement(StatementEvent {
         node: node.index(),
-        conn: identity.conn,
+        conn,
         purpose: identity.purpose,
-        kind: statement.kind(),
+        kind: outcome
+            .control
+            .map_or_else(|| statement.kind(), |(_, kind)| kind),
         role,
         org: outcome.org,
         key: outcome.key,
@@ -142,6 +273,11 @@ pub(crate) async fn run(
         sqlstate: outcome.row.as_ref().err().map(|e| e.code.to_owned()),
         lsn: outcome.lsn,
     });
+    match outcome.control {
+        Some((Control::Start(tag), _)) => return Ok(Response::TransactionStart(Tag::new(tag))),
+        Some((Control::End(tag), _)) => return Ok(Response::TransactionEnd(Tag::new(tag))),
+        None => {}
+    }
     let row = outcome.row?;
     let columns = statement.columns();
     let fields = Arc::new(fields(&columns, formats));
@@ -154,7 +290,74 @@ pub(crate) async fn run(
         // PostgreSQL's tag is `INSERT <oid> <rows>`; pgwire appends the row count.
         response.set_command_tag("INSERT 0");
     }
-    Ok(response)
+    Ok(Response::Query(response))
+}
+
+/// How a write or a locking read waits for its row's lock.
+struct Wait<'a> {
+    node: &'a SimNode,
+    conn: u64,
+    /// Inside a transaction: keep the lock until it ends. Outside: only wait until it is free.
+    take: bool,
+    running: Option<&'a Running>,
+}
+
+/// Why a wait for a row lock ended without the lock.
+enum WaitEnd {
+    Cancelled,
+    Terminated,
+}
+
+impl Wait<'_> {
+    /// Waits until row (`org`, `key`) is free of other transactions' locks (taking it if asked).
+    /// Non-locking reads never come here.
+    async fn row(&self, org: i64, key: i64) -> Result<(), WaitEnd> {
+        let _waiting = Waiting {
+            node: self.node,
+            conn: self.conn,
+        };
+        loop {
+            // Registered before looking, so that a release in between is not missed.
+            let released = self.node.lock_released().notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            match self.node.try_lock_row(self.conn, org, key, self.take) {
+                LockAttempt::Acquired => return Ok(()),
+                LockAttempt::Terminated => return Err(WaitEnd::Terminated),
+                LockAttempt::Held => self.node.set_lock_waiting(self.conn, true),
+            }
+            match self.running {
+                Some(running) => tokio::select! {
+                    biased;
+                    () = running.cancelled() => return Err(WaitEnd::Cancelled),
+                    () = &mut released => {}
+                },
+                None => released.await,
+            }
+        }
+    }
+}
+
+/// Clears the connection's lock-waiting mark however the wait ends (the lock, a cancel, or the
+/// statement's future dropped with its connection).
+struct Waiting<'a> {
+    node: &'a SimNode,
+    conn: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.node.set_lock_waiting(self.conn, false);
+    }
+}
+
+impl From<WaitEnd> for SqlError {
+    fn from(end: WaitEnd) -> SqlError {
+        match end {
+            WaitEnd::Cancelled => SqlError::cancelled(),
+            WaitEnd::Terminated => SqlError::terminated(),
+        }
+    }
 }
 
 /// Result column descriptions in the given formats.
@@ -196,7 +399,7 @@ pub(crate) fn result_formats(
     }
 }
 
-fn execute_read(node: &SimNode, read: &Read, params: Params<'_>) -> Outcome {
+fn execute_read(node: &SimNode, conn: u64, read: &Read, params: Params<'_>) -> Outcome {
     let decoded = (|| {
         let org = int8_param(params, read.org)?;
         let key = int8_param(params, read.key)?;
@@ -214,7 +417,7 @@ fn execute_read(node: &SimNode, read: &Read, params: Params<'_>) -> Outcome {
     };
     let user = echoed.first().copied().flatten().unwrap_or(0);
     let (version, lsn) = match (org, key) {
-        (Some(org), Some(key)) => node.read(org, key),
+        (Some(org), Some(key)) => node.read_as(conn, org, key),
         // `= NULL` matches no row.
         _ => (None, node.replay_lsn()),
     };
@@ -239,37 +442,66 @@ fn execute_read(node: &SimNode, read: &Read, params: Params<'_>) -> Outcome {
         version: version.unwrap_or(0),
         lsn,
         row: Ok(row),
+        control: None,
     }
+}
+
+/// The workload read `FOR UPDATE`: refused in recovery (25006, as PostgreSQL does), then it waits
+/// for the row's lock and reads like [`execute_read`], its own transaction's writes included.
+async fn execute_locking_read(
+    read: &Read,
+    params: Params<'_>,
+    role: NodeRole,
+    fenced: bool,
+    wait: Wait<'_>,
+) -> Outcome {
+    let attributed = attribution(&Statement::LockingRead(read.clone()), params);
+    if role != NodeRole::Primary || fenced {
+        return attributed.failed(SqlError::new(
+            "25006",
+            "cannot execute SELECT FOR UPDATE in a read-only transaction",
+        ));
+    }
+    let decoded = (|| Ok((int8_param(params, read.org)?, int8_param(params, read.key)?)))();
+    let (org, key) = match decoded {
+        Ok(decoded) => decoded,
+        Err(error) => return Outcome::refused(error),
+    };
+    // `= NULL` matches no row, so there is nothing to lock. A key without a row is locked all
+    // the same (PostgreSQL would lock nothing and let a concurrent upsert through): SPEC 6.3's
+    // read-then-write transaction must see one more than what it read on a fresh key too.
+    if let (Some(org), Some(key)) = (org, key)
+        && let Err(end) = wait.row(org, key).await
+    {
+        return attributed.failed(end.into());
+    }
+    execute_read(wait.node, wait.conn, read, params)
 }
 
 /// A statement cancelled while it ran: it did no work and answers 57014, but keeps its org, key
 /// and user so that the log can attribute it.
-fn cancelled_outcome(node: &SimNode, statement: &Statement, params: Params<'_>) -> Outcome {
-    let mut outcome = match statement {
+fn cancelled_outcome(
+    node: &SimNode,
+    conn: u64,
+    statement: &Statement,
+    params: Params<'_>,
+) -> Outcome {
+    let outcome = match statement {
         // Reading has no effect: decode it as usual, then drop its row.
-        Statement::Read(read) => execute_read(node, read, params),
-        Statement::Write(write) => Outcome {
-            org: int8_param(params, write.org).ok().flatten().unwrap_or(0),
-            key: int8_param(params, write.key).ok().flatten().unwrap_or(0),
-            user: int8_param(params, write.user).ok().flatten().unwrap_or(0),
-            ..Outcome::refused(SqlError::new("57014", ""))
-        },
-        _ => Outcome::refused(SqlError::new("57014", "")),
+        Statement::Read(read) => execute_read(node, conn, read, params),
+        _ => attribution(statement, params),
     };
-    outcome.version = 0;
-    outcome.row = Err(SqlError::new(
-        "57014",
-        "canceling statement due to user request",
-    ));
-    outcome
+    outcome.failed(SqlError::cancelled())
 }
 
-fn execute_write(
-    node: &SimNode,
+/// The upsert: refused on a replica or a fenced node (25006), then it waits for the row's lock.
+/// Inside a transaction its new version stays pending until `COMMIT`; outside, it commits at once.
+async fn execute_write(
     write: &Write,
     params: Params<'_>,
     role: NodeRole,
     fenced: bool,
+    wait: Wait<'_>,
 ) -> Outcome {
     let decoded = (|| {
         Ok((
@@ -289,13 +521,11 @@ fn execute_write(
         version: 0,
         lsn: 0,
         row: Ok(None),
+        control: None,
     };
+    let read_only = SqlError::new("25006", "cannot execute INSERT in a read-only transaction");
     if role != NodeRole::Primary || fenced {
-        outcome.row = Err(SqlError::new(
-            "25006",
-            "cannot execute INSERT in a read-only transaction",
-        ));
-        return outcome;
+        return outcome.failed(read_only);
     }
     let (Some(org), Some(key), Some(user)) = (org, key, user) else {
         let column = match (org, key) {
@@ -303,16 +533,26 @@ fn execute_write(
             (_, None) => "key",
             _ => "updated_by",
         };
-        outcome.row = Err(SqlError::new(
+        return outcome.failed(SqlError::new(
             "23502",
             format!(
                 "null value in column \"{column}\" of relation \"replisim_kv\" \
                  violates not-null constraint"
             ),
         ));
-        return outcome;
     };
-    let (version, lsn) = node.commit_write(org, key, user, now_us());
+    if let Err(end) = wait.row(org, key).await {
+        return outcome.failed(end.into());
+    }
+    // The node may have been fenced while the write waited.
+    if wait.node.role_and_fence() != (NodeRole::Primary, false) {
+        return outcome.failed(read_only);
+    }
+    let (version, lsn) = if wait.take {
+        wait.node.write_in_txn(wait.conn, org, key, user, now_us())
+    } else {
+        wait.node.commit_write(org, key, user, now_us())
+    };
     outcome.version = version;
     outcome.lsn = lsn;
     outcome.row = Ok(Some(vec![Value::Int8(version)]));
@@ -340,6 +580,7 @@ fn execute_probe(
         version: 0,
         lsn: positions.replay_lsn,
         row: values.map(Some),
+        control: None,
     }
 }
 
@@ -382,6 +623,7 @@ fn lsn_arg(arg: LsnArg, at: &Positions, params: Params<'_>) -> Result<Option<u64
             code: "55000",
             message: "recovery is in progress".to_owned(),
             hint: Some("WAL control functions cannot be executed during recovery."),
+            fatal: false,
         }),
         LsnArg::Current => Ok(Some(at.end_lsn)),
         LsnArg::Receive => Ok(replica.then_some(at.end_lsn)),

@@ -1,9 +1,10 @@
 //! A simulated PostgreSQL server: speaks the real wire protocol (pgwire) to tokio-postgres clients,
-//! serves the one `replisim_kv` table of SPEC section 2a, and streams its WAL to replicas, all over
-//! turmoil's simulated TCP.
+//! serves the one `replisim_kv` table of SPEC section 2a with the transactions and row locks of
+//! SPEC 6.3, and streams its WAL to replicas, all over turmoil's simulated TCP.
 //!
 //! Map of the files:
-//! - `state`: [`SimNode`], the durable state of one node (table, WAL, positions, fault knobs).
+//! - `state`: [`SimNode`], the durable state of one node (table, WAL, positions, fault knobs), and
+//!   its in-memory open transactions and row locks.
 //! - `server`: the host body: the listeners, the WAL receiver and the replay task.
 //! - `connection`: the message loop of one client connection, and its open/close events.
 //! - `backend`: the pgwire handlers of one connection (startup, simple and extended protocol).

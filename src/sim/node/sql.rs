@@ -1,4 +1,4 @@
-//! Recognises the statements of SPEC section 2a in SQL text, case- and whitespace-insensitively,
+//! Recognises the statements of SPEC sections 2a and 6.3 in SQL text, case- and whitespace-insensitively,
 //! with comments, optional `AS`, optional `::bigint` on parameters and any order of the `WHERE`
 //! conditions. Anything else becomes [`Statement::Unsupported`].
 
@@ -26,8 +26,12 @@ pub(crate) fn parse(sql: &str) -> Statement {
         })
         .max()
         .unwrap_or(0);
-    let attempts: [fn(&mut Parser) -> Option<Statement>; 3] =
-        [parse_read, parse_write, parse_probe];
+    let attempts: [fn(&mut Parser) -> Option<Statement>; 4] = [
+        parse_read,
+        parse_write,
+        parse_probe,
+        parse_transaction_control,
+    ];
     for attempt in attempts {
         let mut parser = Parser {
             tokens: &tokens,
@@ -286,12 +290,43 @@ fn parse_read(p: &mut Parser) -> Option<Statement> {
             break;
         }
     }
+    let locking = p.eat_word("for");
+    if locking {
+        p.word_is("update")?;
+    }
     p.end()?;
-    Some(Statement::Read(Read {
+    let read = Read {
         org: org?,
         key: key?,
         columns,
-    }))
+    };
+    Some(if locking {
+        Statement::LockingRead(read)
+    } else {
+        Statement::Read(read)
+    })
+}
+
+/// `BEGIN`, `COMMIT`, `ROLLBACK` and their PostgreSQL synonyms, each with the optional noise word
+/// `WORK` or `TRANSACTION`. Options (isolation levels, `AND CHAIN`) and savepoints are not
+/// supported: no client of the node sends them.
+fn parse_transaction_control(p: &mut Parser) -> Option<Statement> {
+    let statement = match p.word()?.as_str() {
+        "begin" => Statement::Begin,
+        "start" => {
+            p.word_is("transaction")?;
+            p.end()?;
+            return Some(Statement::Begin);
+        }
+        "commit" | "end" => Statement::Commit,
+        "rollback" | "abort" => Statement::Rollback,
+        _ => return None,
+    };
+    if !p.eat_word("work") {
+        p.eat_word("transaction");
+    }
+    p.end()?;
+    Some(statement)
 }
 
 /// A value in the write's `VALUES` list.
@@ -487,6 +522,7 @@ fn parse_lsn_arg(p: &mut Parser) -> Option<LsnArg> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::events::StatementKind;
 
     const READ: &str =
         "SELECT version, $3::bigint AS reader FROM replisim_kv WHERE org_id = $1 AND key = $2";
@@ -542,6 +578,64 @@ mod tests {
         );
         assert_eq!(parse("SELECT 1"), Statement::Unsupported { params: 0 });
         assert_eq!(parse("SELECT 'open"), Statement::Unsupported { params: 0 });
+    }
+
+    #[test]
+    fn recognises_the_locking_read() {
+        let Statement::Read(read) = parse(READ) else {
+            panic!("not a read");
+        };
+        let expected = Statement::LockingRead(read);
+        assert_eq!(parse(&format!("{READ} FOR UPDATE")), expected);
+        assert_eq!(parse(&format!("{READ}\n  for update ;")), expected);
+        assert_eq!(
+            parse(&format!("{READ} FOR SHARE")),
+            Statement::Unsupported { params: 3 }
+        );
+        assert_eq!(
+            parse(&format!("{READ} FOR UPDATE NOWAIT")),
+            Statement::Unsupported { params: 3 }
+        );
+        assert_eq!(
+            parse(&format!("{READ} FOR")),
+            Statement::Unsupported { params: 3 }
+        );
+    }
+
+    #[test]
+    fn recognises_transaction_control() {
+        for (sql, expected) in [
+            ("BEGIN", Statement::Begin),
+            ("begin;", Statement::Begin),
+            ("BEGIN WORK", Statement::Begin),
+            ("BEGIN TRANSACTION", Statement::Begin),
+            ("START TRANSACTION", Statement::Begin),
+            ("COMMIT", Statement::Commit),
+            (" commit work ; ", Statement::Commit),
+            ("END", Statement::Commit),
+            ("ROLLBACK", Statement::Rollback),
+            ("ROLLBACK TRANSACTION", Statement::Rollback),
+            ("ABORT", Statement::Rollback),
+        ] {
+            assert_eq!(parse(sql), expected, "{sql}");
+        }
+        for sql in [
+            "START",
+            "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            "ROLLBACK TO sp1",
+            "COMMIT AND CHAIN",
+            "SAVEPOINT sp1",
+            "BEGIN WORK TRANSACTION",
+        ] {
+            assert_eq!(parse(sql), Statement::Unsupported { params: 0 }, "{sql}");
+        }
+        assert_eq!(parse("BEGIN").kind(), StatementKind::Begin);
+        assert_eq!(parse("COMMIT").kind(), StatementKind::Commit);
+        assert_eq!(parse("ROLLBACK").kind(), StatementKind::Rollback);
+        assert_eq!(
+            parse(&format!("{READ} FOR UPDATE")).kind(),
+            StatementKind::LockingRead
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! position, its fault knobs). It lives outside the turmoil host closure, in an `Arc`, so it
 //! survives a crash and a restart like data on disk does; connections and tasks do not.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -31,6 +31,54 @@ pub struct SimNode {
     conns_dropped: Notify,
     /// The open client connections a CancelRequest may name.
     cancels: Cancels,
+    /// Wakes statements waiting for a row lock: a lock was released (commit, rollback, a
+    /// connection's end, a fence or promotion), or a waiter's own transaction was terminated.
+    lock_released: Notify,
+}
+
+/// The transaction state of one connection, as a statement finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TxnStatus {
+    /// No transaction block: every statement commits on its own.
+    Idle,
+    /// Inside `BEGIN` ... `COMMIT`.
+    Open,
+    /// Inside a transaction that failed: everything but `COMMIT`/`ROLLBACK` is refused (25P02).
+    Failed,
+    /// The node rolled the connection's transaction back under it (a fence or a promotion, as a
+    /// failover manager's `pg_terminate_backend` would): the connection must close.
+    Terminated,
+}
+
+/// What taking a row lock found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LockAttempt {
+    /// The row is free or already this connection's (and now locked by it, if asked to take it).
+    Acquired,
+    /// Another connection's transaction holds it: wait for [`SimNode::lock_released`].
+    Held,
+    /// The connection's own transaction was terminated while it waited.
+    Terminated,
+}
+
+/// How a `COMMIT` ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CommitEnd {
+    /// There was no transaction (PostgreSQL warns and succeeds); the WAL end as it stood.
+    NoTransaction(u64),
+    /// The transaction committed: its commit LSN (the WAL end after its records).
+    Committed(u64),
+    /// The transaction had failed: it was rolled back instead (command tag `ROLLBACK`).
+    RolledBack,
+}
+
+/// An open transaction of one connection.
+#[derive(Debug, Default)]
+struct Txn {
+    /// A statement of it failed.
+    failed: bool,
+    /// Rows it wrote, with their new versions; applied and logged to the WAL only at commit.
+    writes: BTreeMap<(i64, i64), KvRow>,
 }
 
 /// One committed change, as shipped to replicas.
@@ -114,6 +162,17 @@ struct NodeState {
     conns: u64,
     /// Bumped by every `drop_connections`: a connection from an older generation must close.
     conn_generation: u64,
+    /// Open transactions, by connection number. Like PostgreSQL's, they live only in memory.
+    txns: BTreeMap<u64, Txn>,
+    /// Row locks of open transactions: the row and the connection holding it.
+    row_locks: BTreeMap<(i64, i64), u64>,
+    /// Connections whose transaction the node ended under them (see [`TxnStatus::Terminated`]).
+    terminated: BTreeSet<u64>,
+    /// Connections whose statement is waiting for a row lock.
+    lock_waiters: BTreeSet<u64>,
+    /// Test knob: writes inside a transaction apply at once (see
+    /// [`SimNode::set_broken_writes_before_commit`]).
+    broken_writes_before_commit: bool,
 }
 
 impl NodeState {
@@ -126,6 +185,44 @@ impl NodeState {
             Some(last) => self.wal.get(last).map_or(LSN_START, |r| r.lsn),
             None => LSN_START,
         }
+    }
+
+    /// Releases every row lock `conn` holds; says whether it held any.
+    fn release_locks(&mut self, conn: u64) -> bool {
+        let before = self.row_locks.len();
+        self.row_locks.retain(|_, holder| *holder != conn);
+        self.row_locks.len() != before
+    }
+
+    /// Rolls back every open transaction (they vanish with a crash, a fence or a promotion); with
+    /// `terminate`, their connections are told on their next statement. Says whether any existed.
+    fn end_all_transactions(&mut self, terminate: bool) -> bool {
+        let txns = std::mem::take(&mut self.txns);
+        if terminate {
+            self.terminated.extend(txns.keys().copied());
+        } else {
+            self.terminated.clear();
+        }
+        self.row_locks.clear();
+        !txns.is_empty()
+    }
+
+    /// Appends a committed row change to the WAL and applies it: the new LSN.
+    fn log_commit(&mut self, org: i64, key: i64, row: KvRow, now_us: Micros) -> u64 {
+        let lsn = self.wal_end() + LSN_STEP;
+        let timeline = self.timeline;
+        self.wal.push(WalRecord {
+            lsn,
+            timeline,
+            org,
+            key,
+            version: row.version,
+            updated_by: row.updated_by,
+            commit_us: now_us,
+        });
+        self.applied = self.wal.len();
+        self.rows.insert((org, key), row);
+        lsn
     }
 
     /// Applies the next received record; the caller checked there is one.
@@ -174,12 +271,18 @@ impl SimNode {
                 last_replay_commit_us: None,
                 conns: 0,
                 conn_generation: 0,
+                txns: BTreeMap::new(),
+                row_locks: BTreeMap::new(),
+                terminated: BTreeSet::new(),
+                lock_waiters: BTreeSet::new(),
+                broken_writes_before_commit: false,
             }),
             wal_grown: Notify::new(),
             replay_wake: Notify::new(),
             upstream_changed: Notify::new(),
             conns_dropped: Notify::new(),
             cancels: Cancels::default(),
+            lock_released: Notify::new(),
         })
     }
 
@@ -230,8 +333,24 @@ impl SimNode {
 
     /// Fences the node: writes are refused with SQLSTATE 25006 while it stays out of recovery
     /// (PostgreSQL's `default_transaction_read_only`).
+    /// Fencing also rolls back every open transaction and terminates its connection, as a
+    /// failover manager does: a transaction begun before the fence must not commit after it.
     pub fn set_read_only(&self, read_only: bool) {
-        self.lock().read_only = read_only;
+        let mut state = self.lock();
+        state.read_only = read_only;
+        let ended = read_only && state.end_all_transactions(true);
+        drop(state);
+        if ended {
+            self.lock_released.notify_waiters();
+        }
+    }
+
+    /// Test knob for a deliberately broken node, to prove that a checker catches one: with `on`,
+    /// a write inside a transaction applies to the rows and the WAL at once, as if there were no
+    /// transaction (other connections and replicas see it before `COMMIT`, and `ROLLBACK` does not
+    /// undo it).
+    pub fn set_broken_writes_before_commit(&self, on: bool) {
+        self.lock().broken_writes_before_commit = on;
     }
 
     /// Makes a replica stream from another upstream host (after a promotion elsewhere).
@@ -334,10 +453,170 @@ impl SimNode {
         self.lock().conn_generation
     }
 
-    /// Resets what PostgreSQL keeps only in memory; called each time the host starts.
+    /// Resets what PostgreSQL keeps only in memory (transactions and their locks included: a
+    /// crash rolled them back); called each time the host starts.
     pub(crate) fn begin_run(&self) {
-        self.lock().last_replay_commit_us = None;
+        let mut state = self.lock();
+        state.last_replay_commit_us = None;
+        state.end_all_transactions(false);
+        drop(state);
+        self.lock_released.notify_waiters();
         self.replay_wake.notify_one();
+    }
+
+    pub(crate) fn lock_released(&self) -> &Notify {
+        &self.lock_released
+    }
+
+    /// The transaction state of connection `conn`.
+    pub(crate) fn txn_status(&self, conn: u64) -> TxnStatus {
+        let state = self.lock();
+        if state.terminated.contains(&conn) {
+            return TxnStatus::Terminated;
+        }
+        match state.txns.get(&conn) {
+            None => TxnStatus::Idle,
+            Some(txn) if txn.failed => TxnStatus::Failed,
+            Some(_) => TxnStatus::Open,
+        }
+    }
+
+    /// `BEGIN`: opens a transaction on `conn` (one already open stays as it is, as in PostgreSQL).
+    pub(crate) fn begin(&self, conn: u64) {
+        self.lock().txns.entry(conn).or_default();
+    }
+
+    /// A statement of `conn`'s open transaction failed: the transaction is aborted.
+    pub(crate) fn fail_txn(&self, conn: u64) {
+        if let Some(txn) = self.lock().txns.get_mut(&conn) {
+            txn.failed = true;
+        }
+    }
+
+    /// `COMMIT` of `conn`: writes its rows and their WAL records, in row order, then releases its
+    /// locks.
+    pub(crate) fn commit(&self, conn: u64, now_us: Micros) -> CommitEnd {
+        let mut state = self.lock();
+        let Some(txn) = state.txns.remove(&conn) else {
+            return CommitEnd::NoTransaction(state.replay_lsn());
+        };
+        let end = if txn.failed {
+            CommitEnd::RolledBack
+        } else {
+            for (&(org, key), &row) in &txn.writes {
+                state.log_commit(org, key, row, now_us);
+            }
+            CommitEnd::Committed(state.replay_lsn())
+        };
+        let released = state.release_locks(conn);
+        drop(state);
+        if matches!(end, CommitEnd::Committed(_)) && !txn.writes.is_empty() {
+            self.wal_grown.notify_waiters();
+        }
+        if released {
+            self.lock_released.notify_waiters();
+        }
+        end
+    }
+
+    /// `ROLLBACK` of `conn`, or the end of its connection: its writes vanish, its locks go.
+    pub(crate) fn rollback(&self, conn: u64) {
+        let mut state = self.lock();
+        state.txns.remove(&conn);
+        let released = state.release_locks(conn);
+        drop(state);
+        if released {
+            self.lock_released.notify_waiters();
+        }
+    }
+
+    /// The connection ended: its transaction rolls back (no statement is logged for it).
+    pub(crate) fn end_connection(&self, conn: u64) {
+        self.lock().terminated.remove(&conn);
+        self.rollback(conn);
+    }
+
+    /// Tries to lock row (`org`, `key`) for `conn`; with `take`, the lock is kept until the
+    /// transaction ends, else it is only checked to be free (an autocommit statement, done as
+    /// soon as it has it).
+    pub(crate) fn try_lock_row(&self, conn: u64, org: i64, key: i64, take: bool) -> LockAttempt {
+        let mut state = self.lock();
+        if state.terminated.contains(&conn) {
+            return LockAttempt::Terminated;
+        }
+        match state.row_locks.get(&(org, key)) {
+            Some(holder) if *holder != conn => LockAttempt::Held,
+            Some(_) => LockAttempt::Acquired,
+            None => {
+                if take {
+                    state.row_locks.insert((org, key), conn);
+                }
+                LockAttempt::Acquired
+            }
+        }
+    }
+
+    /// Marks whether `conn`'s statement is waiting for a row lock.
+    pub(crate) fn set_lock_waiting(&self, conn: u64, waiting: bool) {
+        let mut state = self.lock();
+        if waiting {
+            state.lock_waiters.insert(conn);
+        } else {
+            state.lock_waiters.remove(&conn);
+        }
+    }
+
+    /// Whether `conn`'s statement is waiting for a row lock (it may wait as long as the lock is
+    /// held: the connection's response deadline does not apply).
+    pub(crate) fn is_lock_waiting(&self, conn: u64) -> bool {
+        self.lock().lock_waiters.contains(&conn)
+    }
+
+    /// The row's version as `conn` sees it (its own transaction's write first, then the table)
+    /// and the LSN the read saw.
+    pub(crate) fn read_as(&self, conn: u64, org: i64, key: i64) -> (Option<i64>, u64) {
+        let state = self.lock();
+        let pending = state
+            .txns
+            .get(&conn)
+            .and_then(|txn| txn.writes.get(&(org, key)));
+        let version = pending
+            .or_else(|| state.rows.get(&(org, key)))
+            .map(|r| r.version);
+        (version, state.replay_lsn())
+    }
+
+    /// The upsert inside `conn`'s open transaction, which holds the row's lock: the new version,
+    /// and the LSN it was logged at (0: it waits for the commit; the broken knob logs it at once).
+    pub(crate) fn write_in_txn(
+        &self,
+        conn: u64,
+        org: i64,
+        key: i64,
+        user: i64,
+        now_us: Micros,
+    ) -> (i64, u64) {
+        let mut state = self.lock();
+        let current = state
+            .txns
+            .get(&conn)
+            .and_then(|txn| txn.writes.get(&(org, key)))
+            .or_else(|| state.rows.get(&(org, key)))
+            .map(|r| r.version);
+        let row = KvRow {
+            version: current.map_or(1, |v| v.saturating_add(1)),
+            updated_by: user,
+        };
+        if state.broken_writes_before_commit {
+            let lsn = state.log_commit(org, key, row, now_us);
+            drop(state);
+            self.wal_grown.notify_waiters();
+            return (row.version, lsn);
+        }
+        if let Some(txn) = state.txns.get_mut(&conn) {
+            txn.writes.insert((org, key), row);
+        }
+        (row.version, 0)
     }
 
     /// The next connection number (from 1, continuing across restarts).
@@ -363,13 +642,6 @@ impl SimNode {
         (state.role, state.read_only)
     }
 
-    /// The row's version (`None`: no row) and the LSN the read saw (replay LSN on a replica).
-    pub(crate) fn read(&self, org: i64, key: i64) -> (Option<i64>, u64) {
-        let state = self.lock();
-        let version = state.rows.get(&(org, key)).map(|r| r.version);
-        (version, state.replay_lsn())
-    }
-
     /// Commits the upsert: the new version and the commit's LSN. The caller checked the role.
     pub(crate) fn commit_write(&self, org: i64, key: i64, user: i64, now_us: Micros) -> (i64, u64) {
         let mut state = self.lock();
@@ -377,25 +649,11 @@ impl SimNode {
             .rows
             .get(&(org, key))
             .map_or(1, |r| r.version.saturating_add(1));
-        let lsn = state.wal_end() + LSN_STEP;
-        let timeline = state.timeline;
-        state.wal.push(WalRecord {
-            lsn,
-            timeline,
-            org,
-            key,
+        let row = KvRow {
             version,
             updated_by: user,
-            commit_us: now_us,
-        });
-        state.applied = state.wal.len();
-        state.rows.insert(
-            (org, key),
-            KvRow {
-                version,
-                updated_by: user,
-            },
-        );
+        };
+        let lsn = state.log_commit(org, key, row, now_us);
         drop(state);
         self.wal_grown.notify_waiters();
         (version, lsn)
@@ -487,7 +745,12 @@ impl SimNode {
         let last_timeline = state.wal.last().map_or(0, |r| r.timeline);
         state.timeline = state.timeline.max(last_timeline) + 1;
         state.role = NodeRole::Primary;
+        // Transactions begun in recovery were read-only; they must not write as a primary.
+        let ended = state.end_all_transactions(true);
         drop(state);
+        if ended {
+            self.lock_released.notify_waiters();
+        }
         self.upstream_changed.notify_one();
     }
 

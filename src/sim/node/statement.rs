@@ -1,5 +1,5 @@
-//! The statements a simulated node understands (SPEC section 2a): their parameters, result
-//! columns, and how they are classified in the event log.
+//! The statements a simulated node understands (SPEC sections 2a and 6.3): their parameters,
+//! result columns, and how they are classified in the event log.
 
 use pgwire::api::Type;
 
@@ -15,6 +15,14 @@ pub(crate) enum Statement {
     Write(Write),
     /// `SELECT` of probe functions, no `FROM`.
     Probe(Vec<ProbeItem>),
+    /// The workload read with `FOR UPDATE`: it takes the row's lock first (SPEC 6.3).
+    LockingRead(Read),
+    /// `BEGIN` or `START TRANSACTION`.
+    Begin,
+    /// `COMMIT` or `END`.
+    Commit,
+    /// `ROLLBACK` or `ABORT`.
+    Rollback,
     /// Anything else: refused with SQLSTATE 0A000 when executed. `params` is the highest `$n`
     /// in the text, so that clients can still bind and execute it.
     Unsupported {
@@ -152,6 +160,10 @@ impl Statement {
             Statement::Write(_) => StatementKind::Write,
             Statement::Probe(_) => StatementKind::Probe,
             Statement::Unsupported { .. } => StatementKind::Unsupported,
+            Statement::LockingRead(_) => StatementKind::LockingRead,
+            Statement::Begin => StatementKind::Begin,
+            Statement::Commit => StatementKind::Commit,
+            Statement::Rollback => StatementKind::Rollback,
         }
     }
 
@@ -177,7 +189,7 @@ impl Statement {
     /// How many parameters a client must bind: the highest `$n` referenced.
     pub(crate) fn param_count(&self) -> usize {
         match self {
-            Statement::Read(read) => {
+            Statement::Read(read) | Statement::LockingRead(read) => {
                 let echoed = read.columns.iter().filter_map(|c| match c {
                     ReadColumn::Param { index, .. } => Some(index + 1),
                     ReadColumn::Version { .. } => None,
@@ -201,23 +213,27 @@ impl Statement {
                 .max()
                 .unwrap_or(0),
             Statement::Unsupported { params } => *params,
+            Statement::Begin | Statement::Commit | Statement::Rollback => 0,
         }
     }
 
     /// How many result columns it has.
     pub(crate) fn column_count(&self) -> usize {
         match self {
-            Statement::Read(read) => read.columns.len(),
+            Statement::Read(read) | Statement::LockingRead(read) => read.columns.len(),
             Statement::Write(_) => 1,
             Statement::Probe(items) => items.len(),
-            Statement::Unsupported { .. } => 0,
+            Statement::Unsupported { .. }
+            | Statement::Begin
+            | Statement::Commit
+            | Statement::Rollback => 0,
         }
     }
 
-    /// The result columns (none for an unsupported statement).
+    /// The result columns (none for an unsupported or transaction-control statement).
     pub(crate) fn columns(&self) -> Vec<Column> {
         match self {
-            Statement::Read(read) => read
+            Statement::Read(read) | Statement::LockingRead(read) => read
                 .columns
                 .iter()
                 .map(|c| match c {
@@ -238,7 +254,10 @@ impl Statement {
                     sql_type: item.sql_type(),
                 })
                 .collect(),
-            Statement::Unsupported { .. } => Vec::new(),
+            Statement::Unsupported { .. }
+            | Statement::Begin
+            | Statement::Commit
+            | Statement::Rollback => Vec::new(),
         }
     }
 }
