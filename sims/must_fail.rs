@@ -112,3 +112,58 @@ fn caps_respected_catches_a_router_ignoring_its_caps() {
     };
     failing_run(&s, &options, "caps_respected");
 }
+
+/// The transaction scenario without its faults, cut short: transactions on hot rows, no crash.
+fn transactions_without_faults() -> Scenario {
+    let mut s = load("transactions-across-promotion");
+    s.faults.clear();
+    s.invariants
+        .retain(|i| matches!(i, Invariant::TransactionsAtomic));
+    shorter(lighter(s, 20), Duration::from_secs(4))
+}
+
+#[test]
+fn transactions_atomic_holds_for_a_correct_router_and_node() {
+    let r = simulate(
+        &transactions_without_faults(),
+        1,
+        &RunOptions::default(),
+        "variant",
+    );
+    assert!(
+        invariant(&r, "transactions_atomic").passed,
+        "{}",
+        describe(&r)
+    );
+}
+
+#[test]
+fn transactions_atomic_catches_a_router_that_splits_a_transaction_over_connections() {
+    let options = RunOptions {
+        broken_router_splits_transactions: true,
+        ..RunOptions::default()
+    };
+    let r = failing_run(
+        &transactions_without_faults(),
+        &options,
+        "transactions_atomic",
+    );
+    let detail = &invariant(&r, "transactions_atomic").detail;
+    assert!(detail.contains("split transactions"), "{detail}");
+}
+
+#[test]
+fn transactions_atomic_catches_a_node_that_applies_writes_before_commit() {
+    let options = RunOptions {
+        broken_node_writes_before_commit: true,
+        ..RunOptions::default()
+    };
+    // The crash catches transactions between their write and their COMMIT: a correct node loses
+    // their writes; this one has applied them, and shipped them to the replica promoted next.
+    let mut s = lighter(load("transactions-across-promotion"), 20);
+    s.invariants
+        .retain(|i| matches!(i, Invariant::TransactionsAtomic));
+    let r = failing_run(&s, &options, "transactions_atomic");
+    let detail = &invariant(&r, "transactions_atomic").detail;
+    assert!(detail.contains("reads of uncommitted versions"), "{detail}");
+}

@@ -131,7 +131,10 @@ fn statement_peak(evidence: &Evidence, id_of: fn(&StatementEvent) -> i64) -> Opt
         // Position queries a router sends around a read or write carry no org or user.
         .filter(|s| {
             s.purpose == Purpose::Workload
-                && matches!(s.kind, StatementKind::Read | StatementKind::Write)
+                && matches!(
+                    s.kind,
+                    StatementKind::Read | StatementKind::Write | StatementKind::LockingRead
+                )
                 && s.end_us > s.start_us
         });
     for statement in statements {

@@ -3,15 +3,16 @@
 //!
 //! A read that returned version v of (org, key) at t_r is stale by `t_r - t_s` when version v + 1
 //! was committed at t_s < t_r (commit time = the end of the successful write statement on the
-//! server). Version 0 is "no row", superseded by version 1. The commit times come from the servers'
+//! server, or of the `COMMIT` of the transaction it ran in). Version 0 is "no row", superseded by version 1. The commit times come from the servers'
 //! statement log and the read versions from what the clients received, so neither side takes the
 //! router's word for replica lag.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::check::commits::{self, CommitEdge};
 use crate::check::{Evidence, InvariantResult, duration_us, format_ms};
-use crate::record::events::{ClientOp, Micros, OpKind, Purpose, StatementKind};
+use crate::record::events::{ClientOp, Micros, OpKind};
 
 const KIND: &str = "max_staleness";
 
@@ -82,25 +83,22 @@ pub fn check(evidence: &Evidence, max: Duration) -> InvariantResult {
     )
 }
 
-/// The earliest commit time of each (org, key, version) written by the workload.
+/// The earliest commit time of each (org, key, version) written by the workload: a transaction's
+/// writes count from its `COMMIT`, and never if it did not commit.
 fn commit_times(evidence: &Evidence) -> BTreeMap<(i64, i64, i64), Micros> {
-    let mut commits: BTreeMap<(i64, i64, i64), Micros> = BTreeMap::new();
-    let committed = evidence.events.statements.iter().filter(|s| {
-        s.purpose == Purpose::Workload && s.kind == StatementKind::Write && s.sqlstate.is_none()
-    });
-    for write in committed {
-        commits
-            .entry((write.org, write.key, write.version))
-            .and_modify(|t| *t = (*t).min(write.end_us))
-            .or_insert(write.end_us);
-    }
-    commits
+    let statements = &evidence.events.statements;
+    commits::commit_times(
+        statements,
+        &commits::transactions(statements),
+        CommitEdge::End,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::check::test_support::{PRIMARY_1, REPLICA_1, TestRun, ms};
+    use crate::record::events::StatementKind;
 
     /// Org 5 key 7: version 1 committed at 10 ms, version 2 at 20 ms (end of the statements).
     fn two_versions() -> TestRun {
@@ -126,6 +124,45 @@ mod tests {
         op.key = 7;
         op.version = version;
         op
+    }
+
+    #[test]
+    fn a_transaction_write_supersedes_only_from_its_commit() {
+        let mut run = two_versions();
+        // Version 3 written inside a transaction at 30 ms that commits at 50 ms (end 51 ms) ...
+        for (kind, start_ms, version) in [
+            (StatementKind::Begin, 29, 0),
+            (StatementKind::Write, 30, 3),
+            (StatementKind::Commit, 50, 0),
+        ] {
+            let s = run.statement(PRIMARY_1, kind, ms(start_ms));
+            (s.conn, s.org, s.key, s.version) = (9, 5, 7, version);
+        }
+        // ... and version 4 in one that never commits.
+        for (kind, start_ms, version) in
+            [(StatementKind::Begin, 60, 0), (StatementKind::Write, 61, 4)]
+        {
+            let s = run.statement(PRIMARY_1, kind, ms(start_ms));
+            (s.conn, s.org, s.key, s.version) = (10, 5, 7, version);
+        }
+        read(&mut run, 1, 45, 2);
+        let fresh = check(&run.evidence(), Duration::from_millis(1));
+        assert!(fresh.passed, "{}", fresh.detail);
+        read(&mut run, 1, 90, 3);
+        let fresh = check(&run.evidence(), Duration::from_millis(1));
+        assert!(
+            fresh.passed,
+            "an uncommitted write superseded: {}",
+            fresh.detail
+        );
+        read(&mut run, 2, 56, 2);
+        let stale = check(&run.evidence(), Duration::from_millis(1));
+        assert!(!stale.passed);
+        assert!(
+            stale.detail.contains("version 3 committed at 51 ms"),
+            "{}",
+            stale.detail
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //!   and their figures).
 
 pub mod caps_respected;
+pub(crate) mod commits;
 pub mod failover_within;
 pub mod latency;
 pub mod max_staleness;

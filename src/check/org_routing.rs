@@ -17,7 +17,10 @@ pub fn check(evidence: &Evidence) -> InvariantResult {
     let mut first: Option<&StatementEvent> = None;
     let statements = evidence.events.statements.iter().filter(|s| {
         s.purpose == Purpose::Workload
-            && matches!(s.kind, StatementKind::Read | StatementKind::Write)
+            && matches!(
+                s.kind,
+                StatementKind::Read | StatementKind::Write | StatementKind::LockingRead
+            )
     });
     for statement in statements {
         total += 1;

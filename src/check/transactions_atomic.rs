@@ -2,10 +2,8 @@
 //! its shard's writer, no client read a version that no committed write had made, and no update was
 //! lost.
 //!
-//! The servers' statements are grouped into transactions per connection: a connection runs one
-//! statement at a time, so its statements in record order are the order it ran them in. A `BEGIN`
-//! opens a transaction; a `COMMIT` that committed closes it as committed; a `ROLLBACK`, the end of
-//! the connection, or the end of the records closes it as not committed. Then:
+//! The servers' statements are grouped into transactions per connection (see
+//! [`commits`](crate::check::commits)). Then:
 //! - each successful transactional client operation must match a committed transaction on one
 //!   connection whose write has the operation's row, user and version, that began on a node in its
 //!   primary role, and whose `FOR UPDATE` read of the row came first on the same connection;
@@ -19,91 +17,11 @@
 
 use std::collections::BTreeMap;
 
+use crate::check::commits::{CommitEdge, ServerTransaction, commit_times, transactions};
 use crate::check::{Evidence, InvariantResult, format_ms, node_name};
-use crate::record::events::{
-    ClientOp, Micros, NodeIdx, NodeRole, OpKind, Purpose, StatementEvent, StatementKind,
-};
+use crate::record::events::{ClientOp, NodeRole, OpKind};
 
 const KIND: &str = "transactions_atomic";
-
-/// One transaction as a server ran it.
-#[derive(Debug, Default)]
-struct ServerTransaction<'a> {
-    node: NodeIdx,
-    conn: u64,
-    /// The role the node had when `BEGIN` ran.
-    began_as: Option<NodeRole>,
-    statements: Vec<&'a StatementEvent>,
-    /// When the `COMMIT` started, if it committed.
-    committed_us: Option<Micros>,
-}
-
-impl ServerTransaction<'_> {
-    /// The successful write (the SPEC 6.3 transaction has one).
-    fn write(&self) -> Option<&StatementEvent> {
-        self.statements
-            .iter()
-            .copied()
-            .find(|s| s.kind == StatementKind::Write && s.sqlstate.is_none())
-    }
-
-    /// The successful `FOR UPDATE` read of the row `write` touched, before it.
-    fn locking_read(&self, write: &StatementEvent) -> Option<&StatementEvent> {
-        self.statements
-            .iter()
-            .copied()
-            .take_while(|s| !std::ptr::eq(*s, write))
-            .find(|s| {
-                s.kind == StatementKind::LockingRead
-                    && s.sqlstate.is_none()
-                    && (s.org, s.key) == (write.org, write.key)
-            })
-    }
-}
-
-/// Splits every connection's workload statements into transactions.
-fn transactions<'a>(statements: &'a [StatementEvent]) -> Vec<ServerTransaction<'a>> {
-    let mut open: BTreeMap<(NodeIdx, u64), ServerTransaction<'a>> = BTreeMap::new();
-    let mut done = Vec::new();
-    for statement in statements.iter().filter(|s| s.purpose == Purpose::Workload) {
-        let key = (statement.node, statement.conn);
-        match (statement.kind, &statement.sqlstate) {
-            (StatementKind::Begin, None) => {
-                if let Some(unfinished) = open.remove(&key) {
-                    done.push(unfinished);
-                }
-                open.insert(
-                    key,
-                    ServerTransaction {
-                        node: statement.node,
-                        conn: statement.conn,
-                        began_as: Some(statement.role),
-                        ..ServerTransaction::default()
-                    },
-                );
-            }
-            (StatementKind::Commit, None) => {
-                if let Some(mut transaction) = open.remove(&key) {
-                    transaction.committed_us = Some(statement.start_us);
-                    done.push(transaction);
-                }
-            }
-            (StatementKind::Rollback, _) => {
-                if let Some(transaction) = open.remove(&key) {
-                    done.push(transaction);
-                }
-            }
-            _ => {
-                if let Some(transaction) = open.get_mut(&key) {
-                    transaction.statements.push(statement);
-                }
-            }
-        }
-    }
-    // Never ended: the connection died or the run stopped first; either way it did not commit.
-    done.extend(open.into_values());
-    done
-}
 
 /// Counts of what broke, with the first example of each.
 #[derive(Default)]
@@ -121,41 +39,17 @@ pub fn check(evidence: &Evidence) -> InvariantResult {
     let mut findings = Findings::default();
 
     // (org, key, version) -> earliest start of a commit of a write that made it.
-    let mut committed: BTreeMap<(i64, i64, i64), Micros> = BTreeMap::new();
-    let mut note_commit = |org: i64, key: i64, version: i64, at: Micros| {
-        let earliest = committed.entry((org, key, version)).or_insert(at);
-        *earliest = (*earliest).min(at);
-    };
-    // Autocommit writes: successful writes outside every transaction, each its own commit.
-    let in_transaction: std::collections::BTreeSet<*const StatementEvent> = transactions
-        .iter()
-        .flat_map(|t| t.statements.iter().map(|s| *s as *const StatementEvent))
-        .collect();
-    for s in statements.iter().filter(|s| {
-        s.purpose == Purpose::Workload
-            && s.kind == StatementKind::Write
-            && s.sqlstate.is_none()
-            && !in_transaction.contains(&(*s as *const StatementEvent))
-    }) {
-        note_commit(s.org, s.key, s.version, s.start_us);
-    }
+    let committed = commit_times(statements, &transactions, CommitEdge::Start);
 
     let mut committed_count: u64 = 0;
     // (org, key, user, version) of each committed transaction's write -> its transactions.
     let mut committed_writes: BTreeMap<(i64, i64, i64, i64), Vec<&ServerTransaction>> =
         BTreeMap::new();
     for transaction in &transactions {
-        let Some(commit_us) = transaction.committed_us else {
+        if transaction.committed.is_none() {
             continue;
-        };
-        committed_count += 1;
-        for write in transaction
-            .statements
-            .iter()
-            .filter(|s| s.kind == StatementKind::Write && s.sqlstate.is_none())
-        {
-            note_commit(write.org, write.key, write.version, commit_us);
         }
+        committed_count += 1;
         let Some(write) = transaction.write() else {
             continue;
         };
@@ -291,6 +185,7 @@ fn describe_split(
 mod tests {
     use super::*;
     use crate::check::test_support::{PRIMARY_1, TestRun, ms};
+    use crate::record::events::StatementKind;
 
     /// A transaction of `client` on `conn` of primary-1 starting at `at` ms: BEGIN, the locking read
     /// of `read`, the write of `read + 1`, and COMMIT if `commit`. Returns the written version.
