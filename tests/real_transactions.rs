@@ -60,6 +60,7 @@ async fn transactions_on_a_real_cluster() -> TestResult {
     a_write_transaction_runs_whole_on_one_primary_connection(&router, &cluster).await?;
     a_dropped_transaction_is_rolled_back(&router, &cluster).await?;
     savepoints_undo_part_of_a_transaction(&router, &cluster).await?;
+    a_commit_after_a_failed_statement_is_no_commit(&router, &cluster).await?;
     a_read_transaction_is_one_snapshot_on_a_replica(&router, &cluster).await?;
     a_session_transaction_is_read_back_by_the_session(&router).await?;
     a_killed_connection_loses_the_transaction_without_retry(&router, &cluster).await?;
@@ -176,6 +177,38 @@ async fn savepoints_undo_part_of_a_transaction(router: &Router, cluster: &Cluste
         1,
         "the savepoint did not undo the second write"
     );
+    Ok(())
+}
+
+/// PostgreSQL answers the COMMIT of a transaction with a failed statement with ROLLBACK, not an
+/// error: the router must not report it as committed.
+async fn a_commit_after_a_failed_statement_is_no_commit(
+    router: &Router,
+    cluster: &Cluster,
+) -> TestResult {
+    let key = 8i64;
+    let mut transaction = step(router.begin(write(1))).await?;
+    step(transaction.query(WRITE_SQL, &[&ORG, &key, &1i64])).await?;
+    assert!(step(transaction.query("SELECT 1 / 0", &[])).await.is_err());
+    let commit = transaction.commit().await;
+    let Err(error) = commit else {
+        return Err("COMMIT of a failed transaction reported success".into());
+    };
+    assert!(
+        matches!(
+            error,
+            RouterError::TransactionLost {
+                outcome_unknown: false,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("rolled it back"), "{error}");
+    assert_eq!(committed_version(cluster, key).await?, 0);
+    // Its connection is clean again: the next statement on the pool runs in autocommit.
+    step(router.write(write(1), WRITE_SQL, &[&ORG, &key, &1i64])).await?;
+    assert_eq!(committed_version(cluster, key).await?, 1);
     Ok(())
 }
 

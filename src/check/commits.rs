@@ -53,10 +53,9 @@ pub(crate) fn transactions<'a>(statements: &'a [StatementEvent]) -> Vec<ServerTr
     for statement in statements.iter().filter(|s| s.purpose == Purpose::Workload) {
         let key = (statement.node, statement.conn);
         match (statement.kind, &statement.sqlstate) {
+            // A BEGIN inside a transaction changes nothing, as in PostgreSQL.
+            (StatementKind::Begin, None) if open.contains_key(&key) => {}
             (StatementKind::Begin, None) => {
-                if let Some(unfinished) = open.remove(&key) {
-                    done.push(unfinished);
-                }
                 open.insert(
                     key,
                     ServerTransaction {

@@ -9,6 +9,8 @@
 //!   primary role, and whose `FOR UPDATE` read of the row came first on the same connection;
 //! - each committed transaction's write version is exactly one more than its `FOR UPDATE` read
 //!   returned (a second locker waited, so nobody wrote the row in between);
+//! - every autocommit write a client saw succeed had committed by then (it did not run inside a
+//!   transaction someone else left open on its connection);
 //! - every version a client read (above 0) was made by a committed write, autocommit or
 //!   transactional, whose commit had started before the read ended. Comparing with the start of the
 //!   commit (when it reached the server) rather than its end keeps the check sound where the
@@ -29,6 +31,7 @@ struct Findings {
     split: Vec<String>,
     lost_update: Vec<String>,
     dirty_read: Vec<String>,
+    unsettled_write: Vec<String>,
 }
 
 /// Checks the run's transactions.
@@ -103,6 +106,34 @@ pub fn check(evidence: &Evidence) -> InvariantResult {
         }
     }
 
+    // An acknowledged autocommit write must have committed by the time its client saw the answer:
+    // one that ran inside a transaction it did not open (a connection handed out mid-transaction)
+    // commits later, or never.
+    for op in evidence
+        .events
+        .ops
+        .iter()
+        .filter(|op| op.kind == OpKind::Write && !op.transaction && op.ok && op.version > 0)
+    {
+        let settled = committed
+            .get(&(op.org, op.key, op.version))
+            .is_some_and(|&at| at <= op.end_us);
+        if !settled {
+            findings.unsettled_write.push(format!(
+                "client {} wrote org {} key {} version {}, acknowledged at {} ms, {}",
+                op.client,
+                op.org,
+                op.key,
+                op.version,
+                format_ms(op.end_us),
+                match committed.get(&(op.org, op.key, op.version)) {
+                    Some(&at) => format!("committed only at {} ms", format_ms(at)),
+                    None => "never committed".to_string(),
+                }
+            ));
+        }
+    }
+
     let mut reads: u64 = 0;
     for op in evidence
         .events
@@ -142,6 +173,10 @@ pub fn check(evidence: &Evidence) -> InvariantResult {
         ("split transactions", &findings.split),
         ("lost updates", &findings.lost_update),
         ("reads of uncommitted versions", &findings.dirty_read),
+        (
+            "writes acknowledged before they committed",
+            &findings.unsettled_write,
+        ),
     ];
     let failures: Vec<String> = broken
         .iter()
@@ -316,6 +351,36 @@ mod tests {
             "{}",
             result.detail
         );
+    }
+
+    #[test]
+    fn an_autocommit_write_inside_a_leftover_transaction_is_caught() {
+        let mut run = TestRun::new();
+        // Conn 7 began a transaction whose client gave up; the connection then served an
+        // autocommit write, which the server ran inside that transaction.
+        run.statement(PRIMARY_1, StatementKind::Begin, ms(10)).conn = 7;
+        let write = run.statement(PRIMARY_1, StatementKind::Write, ms(20));
+        (write.conn, write.user, write.version) = (7, 2, 1);
+        run.op(2, OpKind::Write, ms(19), ms(22)).version = 1;
+        let never = check(&run.evidence());
+        assert!(!never.passed);
+        assert!(never.detail.contains("never committed"), "{}", never.detail);
+        // A later BEGIN on the connection changes nothing; its COMMIT commits the write, late.
+        run.statement(PRIMARY_1, StatementKind::Begin, ms(30)).conn = 7;
+        run.statement(PRIMARY_1, StatementKind::Commit, ms(40)).conn = 7;
+        let late = check(&run.evidence());
+        assert!(!late.passed);
+        assert!(
+            late.detail.contains("committed only at 40 ms"),
+            "{}",
+            late.detail
+        );
+        // The same write in autocommit passes.
+        let mut run = TestRun::new();
+        run.statement(PRIMARY_1, StatementKind::Write, ms(20))
+            .version = 1;
+        run.op(2, OpKind::Write, ms(19), ms(22)).version = 1;
+        assert!(check(&run.evidence()).passed);
     }
 
     #[test]

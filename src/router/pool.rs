@@ -390,6 +390,7 @@ impl Slot {
             reusable: true,
             busy: false,
             permit: Some(self.permit),
+            in_transaction: false,
         })
     }
 }
@@ -420,6 +421,10 @@ pub(crate) struct Checkout {
     /// Released after the connection is back in the idle list, so a waiter woken by it finds the
     /// connection; handed to the settling task when a statement is abandoned.
     permit: Option<OwnedSemaphorePermit>,
+    /// A `BEGIN` may have run and no `COMMIT` or `ROLLBACK` has been seen to end it: whatever
+    /// happens, the connection is closed when dropped rather than handed to a caller who would
+    /// find itself inside the transaction (cancelling a statement does not end one).
+    in_transaction: bool,
 }
 
 impl Checkout {
@@ -519,6 +524,12 @@ impl Checkout {
         self.reusable = false;
     }
 
+    /// Marks the connection as possibly inside a transaction (before its `BEGIN` is sent), or as
+    /// out of it again (once a `COMMIT` or `ROLLBACK` succeeded).
+    pub(crate) fn set_in_transaction(&mut self, open: bool) {
+        self.in_transaction = open;
+    }
+
     /// `query_timeout` of the pool.
     pub(crate) fn query_timeout(&self) -> Duration {
         self.pool.limits.query_timeout
@@ -533,6 +544,11 @@ impl Drop for Checkout {
         let permit = self.permit.take();
         if self.busy {
             self.pool.abandoned.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.in_transaction {
+            // Closing it is what rolls the transaction back.
+            self.pool.check_in(conn, false);
+            return;
         }
         if self.busy && self.reusable && self.pool.limits.cancel_abandoned {
             if let (Ok(runtime), Some(permit)) = (tokio::runtime::Handle::try_current(), permit) {

@@ -13,7 +13,8 @@
 //!
 //! Dropping a transaction without [`Transaction::commit`] or [`Transaction::rollback`] closes its
 //! connection instead of returning it to the pool: the server rolls it back, and no later caller can
-//! find itself inside someone else's transaction.
+//! find itself inside someone else's transaction. The same holds for a `BEGIN` that timed out or
+//! was given up: it may still have run on the server, so its connection is closed too.
 
 use std::fmt;
 
@@ -53,6 +54,9 @@ pub struct Transaction {
     /// For a write transaction, the shard position of its node: it must stay the shard's writer.
     writer: Option<u32>,
     state: State,
+    /// The error of a statement that failed since `BEGIN` or the last `ROLLBACK TO SAVEPOINT`: the
+    /// server has aborted the transaction, and a `COMMIT` will roll it back.
+    aborted: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -167,6 +171,7 @@ impl Router {
             role: choice.role,
             writer,
             state: State::Open,
+            aborted: None,
         }
     }
 }
@@ -186,6 +191,9 @@ impl Inner {
             let started = Instant::now();
             let work = async {
                 let mut checkout = slot.open(|closed| node.report_closed(closed)).await?;
+                // Before BEGIN is sent: if it times out or is given up, it may still run on the
+                // server, so the connection must never go back to the pool.
+                checkout.set_in_transaction(true);
                 checkout.batch(begin).await?;
                 Ok(checkout)
             };
@@ -265,7 +273,9 @@ impl Transaction {
     /// transaction usable again. The savepoint stays.
     pub async fn rollback_to(&mut self, name: &str) -> Result<(), RouterError> {
         self.simple(&format!("ROLLBACK TO SAVEPOINT {}", quote_identifier(name)))
-            .await
+            .await?;
+        self.aborted = None;
+        Ok(())
     }
 
     /// `RELEASE SAVEPOINT name`: keeps what ran since the savepoint and forgets the savepoint.
@@ -275,25 +285,18 @@ impl Transaction {
     }
 
     /// Commits, and returns the connection to its pool. If the connection fails while `COMMIT` is
-    /// on its way, the error says the outcome is unknown.
+    /// on its way, the error says the outcome is unknown. If a statement failed since `BEGIN` (and
+    /// no [`Transaction::rollback_to`] undid it), PostgreSQL rolls the transaction back instead of
+    /// committing it, and this says so with [`RouterError::TransactionLost`].
     pub async fn commit(mut self) -> Result<(), RouterError> {
-        let started = self.usable()?;
-        let result = self.checkout.batch("COMMIT").await;
-        let result = self.settle(started, result, true);
-        if result.is_ok() {
-            self.state = State::Ended;
-        }
-        result
+        self.send_commit().await
     }
 
     /// Commits like [`Transaction::commit`] and returns the token of the commit (the writer's WAL
     /// position after it, read on the same connection), for a [`Session`](crate::router::Session)
     /// or another process to read its own writes with.
     pub async fn commit_causal(mut self) -> Result<CausalToken, RouterError> {
-        let started = self.usable()?;
-        let committed = self.checkout.batch("COMMIT").await;
-        self.settle(started, committed, true)?;
-        self.state = State::Ended;
+        self.send_commit().await?;
         let position = self.checkout.query(PRIMARY_LSN_SQL, &[]).await;
         let lsn = position.ok().and_then(|rows| {
             let lsn: Option<PgLsn> = rows.first()?.try_get(0).ok()?;
@@ -312,9 +315,25 @@ impl Transaction {
         let result = self.checkout.batch("ROLLBACK").await;
         let result = self.settle(started, result, false);
         if result.is_ok() {
-            self.state = State::Ended;
+            self.end();
         }
         result
+    }
+
+    async fn send_commit(&mut self) -> Result<(), RouterError> {
+        let started = self.usable()?;
+        let result = self.checkout.batch("COMMIT").await;
+        self.settle(started, result, true)?;
+        self.end();
+        match self.aborted.take() {
+            // PostgreSQL answers the COMMIT of a failed transaction with the tag ROLLBACK, not an
+            // error: the caller must not take it for a commit.
+            Some(failure) => Err(self.lost(
+                format!("an earlier statement failed ({failure}), so COMMIT rolled it back"),
+                false,
+            )),
+            None => Ok(()),
+        }
     }
 
     async fn simple(&mut self, sql: &str) -> Result<(), RouterError> {
@@ -387,6 +406,9 @@ impl Transaction {
         // state, not the statement's fault.
         let fenced = self.writer.is_some() && error.is_read_only();
         if !(error.is_node_failure() || fenced) {
+            if error.is_answer() {
+                self.aborted = Some(error.to_string());
+            }
             return Err(error);
         }
         if self.writer.is_some() {
@@ -408,6 +430,12 @@ impl Transaction {
         Err(self.lost(reason, committing))
     }
 
+    /// The transaction ended on the server: its connection may serve others again.
+    fn end(&mut self) {
+        self.state = State::Ended;
+        self.checkout.set_in_transaction(false);
+    }
+
     fn lose(&mut self, reason: String) {
         self.checkout.discard();
         self.state = State::Lost(reason);
@@ -418,16 +446,6 @@ impl Transaction {
             node: self.node().to_string(),
             reason,
             outcome_unknown,
-        }
-    }
-}
-
-impl Drop for Transaction {
-    fn drop(&mut self) {
-        if self.state != State::Ended {
-            // Still inside the transaction (or unsure): closing the connection makes the server
-            // roll it back.
-            self.checkout.discard();
         }
     }
 }
