@@ -8,7 +8,8 @@
 //!   connection whose write has the operation's row, user and version, that began on a node in its
 //!   primary role, and whose `FOR UPDATE` read of the row came first on the same connection;
 //! - each committed transaction's write version is exactly one more than its `FOR UPDATE` read
-//!   returned (a second locker waited, so nobody wrote the row in between);
+//!   returned when that read found the row (a second locker waited, so nobody wrote the row in
+//!   between; in PostgreSQL a read that found no row locked nothing, so it promises nothing);
 //! - every autocommit write a client saw succeed had committed by then (it did not run inside a
 //!   transaction someone else left open on its connection);
 //! - every version a client read (above 0) was made by a committed write, autocommit or
@@ -62,6 +63,10 @@ pub fn check(evidence: &Evidence) -> InvariantResult {
             .push(transaction);
         match transaction.locking_read(write) {
             Some(read) if write.version == read.version + 1 => {}
+            // PostgreSQL's FOR UPDATE locks nothing when the row does not exist yet: a second
+            // transaction may read "no row" too, then wait on the first one's insert and update
+            // its row. Only a locked row promises the next version.
+            Some(read) if read.version == 0 => {}
             Some(read) => findings.lost_update.push(format!(
                 "{} conn {}: org {} key {} locked at version {} but committed version {}",
                 node_name(scenario, transaction.node),
