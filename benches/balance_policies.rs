@@ -12,10 +12,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use replisim::router::internals::NodeStats;
 use replisim::router::internals::p2c::load_cost;
 use replisim::router::internals::{ShardRoute, Tried, choose_read_node, choose_read_node_by};
 use replisim::router::internals::{least_outstanding, p2c, random, weighted};
-use replisim::router::stats::NodeStats;
 use support::{REPLICAS, SHARDS, table};
 use tokio::time::Instant;
 

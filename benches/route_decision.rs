@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use replisim::router::internals::NodeStats;
 use replisim::router::internals::{Tried, choose_read_node};
 use replisim::router::route_reason::RouteReason;
-use replisim::router::stats::NodeStats;
 use support::{REPLICAS, SHARDS, table};
 
 fn route_decision(c: &mut Criterion) {

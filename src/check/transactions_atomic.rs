@@ -3,7 +3,7 @@
 //! lost.
 //!
 //! The servers' statements are grouped into transactions per connection (see
-//! [`commits`](crate::check::commits)). Then:
+//! `check::commits`). Then:
 //! - each successful transactional client operation must match a committed transaction on one
 //!   connection whose write has the operation's row, user and version, that began on a node in its
 //!   primary role, and whose `FOR UPDATE` read of the row came first on the same connection;

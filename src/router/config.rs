@@ -151,7 +151,27 @@ impl Default for RouterConfig {
 pub const READ_RETRIES_MAX: u32 = 64;
 
 impl RouterConfig {
-    /// A builder starting from the defaults.
+    /// A builder starting from the defaults; `build` validates.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use replisim::router::RouterConfig;
+    ///
+    /// let config = RouterConfig::builder()
+    ///     .health_interval(Duration::from_secs(5))
+    ///     .failure_threshold(2)
+    ///     .build()
+    ///     .expect("a valid configuration");
+    /// assert_eq!(config.failure_threshold, 2);
+    /// assert_eq!(config.query_timeout, RouterConfig::default().query_timeout);
+    ///
+    /// // More warm connections than the pool may hold is refused.
+    /// let refused = RouterConfig::builder()
+    ///     .max_connections_per_node(5)
+    ///     .min_connections_per_node(10)
+    ///     .build();
+    /// assert!(refused.is_err());
+    /// ```
     pub fn builder() -> RouterConfigBuilder {
         RouterConfigBuilder {
             config: RouterConfig::default(),

@@ -140,7 +140,7 @@ pub struct LatencySnapshot {
     pub p99_us: u64,
     /// Slowest, in microseconds.
     pub max_us: u64,
-    /// Cumulative counts over [`LATENCY_BUCKET_BOUNDS_US`] then `+Inf` (which equals `count`).
+    /// Cumulative counts over the bucket bounds (`LATENCY_BUCKET_BOUNDS_US`) then `+Inf` (which equals `count`).
     pub buckets: Vec<LatencyBucket>,
 }
 

@@ -42,7 +42,7 @@ pub struct NodeMetrics {
     /// Time of the attempts that ended, from the start of the attempt (pool wait and connect
     /// included) to its last row or error.
     pub latency: LatencySnapshot,
-    /// Replication lag as the probes measured it (see [`crate::router::lag`]).
+    /// Replication lag as the probes measured it (see the `max_replica_lag` setting).
     pub lag: LagSnapshot,
 }
 

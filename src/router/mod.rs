@@ -13,18 +13,19 @@
 //! - [`topology`]: shards, org ranges, node addresses; validated into a [`route::RouteTable`].
 //! - [`connector`]: the one seam between real and simulated networking; [`tls`]: TLS to the nodes
 //!   (`sslmode`, `sslrootcert`).
-//! - [`route`]: the routing decision (pure, benchmarked); [`balance`]: the balancing policies.
-//! - [`health`]: the health state machine and the probe; `node`: a node's runtime state and check loop.
-//! - [`promotion`]: which node takes writes, followed through `pg_is_in_recovery()` on every check.
-//! - [`eject`]: the passive ejection policy; [`outlier`]: when a slow replica is an outlier among
+//! - `route`: the routing decision (pure, benchmarked); `balance`: the balancing policies.
+//! - `health`: the health state machine and the probe; `node`: a node's runtime state and check loop.
+//! - `promotion`: which node takes writes, followed through `pg_is_in_recovery()` on every check.
+//! - `eject`: the passive ejection policy; `outlier`: when a slow replica is an outlier among
 //!   its peers, and the cap on passive ejections; `hedge`: giving up a read whose node was ejected.
-//! - [`lag`]: replica lag probes and lag-aware routing (`max_replica_lag`); [`lsn`]: WAL positions;
+//! - `lag`: replica lag probes and lag-aware routing (`max_replica_lag`); [`lsn`]: WAL positions;
 //!   [`causal`]: causal tokens and read-your-writes [`Session`]s; [`causal_scope`]: the scopes
 //!   a session keeps tokens for.
 //! - `pool`, `conn`: per-node connection pools; `caps`: per-user and per-org caps.
-//! - [`transaction`]: [`Transaction`]s on the writer or a replica; [`stream`]: streaming reads; [`stats`]: counters and snapshots; [`error`]: [`RouterError`].
+//! - [`transaction`]: [`Transaction`]s on the writer or a replica; [`stream`]: streaming reads;
+//!   `stats`: counters and their snapshots ([`RouterStats`]); [`error`]: [`RouterError`].
 //! - [`metrics`]: [`MetricsSnapshot`] and its Prometheus exposition; [`route_reason`]: why a request
-//!   went where it went; [`latency`]: per-node statement latency.
+//!   went where it went; `latency`: per-node statement latency.
 
 pub(crate) mod balance;
 mod caps;
@@ -50,7 +51,7 @@ pub(crate) mod route;
 pub mod route_reason;
 pub mod secret;
 mod statement_cache;
-pub mod stats;
+pub(crate) mod stats;
 pub mod stream;
 pub mod tls;
 pub mod topology;
@@ -60,8 +61,16 @@ pub mod transaction;
 /// `benches/`. Not part of the API: it may change in any release.
 #[doc(hidden)]
 pub mod internals {
-    pub use super::balance::{least_outstanding, p2c, random, weighted};
+    pub use super::balance::draw::Draws;
+    pub use super::balance::ewma::LatencyEwma;
+    pub use super::balance::{Candidates, least_outstanding, p2c, random, weighted};
+    pub use super::lag::{NodeLag, ReplicaLag};
+    pub use super::latency::StatementLatency;
+    pub use super::outlier::ShardProgress;
+    pub use super::promotion::{ShardRoles, WriterChange, WriterState};
+    pub use super::route::Choice;
     pub use super::route::{RouteTable, ShardRoute, Tried, choose_read_node, choose_read_node_by};
+    pub use super::stats::{AttemptEnd, NodeStats};
 }
 
 use std::future::Future;
@@ -80,6 +89,8 @@ pub use connector::{
     BoxedStream, ConnectPurpose, Connector, NodeAddress, NodeStream, TcpConnector,
 };
 pub use error::{CapScope, ConnectFailure, RouterError};
+pub use lag::LagSnapshot;
+pub use latency::{LatencyBucket, LatencySnapshot};
 pub use metrics::{MetricsSnapshot, render_prometheus};
 pub use route::ServedRole;
 pub use secret::Password;
@@ -138,6 +149,54 @@ pub struct Routed<T> {
 }
 
 /// The router. Cheap to clone: clones share one state. Dropping the last clone shuts it down.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// use replisim::router::{
+///     NodeAddress, ReadRequest, Router, RouterConfig, ShardConfig, TcpConnector, Topology,
+///     WriteRequest,
+/// };
+///
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = RouterConfig::builder()
+///     .health_interval(Duration::from_secs(5))
+///     .query_timeout(Duration::from_secs(2))
+///     .build()?;
+/// let topology = Topology {
+///     shards: vec![ShardConfig {
+///         name: "s1".into(),
+///         orgs: 0..1_000_000,
+///         primary: NodeAddress::new("primary-1", "10.0.0.1", 5432),
+///         replicas: vec![NodeAddress::new("replica-1", "10.0.0.2", 5432)],
+///     }],
+///     user: "app".into(),
+///     dbname: "app".into(),
+///     password: Some("secret".into()),
+/// };
+/// let router = Router::start(config, topology, Arc::new(TcpConnector)).await?;
+///
+/// // A read on a replica of org 42's shard, on behalf of user 7.
+/// let read = ReadRequest { org: 42, user: 7, prefer_replica: true };
+/// let rows = router.read(read, "SELECT total FROM invoices WHERE org_id = $1", &[&42i64]).await?;
+/// println!("{} rows from {} ({:?})", rows.value.len(), rows.node, rows.role);
+///
+/// // A lock-then-update in one transaction on the shard's primary.
+/// let mut transaction = router.begin(WriteRequest { org: 42, user: 7 }).await?;
+/// let locked = transaction
+///     .query("SELECT status FROM invoices WHERE org_id = $1 AND id = $2 FOR UPDATE", &[&42i64, &1i64])
+///     .await?;
+/// if locked.first().map(|row| row.get::<_, String>(0)).as_deref() == Some("open") {
+///     transaction
+///         .execute("UPDATE invoices SET status = 'paid' WHERE org_id = $1 AND id = $2", &[&42i64, &1i64])
+///         .await?;
+/// }
+/// transaction.commit().await?;
+/// router.shutdown();
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Router {
     inner: Arc<Inner>,

@@ -21,7 +21,7 @@ pub struct Buckets {
 }
 
 impl Buckets {
-    /// At most [`BUCKETS`] buckets covering `[0, end_us)`, each at least [`WIDTH_MIN_US`] wide
+    /// At most [`BUCKETS`] buckets covering `[0, end_us)`, each at least `WIDTH_MIN_US` wide
     /// and a round width (1, 2 or 5 times a power of ten), so that bucket edges fall on round times.
     pub fn covering(end_us: Micros) -> Buckets {
         let width_us = round_up(end_us.div_ceil(BUCKETS).max(WIDTH_MIN_US));
