@@ -242,7 +242,7 @@ async fn url_servers_run_link_faults_against_a_cluster_started_elsewhere() {
     };
     let url = |name: &str| {
         let port = cluster.node(name).map_or(0, |n| n.port);
-        format!("{name}=postgres://postgres@127.0.0.1:{port}/replisim")
+        format!("{name}=postgres://postgres:{PASSWORD}@127.0.0.1:{port}/replisim")
     };
     let dir = scratch("cli_real_url_links");
     let scenario = write(&dir, "links.toml", LINK_FAULTS);
@@ -252,7 +252,8 @@ async fn url_servers_run_link_faults_against_a_cluster_started_elsewhere() {
         scenario,
         "--out".to_string(),
         out.clone(),
-        "--quiet".to_string(),
+        // Everything a user could see: info logs on stderr and the whole summary on stdout.
+        "-v".to_string(),
         "--url".to_string(),
         url("primary-1"),
         "--url".to_string(),
@@ -302,7 +303,43 @@ async fn url_servers_run_link_faults_against_a_cluster_started_elsewhere() {
         "{faults:?}"
     );
     assert!(json["ops"]["total"].as_u64().unwrap_or(0) > 50);
+    // The password of the URLs appears nowhere: not in what was printed, not in any file written.
+    for (stream, bytes) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
+        assert!(
+            !text(bytes).contains(PASSWORD),
+            "the password was printed on {stream}:\n{}",
+            text(bytes)
+        );
+    }
+    let mut written = 0;
+    let mut dirs = vec![dir.clone()];
+    while let Some(current) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                written += 1;
+                assert!(
+                    !String::from_utf8_lossy(&bytes).contains(PASSWORD),
+                    "the password is in {}",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(
+        written >= 3,
+        "only {written} files written under {}",
+        dir.display()
+    );
 }
+
+/// A password no output may contain.
+const PASSWORD: &str = "s3cret-Pa55word-7f4e";
 
 /// Processes whose command line contains `needle` (from /proc).
 fn processes_with(needle: &str) -> Vec<String> {
