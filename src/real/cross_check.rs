@@ -184,9 +184,15 @@ pub fn node_figures(run: &RunFigures<'_>) -> Vec<NodeFigures> {
                 .iter()
                 .map(|s| (s.taken_us.saturating_sub(SNAPSHOT_MARGIN_US), s.stopped_us))
                 .collect();
-            let workload = |kind: StatementKind| {
+            // pg_stat_statements counts a transaction's `FOR UPDATE` select with the reads (its
+            // text starts like theirs).
+            let counted_as = |kind: StatementKind| match kind {
+                StatementKind::LockingRead => StatementKind::Read,
+                other => other,
+            };
+            let workload = move |kind: StatementKind| {
                 run.statements.iter().filter(move |s| {
-                    s.node == idx && s.purpose == Purpose::Workload && s.kind == kind
+                    s.node == idx && s.purpose == Purpose::Workload && counted_as(s.kind) == kind
                 })
             };
             let executed = |kind| workload(kind).filter(|s| s.sqlstate.is_none());

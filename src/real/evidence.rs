@@ -71,7 +71,8 @@ pub struct Uncertain {
 impl Uncertain {
     fn add(&mut self, kind: StatementKind) {
         match kind {
-            StatementKind::Read => self.reads += 1,
+            // pg_stat_statements counts the `FOR UPDATE` select with the reads.
+            StatementKind::Read | StatementKind::LockingRead => self.reads += 1,
             StatementKind::Write => self.writes += 1,
             _ => {}
         }
@@ -272,8 +273,28 @@ fn statements(
     let mut answer_of: BTreeMap<usize, usize> = BTreeMap::new();
     // Per operation, the indexes of its statements in `events`, in time order.
     let mut of_op: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    // Connections inside a transaction (a BEGIN succeeded, no COMMIT or ROLLBACK yet), and the
+    // version each transaction's write returned, by its index in `events`: it is the write's
+    // version even when its client never learnt it (the transaction may still have committed).
+    let mut in_transaction: BTreeSet<(NodeIdx, u64)> = BTreeSet::new();
+    let mut returned_in_transaction: BTreeMap<usize, i64> = BTreeMap::new();
     for crossing in crossings {
         let role = role_at(scenario, promotions, crossing.node, crossing.at_us);
+        let on_conn = (crossing.node, crossing.conn);
+        match (crossing.kind, &crossing.answer) {
+            (StatementKind::Begin, StatementAnswer::Completed | StatementAnswer::Returned(_)) => {
+                in_transaction.insert(on_conn);
+            }
+            (StatementKind::Commit | StatementKind::Rollback, _) => {
+                in_transaction.remove(&on_conn);
+            }
+            (StatementKind::Write, StatementAnswer::Returned(version))
+                if in_transaction.contains(&on_conn) =>
+            {
+                returned_in_transaction.insert(events.len(), *version);
+            }
+            _ => {}
+        }
         let [org, key, user] = crossing.params;
         let mut event = StatementEvent {
             node: crossing.node,
@@ -314,6 +335,16 @@ fn statements(
             {
                 event.version = *version;
             }
+            if crossing.kind == StatementKind::LockingRead
+                && crossing.purpose == Purpose::Workload
+                && crossing.answer == StatementAnswer::Unanswered
+            {
+                built
+                    .uncertain
+                    .entry(crossing.node)
+                    .or_default()
+                    .add(crossing.kind);
+            }
             events.push(event);
             continue;
         }
@@ -341,12 +372,25 @@ fn statements(
                     StatementAnswer::Failed(sqlstate) => Some(sqlstate.to_string()),
                     StatementAnswer::Unanswered => Some(CONNECTION_FAILURE_SQLSTATE.to_string()),
                 };
+                if let Some(&version) = returned_in_transaction.get(&events.len()) {
+                    event.version = version;
+                }
             }
         }
         answer_of.insert(events.len(), answers.len() - 1);
         events.push(event);
     }
 
+    // A connection runs one statement at a time: each statement ended before the next one on its
+    // connection reached the server (a transaction's write before its COMMIT).
+    let mut next_on_conn: Vec<Option<Micros>> = vec![None; events.len()];
+    let mut later: BTreeMap<(NodeIdx, u64), Micros> = BTreeMap::new();
+    for (i, event) in events.iter().enumerate().rev() {
+        if let Some(next) = next_on_conn.get_mut(i) {
+            *next = later.get(&(event.node, event.conn)).copied();
+        }
+        later.insert((event.node, event.conn), event.start_us);
+    }
     for (op_index, statement_indexes) in &of_op {
         let Some(op) = ops.get(*op_index) else {
             continue;
@@ -365,14 +409,23 @@ fn statements(
             let Some(event) = events.get_mut(s) else {
                 continue;
             };
-            event.end_us = next_at.unwrap_or(op.end_us).max(event.start_us);
+            let mut end = next_at.unwrap_or(op.end_us);
+            if let Some(next) = next_on_conn.get(s).copied().flatten() {
+                end = end.min(next);
+            }
+            event.end_us = end.max(event.start_us);
             if Some(s) == served {
                 event.version = op.version;
                 continue;
             }
             let answer = answer_of.get(&s).and_then(|&a| answers.get(a));
             event.sqlstate = match answer {
-                Some(StatementAnswer::Completed | StatementAnswer::Returned(_)) => None,
+                Some(StatementAnswer::Completed | StatementAnswer::Returned(_)) => {
+                    if let Some(&version) = returned_in_transaction.get(&s) {
+                        event.version = version;
+                    }
+                    None
+                }
                 Some(StatementAnswer::Failed(sqlstate)) => Some(sqlstate.to_string()),
                 Some(StatementAnswer::Unanswered) | None => Some(
                     failure
@@ -664,6 +717,136 @@ mod tests {
                 (StatementKind::Commit, None, 0, 0),
                 (StatementKind::Rollback, Some("08006"), 0, 0),
             ]
+        );
+    }
+
+    /// A transaction's write used to end with its operation (after the session's position query),
+    /// so it sorted after its COMMIT and fell out of its transaction; and a write whose client
+    /// never saw the COMMIT's outcome lost the version the server returned.
+    #[test]
+    fn a_transactions_write_ends_before_its_commit_and_keeps_its_returned_version() {
+        let run = TestRun::new();
+        let clock = RunClock::start();
+        let primary = run.scenario.shards[0].primary;
+        let simple = |text: &str, answer| ProxyRecordKind::Statement {
+            message: StatementMessage::Query,
+            text: Arc::from(text),
+            params: Arc::from([].as_slice()),
+            answer,
+        };
+        let locking = format!("{READ_SQL} FOR UPDATE");
+        let transaction = |conn: u64, at: u64, key: i64, version: i64| {
+            vec![
+                record(at, conn, ProxyRecordKind::Connect),
+                record(at + 1, conn, simple("BEGIN", StatementAnswer::Completed)),
+                record(
+                    at + 2,
+                    conn,
+                    answered(&locking, 10, key, 3, StatementAnswer::Returned(version - 1)),
+                ),
+                record(
+                    at + 3,
+                    conn,
+                    answered(WRITE_SQL, 10, key, 3, StatementAnswer::Returned(version)),
+                ),
+                record(at + 4, conn, simple("COMMIT", StatementAnswer::Completed)),
+                // The session's position query after the commit.
+                record(
+                    at + 5,
+                    conn,
+                    simple(
+                        crate::router::causal::REPLAY_LSN_SQL,
+                        StatementAnswer::Unanswered,
+                    ),
+                ),
+            ]
+        };
+        let mut records = transaction(1, 0, 4, 7);
+        records.extend(transaction(2, 100, 5, 9));
+        let nodes = [NodeRecords {
+            node: primary,
+            started: clock.zero(),
+            records,
+        }];
+        let mut served = op(OpKind::Write, 0, 20, Some(primary));
+        served.transaction = true;
+        // Committed, but its client failed reading the position after the commit.
+        let mut unacknowledged = op(OpKind::Write, 100, 120, None);
+        unacknowledged.key = 5;
+        unacknowledged.transaction = true;
+        let driver = DriverRecords {
+            ops: vec![served, unacknowledged],
+            failures: Vec::new(),
+        };
+        let built = build(&run.scenario, clock, &nodes, driver, &[]);
+        let per_conn = |conn: u64| -> Vec<(StatementKind, Option<&str>, i64)> {
+            built
+                .events
+                .statements
+                .iter()
+                .filter(|s| s.conn == conn && s.kind != StatementKind::Probe)
+                .map(|s| (s.kind, s.sqlstate.as_deref(), s.version))
+                .collect()
+        };
+        let expected = |version: i64| {
+            vec![
+                (StatementKind::Begin, None, 0),
+                (StatementKind::LockingRead, None, version - 1),
+                (StatementKind::Write, None, version),
+                (StatementKind::Commit, None, 0),
+            ]
+        };
+        assert_eq!(per_conn(1), expected(7));
+        assert_eq!(per_conn(2), expected(9));
+        let write = built
+            .events
+            .statements
+            .iter()
+            .find(|s| s.conn == 1 && s.kind == StatementKind::Write)
+            .map(|s| s.end_us);
+        assert_eq!(
+            write,
+            Some(ms(4)),
+            "it ended when its COMMIT reached the server"
+        );
+        let transactions = crate::check::commits::transactions(&built.events.statements);
+        let committed: Vec<(u64, Option<i64>)> = transactions
+            .iter()
+            .filter(|t| t.committed.is_some())
+            .map(|t| (t.conn, t.write().map(|w| w.version)))
+            .collect();
+        assert_eq!(committed, vec![(1, Some(7)), (2, Some(9))]);
+    }
+
+    #[test]
+    fn an_unanswered_locking_read_is_an_uncertain_read() {
+        let run = TestRun::new();
+        let clock = RunClock::start();
+        let primary = run.scenario.shards[0].primary;
+        let locking = format!("{READ_SQL} FOR UPDATE");
+        let nodes = [NodeRecords {
+            node: primary,
+            started: clock.zero(),
+            records: vec![
+                record(1, 1, ProxyRecordKind::Connect),
+                record(
+                    2,
+                    1,
+                    answered(&locking, 10, 4, 3, StatementAnswer::Unanswered),
+                ),
+            ],
+        }];
+        let driver = DriverRecords {
+            ops: Vec::new(),
+            failures: Vec::new(),
+        };
+        let built = build(&run.scenario, clock, &nodes, driver, &[]);
+        assert_eq!(
+            built.uncertain.get(&primary),
+            Some(&Uncertain {
+                reads: 1,
+                writes: 0
+            })
         );
     }
 }
