@@ -687,12 +687,7 @@ impl Inner {
             result
         }
         .await;
-        attempt.end(match &result {
-            Ok(_) => AttemptEnd::Success,
-            // Given up by the router, not failed by the node: like a caller dropping the future.
-            Err(RouterError::Abandoned { .. }) => AttemptEnd::Cancelled,
-            Err(_) => AttemptEnd::Error,
-        });
+        attempt.end(AttemptEnd::of(&result));
         result
     }
 

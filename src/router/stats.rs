@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use tokio::time::Instant;
 
 use crate::router::balance::ewma::LatencyEwma;
+use crate::router::error::RouterError;
 use crate::router::lag::NodeLag;
 use crate::router::latency::StatementLatency;
 use crate::router::route::ServedRole;
@@ -54,6 +55,18 @@ pub enum AttemptEnd {
     Error,
     /// The caller gave up on it.
     Cancelled,
+}
+
+impl AttemptEnd {
+    /// How an attempt that produced `result` ended: one given up by the router (its node was
+    /// ejected while it waited) failed no node, like a caller dropping the future.
+    pub(crate) fn of<T>(result: &Result<T, RouterError>) -> AttemptEnd {
+        match result {
+            Ok(_) => AttemptEnd::Success,
+            Err(RouterError::Abandoned { .. }) => AttemptEnd::Cancelled,
+            Err(_) => AttemptEnd::Error,
+        }
+    }
 }
 
 impl NodeStats {

@@ -202,11 +202,7 @@ impl Inner {
             result
         }
         .await;
-        attempt.end(match &result {
-            Ok(_) => AttemptEnd::Success,
-            Err(RouterError::Abandoned { .. }) => AttemptEnd::Cancelled,
-            Err(_) => AttemptEnd::Error,
-        });
+        attempt.end(AttemptEnd::of(&result));
         result
     }
 }
