@@ -88,7 +88,7 @@ impl Router {
             .open_transaction(choice.node, Watch::OFF, BEGIN_SQL)
             .await;
         match opened {
-            Ok(checkout) => Ok(self.transaction(checkout, caps, shard, choice, true)),
+            Ok(checkout) => Ok(self.transaction(checkout, caps, choice, true)),
             Err(error) => {
                 if error.is_node_failure() || error.is_read_only() {
                     shard.roles.request_recheck();
@@ -143,24 +143,21 @@ impl Router {
             role: opened.role,
             position: shard.position_of(node).unwrap_or(0),
         };
-        Ok(self.transaction(opened.value, caps, shard, choice, false))
+        Ok(self.transaction(opened.value, caps, choice, false))
     }
 
     fn transaction(
         &self,
         checkout: Checkout,
         caps: CapPermits,
-        shard: &ShardRoute,
         choice: Choice,
         writes: bool,
     ) -> Transaction {
         let shard_index = self
             .inner
             .table
-            .shards()
-            .iter()
-            .position(|s| std::ptr::eq(s, shard))
-            .unwrap_or(0);
+            .locate(choice.node)
+            .map_or(0, |(index, _)| index);
         let writer = writes.then_some(choice.position);
         Transaction {
             checkout,
