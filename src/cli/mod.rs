@@ -6,11 +6,13 @@
 //! - `check`: validates scenario files.
 //! - `sweep`, `explore`, `shrink`: the searches, over [`crate::search`].
 //! - `diff`: two reports compared figure by figure.
+//! - `overhead`: the router against direct connections and pgpool-II on a real cluster.
 
 mod check;
 mod diff;
 mod explore;
 mod logging;
+mod overhead;
 mod real;
 mod run;
 mod shrink;
@@ -99,6 +101,9 @@ enum Command {
     Shrink(shrink::ShrinkArgs),
     /// Compare two JSON reports figure by figure.
     Diff(diff::DiffArgs),
+    /// Measure the router against tokio-postgres directly and against pgpool-II on a real cluster
+    /// started here, and print one table (see `scripts/router-overhead`).
+    Overhead(overhead::OverheadArgs),
 }
 
 /// How a command ended.
@@ -192,5 +197,6 @@ fn execute(command: Command) -> Outcome {
         Command::Explore(args) => explore::explore(&args),
         Command::Shrink(args) => shrink::shrink(&args),
         Command::Diff(args) => diff::diff(&args),
+        Command::Overhead(args) => overhead::overhead(&args),
     }
 }

@@ -25,6 +25,9 @@
 //! - `server_counts`: `pg_stat_statements` and server-log counts, with snapshots before stops.
 //! - `cross_check`: those counts against the evidence, per node; a disagreement fails the run.
 //! - `real_report`: the `-real.json` and `.md` reports.
+//!
+//! `replisim overhead`: `overhead`, the router against direct connections and against pgpool-II
+//! (`pgpool`, which starts pgpool-II over a cluster).
 
 pub mod backend;
 pub mod clock;
@@ -38,6 +41,8 @@ mod faults;
 pub mod frames;
 pub mod inject;
 pub mod node;
+pub mod overhead;
+pub mod pgpool;
 mod ports;
 pub mod prerequisites;
 pub mod proxy;

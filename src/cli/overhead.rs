@@ -1,0 +1,229 @@
+//! `replisim overhead`: the router against tokio-postgres directly and against pgpool-II on a real
+//! cluster, printed as one table (and written as Markdown with `--out`).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::Outcome;
+use crate::real::overhead::{self, Cell, OverheadOptions, Path};
+
+/// The router's targets: p50 at most this times direct at 1 client ...
+const P50_TARGET: f64 = 1.03;
+/// ... and at least this share of direct throughput at 16 clients.
+const THROUGHPUT_TARGET: f64 = 0.95;
+
+/// Arguments of `replisim overhead`.
+#[derive(Debug, clap::Args)]
+pub struct OverheadArgs {
+    /// Seconds each path runs per round, for each workload and client count.
+    #[arg(long, default_value_t = 2.0)]
+    slice: f64,
+    /// Rounds; the paths take turns within each round.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Client counts to measure.
+    #[arg(long, value_delimiter = ',', default_values_t = [1u32, 16])]
+    clients: Vec<u32>,
+    /// Paths to measure besides direct, which is always measured (the ratios divide by it); pgpool
+    /// must be installed (`apt-get install -y pgpool2`).
+    #[arg(long, value_delimiter = ',', value_parser = ["direct", "router", "pgpool"], default_values_t = ["router".to_string(), "pgpool".to_string()])]
+    paths: Vec<String>,
+    /// Also write the table, with the command and setup, as Markdown to this file.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+pub(super) fn overhead(args: &OverheadArgs) -> Outcome {
+    if !(args.slice.is_finite() && (0.1..=600.0).contains(&args.slice)) {
+        return Outcome::BadInput(format!("--slice {}: give 0.1 to 600 seconds", args.slice));
+    }
+    if args.rounds == 0 || args.rounds > 100 {
+        return Outcome::BadInput(format!("--rounds {}: give 1 to 100", args.rounds));
+    }
+    if args.clients.is_empty() || args.clients.iter().any(|&c| c == 0 || c > 256) {
+        return Outcome::BadInput("--clients: give counts from 1 to 256".to_string());
+    }
+    let pgpool = args.paths.iter().any(|p| p == "pgpool");
+    if pgpool && let Err(e) = crate::real::pgpool::installed() {
+        return Outcome::BadInput(format!("{e} (or leave it out with --paths router)"));
+    }
+    let options = OverheadOptions {
+        slice: Duration::from_secs_f64(args.slice),
+        rounds: args.rounds,
+        clients: args.clients.clone(),
+        router: args.paths.iter().any(|p| p == "router"),
+        pgpool,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return Outcome::Internal(format!("cannot start the async runtime: {e}")),
+    };
+    let progress = |line: &str| eprintln!("{line}");
+    let cells = match runtime.block_on(overhead::measure(&options, &progress)) {
+        Ok(cells) => cells,
+        Err(e) => return Outcome::Internal(e.to_string()),
+    };
+    let table = table(&cells);
+    let verdicts = verdicts(&cells);
+    println!("{table}");
+    for line in &verdicts {
+        println!("{line}");
+    }
+    if let Some(out) = &args.out {
+        let command = command_line(args);
+        let markdown = markdown(&command, &options, &table, &verdicts);
+        if let Err(e) = write_atomically(out, &markdown) {
+            return Outcome::BadInput(format!("{}: cannot write: {e}", out.display()));
+        }
+        println!("written to {}", out.display());
+    }
+    let errors: u64 = cells.iter().map(|c| c.errors).sum();
+    if errors > 0 {
+        return Outcome::Internal(format!(
+            "{errors} statements failed during the benchmark; its figures are not comparable"
+        ));
+    }
+    Outcome::Passed
+}
+
+/// The cell of `path` in the row of `cell`.
+fn same_row<'a>(cells: &'a [Cell], cell: &Cell, path: Path) -> Option<&'a Cell> {
+    cells
+        .iter()
+        .find(|c| c.mix == cell.mix && c.clients == cell.clients && c.path == path)
+}
+
+fn ratio(value: f64, base: f64) -> String {
+    if base > 0.0 {
+        format!("{:.3}x", value / base)
+    } else {
+        "-".to_string()
+    }
+}
+
+/// One Markdown table: a row per (workload, clients, path).
+fn table(cells: &[Cell]) -> String {
+    let mut out = String::from(
+        "| workload | clients | path | p50 µs | p99 µs | ops/s | p50 vs direct | p99 vs direct | ops/s vs direct | client CPU µs/op | failed |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for cell in cells {
+        let direct = same_row(cells, cell, Path::Direct);
+        let (p50, p99, ops) = (
+            cell.percentile_us(50.0),
+            cell.percentile_us(99.0),
+            cell.ops_per_second(),
+        );
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {p50:.1} | {p99:.1} | {ops:.0} | {} | {} | {} | {:.2} | {} |",
+            cell.mix.label(),
+            cell.clients,
+            cell.path.label(),
+            direct.map_or("-".into(), |d| ratio(p50, d.percentile_us(50.0))),
+            direct.map_or("-".into(), |d| ratio(p99, d.percentile_us(99.0))),
+            direct.map_or("-".into(), |d| ratio(ops, d.ops_per_second())),
+            cell.cpu_per_op_us(),
+            cell.errors,
+        );
+    }
+    out
+}
+
+/// The router's two targets, each met or missed, per workload.
+fn verdicts(cells: &[Cell]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for cell in cells
+        .iter()
+        .filter(|c| matches!(c.path, Path::Router | Path::RouterOneReplica))
+    {
+        let Some(direct) = same_row(cells, cell, Path::Direct) else {
+            continue;
+        };
+        let (what, value, met) = match cell.clients {
+            1 => {
+                let r =
+                    cell.percentile_us(50.0) / direct.percentile_us(50.0).max(f64::MIN_POSITIVE);
+                (
+                    format!("p50 {r:.3}x direct (target <= {P50_TARGET}x)"),
+                    r,
+                    r <= P50_TARGET,
+                )
+            }
+            16 => {
+                let r = cell.ops_per_second() / direct.ops_per_second().max(f64::MIN_POSITIVE);
+                (
+                    format!("throughput {r:.3}x direct (target >= {THROUGHPUT_TARGET}x)"),
+                    r,
+                    r >= THROUGHPUT_TARGET,
+                )
+            }
+            _ => continue,
+        };
+        let _ = value;
+        lines.push(format!(
+            "{} {}, {}, {} client(s): {what}",
+            if met { "MET   " } else { "MISSED" },
+            cell.path.label(),
+            cell.mix.label(),
+            cell.clients
+        ));
+    }
+    lines
+}
+
+fn command_line(args: &OverheadArgs) -> String {
+    let clients: Vec<String> = args.clients.iter().map(u32::to_string).collect();
+    let mut command = format!(
+        "replisim overhead --slice {} --rounds {} --clients {}",
+        args.slice,
+        args.rounds,
+        clients.join(",")
+    );
+    let _ = write!(command, " --paths {}", args.paths.join(","));
+    if let Some(out) = &args.out {
+        let _ = write!(command, " --out {}", out.display());
+    }
+    command
+}
+
+fn markdown(command: &str, options: &OverheadOptions, table: &str, verdicts: &[String]) -> String {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let mut out = String::from("# Router overhead: direct, router, pgpool-II\n\n");
+    let _ = writeln!(
+        out,
+        "Measured with `scripts/router-overhead` (which installs pgpool-II if missing and runs `{command}`).\n"
+    );
+    let _ = writeln!(
+        out,
+        "- One PostgreSQL 15 cluster on this machine ({cores} cores, shared with the clients): \
+         primary-1, replica-1, replica-2, streaming replication.\n\
+         - Statements (prepared, SPEC 2a): the primary-key read of one of 10,000 rows of one org, \
+         and a mix of 90% of that read and 10% of the upsert.\n\
+         - Each client runs one statement after another for {:.1} s per round; {} rounds, the paths \
+         taking turns in each round, so that ratios compare figures measured in the same minutes. \
+         Latency is what the client saw, connections opened and warmed before timing.\n\
+         - direct: tokio-postgres to replica-1 (writes to primary-1); router: the in-process router \
+         with its default configuration over all three; pgpool-II: one tokio-postgres connection per \
+         client to pgpool-II 4.3 in streaming-replication mode with load balancing over all three.\n",
+        options.slice.as_secs_f64(),
+        options.rounds
+    );
+    out.push_str(table);
+    out.push('\n');
+    for line in verdicts {
+        let _ = writeln!(out, "- {line}");
+    }
+    out
+}
+
+/// Writes `text` to `path` through a temporary file, so a failure leaves nothing half-written.
+fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("md.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,593 @@
+//! `replisim overhead`: what the router costs over talking to PostgreSQL directly, and what pgpool-II
+//! costs, measured side by side on one real cluster (one primary, two replicas).
+//!
+//! Every path runs the same prepared statements of SPEC 2a (the primary-key read, and a 90/10 mix of
+//! that read and the upsert) from the same number of clients, each client a task that runs one
+//! statement after another as fast as the path answers:
+//! - `direct`: tokio-postgres straight to one replica (writes straight to the primary);
+//! - `router`: the in-process router over the same servers, default configuration;
+//! - `pgpool`: each client one tokio-postgres connection to pgpool-II, configured for streaming
+//!   replication with load balancing over the same servers.
+//!
+//! The machine is shared and noisy, so the paths take turns: each round measures every path once, for
+//! the same time, and a path's figures are the sum of its rounds. Ratios therefore compare paths
+//! measured in the same minutes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio_postgres::{Client, NoTls, Statement};
+
+use crate::real::cluster::{Cluster, ClusterSpec, ShardSpec};
+use crate::real::error::ClusterError;
+use crate::real::node::DATABASE;
+use crate::real::pgpool::{Pgpool, PgpoolBackend, PgpoolError};
+use crate::real::sql::SUPERUSER;
+use crate::record::workload::{READ_SQL, WRITE_SQL};
+use crate::router::{
+    NodeAddress, ReadRequest, Router, RouterConfig, RouterError, ShardConfig, TcpConnector,
+    Topology, WriteRequest,
+};
+
+/// The org every statement is for; its shard is the whole org range.
+const ORG: i64 = 1;
+/// Rows the reads pick from, written before the first round.
+const KEYS: i64 = 10_000;
+/// Limit on one connect or statement of the benchmark's own clients.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct OverheadOptions {
+    /// How long each path runs per round and per (workload, clients) cell.
+    pub slice: Duration,
+    /// Rounds; each measures every path once.
+    pub rounds: u32,
+    /// Client counts, e.g. 1 and 16.
+    pub clients: Vec<u32>,
+    /// Measure the router.
+    pub router: bool,
+    /// Measure pgpool-II too (it must be installed).
+    pub pgpool: bool,
+}
+
+/// The statements a client runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Mix {
+    /// Only the primary-key read.
+    Read,
+    /// 90% reads, 10% upserts.
+    ReadWrite,
+}
+
+impl Mix {
+    /// Both, in table order.
+    pub const ALL: [Mix; 2] = [Mix::Read, Mix::ReadWrite];
+
+    /// How the table names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Mix::Read => "primary-key read",
+            Mix::ReadWrite => "90/10 read/write",
+        }
+    }
+
+    fn write_share(self) -> f64 {
+        match self {
+            Mix::Read => 0.0,
+            Mix::ReadWrite => 0.1,
+        }
+    }
+}
+
+/// How the clients reach PostgreSQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Path {
+    /// tokio-postgres to one replica (and the primary for writes).
+    Direct,
+    /// The router, in process, over the primary and both replicas.
+    Router,
+    /// The router over the primary and replica-1 only: the same servers as `direct`, so the
+    /// difference is the router's own cost, not the spreading of reads over two replicas that share
+    /// this machine's cores.
+    RouterOneReplica,
+    /// pgpool-II.
+    Pgpool,
+}
+
+impl Path {
+    /// How the table names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Path::Direct => "direct",
+            Path::Router => "router",
+            Path::RouterOneReplica => "router, replica-1 only",
+            Path::Pgpool => "pgpool-II",
+        }
+    }
+}
+
+/// The figures of one (workload, clients, path) cell, over all its rounds.
+#[derive(Clone, Debug)]
+pub struct Cell {
+    /// The statements.
+    pub mix: Mix,
+    /// Concurrent clients.
+    pub clients: u32,
+    /// How they reached the servers.
+    pub path: Path,
+    /// Statement latency in nanoseconds, as each client saw it.
+    pub latency_ns: Histogram<u64>,
+    /// Statements answered.
+    pub ops: u64,
+    /// Statements that failed.
+    pub errors: u64,
+    /// Time the clients ran, summed over rounds.
+    pub elapsed: Duration,
+    /// CPU time this process spent meanwhile (clients, router, drivers; not the servers).
+    pub cpu: Duration,
+}
+
+impl Cell {
+    /// Statements answered per second.
+    pub fn ops_per_second(&self) -> f64 {
+        let seconds = self.elapsed.as_secs_f64();
+        if seconds > 0.0 {
+            self.ops as f64 / seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// This process's CPU time per answered statement, in microseconds.
+    pub fn cpu_per_op_us(&self) -> f64 {
+        if self.ops > 0 {
+            self.cpu.as_secs_f64() * 1e6 / self.ops as f64
+        } else {
+            0.0
+        }
+    }
+
+    /// A latency percentile in microseconds.
+    pub fn percentile_us(&self, percentile: f64) -> f64 {
+        self.latency_ns.value_at_quantile(percentile / 100.0) as f64 / 1000.0
+    }
+}
+
+/// Why the benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum OverheadError {
+    /// The cluster did not start.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// pgpool-II did not start.
+    #[error(transparent)]
+    Pgpool(#[from] PgpoolError),
+    /// The router did not start.
+    #[error("the router did not start: {0}")]
+    Router(#[from] RouterError),
+    /// A client could not connect or prepare its statements.
+    #[error("{path}: {what}: {detail}")]
+    Client {
+        /// The path.
+        path: &'static str,
+        /// What it was doing.
+        what: String,
+        /// The error.
+        detail: String,
+    },
+}
+
+/// Starts a cluster (and pgpool-II), measures every cell, tears everything down.
+pub async fn measure(
+    options: &OverheadOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<Cell>, OverheadError> {
+    let spec = ClusterSpec {
+        shards: vec![ShardSpec {
+            name: "s1".to_string(),
+            primary: "primary-1".to_string(),
+            replicas: vec!["replica-1".to_string(), "replica-2".to_string()],
+        }],
+    };
+    progress("starting a PostgreSQL 15 cluster: primary-1, replica-1, replica-2");
+    let cluster = Cluster::start(&spec).await?;
+    let result = measure_on(&cluster, options, progress).await;
+    let teardown = cluster.teardown().await;
+    let cells = result?;
+    teardown?;
+    Ok(cells)
+}
+
+async fn measure_on(
+    cluster: &Cluster,
+    options: &OverheadOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<Cell>, OverheadError> {
+    let nodes = cluster.nodes();
+    let port = |name: &str| {
+        nodes
+            .iter()
+            .find(|n| n.name == name)
+            .map(|n| n.port)
+            .unwrap_or(0)
+    };
+    let (primary, replica_1, replica_2) = (port("primary-1"), port("replica-1"), port("replica-2"));
+    seed_rows(primary).await?;
+    wait_replicated(replica_1).await?;
+    wait_replicated(replica_2).await?;
+
+    let router = start_router(
+        primary,
+        &[("replica-1", replica_1), ("replica-2", replica_2)],
+    )
+    .await?;
+    let router_one = start_router(primary, &[("replica-1", replica_1)]).await?;
+    let pgpool = if options.pgpool {
+        progress("starting pgpool-II over the same servers");
+        let backend = |name: &str, port: u16, primary: bool| PgpoolBackend {
+            name: name.to_string(),
+            host: "127.0.0.1".to_string(),
+            port,
+            primary,
+            weight: 1.0,
+        };
+        let backends = [
+            backend("primary-1", primary, true),
+            backend("replica-1", replica_1, false),
+            backend("replica-2", replica_2, false),
+        ];
+        Some(Pgpool::start(&backends, router.config(), SUPERUSER, DATABASE).await?)
+    } else {
+        None
+    };
+    let mut paths = vec![Path::Direct];
+    if options.router {
+        paths.extend([Path::Router, Path::RouterOneReplica]);
+    }
+    if pgpool.is_some() {
+        paths.push(Path::Pgpool);
+    }
+    let target = Target {
+        primary,
+        replica: replica_1,
+        router: router.clone(),
+        router_one: router_one.clone(),
+        pgpool: pgpool.as_ref().map(Pgpool::port),
+    };
+
+    let mut cells = Vec::new();
+    for mix in Mix::ALL {
+        for &clients in &options.clients {
+            let mut row: Vec<Cell> = paths
+                .iter()
+                .map(|&path| Cell {
+                    mix,
+                    clients,
+                    path,
+                    latency_ns: new_histogram(),
+                    ops: 0,
+                    errors: 0,
+                    elapsed: Duration::ZERO,
+                    cpu: Duration::ZERO,
+                })
+                .collect();
+            // Connections are opened (and warmed) once per cell, outside the timed slices.
+            let mut sets = Vec::new();
+            for &path in &paths {
+                sets.push(ClientSet::open(&target, path, clients).await?);
+            }
+            for set in &sets {
+                set.run(mix, Duration::from_millis(300), None).await;
+            }
+            for round in 0..options.rounds {
+                progress(&format!(
+                    "{} at {clients} client(s): round {} of {}",
+                    mix.label(),
+                    round + 1,
+                    options.rounds
+                ));
+                for (set, cell) in sets.iter().zip(row.iter_mut()) {
+                    set.run(mix, options.slice, Some(cell)).await;
+                }
+            }
+            cells.extend(row);
+        }
+    }
+    router.shutdown();
+    router_one.shutdown();
+    if let Some(pgpool) = pgpool {
+        pgpool.stop().await;
+    }
+    Ok(cells)
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs .. 60 s at 3 significant digits; the bounds are constants, so this cannot fail.
+    Histogram::new_with_bounds(1_000, 60_000_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+/// Where the clients of each path connect.
+struct Target {
+    primary: u16,
+    replica: u16,
+    router: Router,
+    router_one: Router,
+    pgpool: Option<u16>,
+}
+
+/// One path's clients of one cell.
+struct ClientSet {
+    path: Path,
+    clients: Vec<Arc<BenchClient>>,
+}
+
+/// One client: how it runs a read and a write.
+enum BenchClient {
+    /// Its own connections (and prepared statements) to a replica and the primary; pgpool-II is
+    /// reached the same way, with one connection for both.
+    Connections {
+        reads: Prepared,
+        writes: Option<Box<Prepared>>,
+    },
+    /// The shared router; the client's user id keeps the requests apart in its statistics only.
+    Router { router: Router, user: i64 },
+}
+
+/// A connection with the two statements prepared on it.
+struct Prepared {
+    client: Client,
+    read: Statement,
+    write: Statement,
+}
+
+impl ClientSet {
+    async fn open(target: &Target, path: Path, clients: u32) -> Result<ClientSet, OverheadError> {
+        let mut set = Vec::new();
+        for user in 0..clients {
+            let client = match path {
+                Path::Direct => BenchClient::Connections {
+                    reads: Prepared::connect(path, target.replica).await?,
+                    writes: Some(Box::new(Prepared::connect(path, target.primary).await?)),
+                },
+                Path::Pgpool => {
+                    let port = target.pgpool.unwrap_or(0);
+                    BenchClient::Connections {
+                        reads: Prepared::connect(path, port).await?,
+                        writes: None,
+                    }
+                }
+                Path::Router | Path::RouterOneReplica => BenchClient::Router {
+                    router: if path == Path::Router {
+                        target.router.clone()
+                    } else {
+                        target.router_one.clone()
+                    },
+                    user: i64::from(user),
+                },
+            };
+            set.push(Arc::new(client));
+        }
+        Ok(ClientSet { path, clients: set })
+    }
+
+    /// Runs every client for `slice`; adds what they did to `cell`, if given.
+    async fn run(&self, mix: Mix, slice: Duration, cell: Option<&mut Cell>) {
+        let cpu_before = process_cpu();
+        let started = Instant::now();
+        let deadline = started + slice;
+        let tasks: Vec<_> = self
+            .clients
+            .iter()
+            .enumerate()
+            .map(|(i, client)| {
+                let client = Arc::clone(client);
+                // Seeded per client and path: every path draws the same keys.
+                let seed = (i as u64) << 8 | self.path as u64;
+                tokio::spawn(async move { client.run_until(mix, deadline, seed).await })
+            })
+            .collect();
+        let mut results = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            if let Ok(result) = task.await {
+                results.push(result);
+            }
+        }
+        let elapsed = started.elapsed();
+        let cpu = process_cpu().saturating_sub(cpu_before);
+        if let Some(cell) = cell {
+            cell.cpu += cpu;
+            for (histogram, errors) in results {
+                cell.ops += histogram.len();
+                cell.errors += errors;
+                // Same bounds on both sides, so the merge cannot fail.
+                let _ = cell.latency_ns.add(&histogram);
+            }
+            cell.elapsed += elapsed;
+        }
+    }
+}
+
+impl Prepared {
+    async fn connect(path: Path, port: u16) -> Result<Prepared, OverheadError> {
+        let fail = |what: &str, detail: String| OverheadError::Client {
+            path: path.label(),
+            what: format!("{what} (127.0.0.1:{port})"),
+            detail,
+        };
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(port)
+            .user(SUPERUSER)
+            .dbname(DATABASE)
+            .application_name("replisim-overhead")
+            .connect_timeout(STEP_TIMEOUT);
+        let (client, connection) = tokio::time::timeout(STEP_TIMEOUT, config.connect(NoTls))
+            .await
+            .map_err(|_| fail("connect", "timed out".to_string()))?
+            .map_err(|e| fail("connect", e.to_string()))?;
+        tokio::spawn(connection);
+        let read = tokio::time::timeout(STEP_TIMEOUT, client.prepare(READ_SQL))
+            .await
+            .map_err(|_| fail("prepare", "timed out".to_string()))?
+            .map_err(|e| fail("prepare", e.to_string()))?;
+        let write = tokio::time::timeout(STEP_TIMEOUT, client.prepare(WRITE_SQL))
+            .await
+            .map_err(|_| fail("prepare", "timed out".to_string()))?
+            .map_err(|e| fail("prepare", e.to_string()))?;
+        Ok(Prepared {
+            client,
+            read,
+            write,
+        })
+    }
+}
+
+impl BenchClient {
+    /// Runs statements back to back until `deadline`: their latencies, and how many failed.
+    async fn run_until(&self, mix: Mix, deadline: Instant, seed: u64) -> (Histogram<u64>, u64) {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut latency = new_histogram();
+        let mut errors = 0;
+        while Instant::now() < deadline {
+            let key = rng.random_range(0..KEYS);
+            let write = rng.random_bool(mix.write_share());
+            let started = Instant::now();
+            let ok = tokio::time::timeout(STEP_TIMEOUT, self.one(write, key))
+                .await
+                .is_ok_and(|done| done);
+            if ok {
+                let _ = latency.record(started.elapsed().as_nanos() as u64);
+            } else {
+                errors += 1;
+            }
+        }
+        (latency, errors)
+    }
+
+    /// One statement; true if it was answered.
+    async fn one(&self, write: bool, key: i64) -> bool {
+        match self {
+            BenchClient::Connections { reads, writes } => {
+                let user = 1i64;
+                let on = if write {
+                    writes.as_deref().unwrap_or(reads)
+                } else {
+                    reads
+                };
+                let statement = if write { &on.write } else { &on.read };
+                on.client
+                    .query(statement, &[&ORG, &key, &user])
+                    .await
+                    .is_ok()
+            }
+            BenchClient::Router { router, user } => {
+                if write {
+                    let request = WriteRequest {
+                        org: ORG,
+                        user: *user,
+                    };
+                    router
+                        .write(request, WRITE_SQL, &[&ORG, &key, user])
+                        .await
+                        .is_ok()
+                } else {
+                    let request = ReadRequest {
+                        org: ORG,
+                        user: *user,
+                        prefer_replica: true,
+                    };
+                    router
+                        .read(request, READ_SQL, &[&ORG, &key, user])
+                        .await
+                        .is_ok()
+                }
+            }
+        }
+    }
+}
+
+/// CPU time of this process's threads so far, from the scheduler's own accounting
+/// (`/proc/self/task/*/schedstat`, nanoseconds on CPU); zero where that is unreadable.
+fn process_cpu() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
+}
+
+/// Writes version 1 of every key the reads pick from.
+async fn seed_rows(primary: u16) -> Result<(), OverheadError> {
+    let prepared = Prepared::connect(Path::Direct, primary).await?;
+    let sql = format!(
+        "INSERT INTO replisim_kv (org_id, key, version, updated_by) \
+         SELECT {ORG}, k, 1, 0 FROM generate_series(0, {}) AS k ON CONFLICT DO NOTHING",
+        KEYS - 1
+    );
+    tokio::time::timeout(STEP_TIMEOUT, prepared.client.batch_execute(&sql))
+        .await
+        .map_err(|_| client_error("seed the rows", "timed out".to_string()))?
+        .map_err(|e| client_error("seed the rows", e.to_string()))
+}
+
+/// Waits until a replica has every seeded row.
+async fn wait_replicated(replica: u16) -> Result<(), OverheadError> {
+    let prepared = Prepared::connect(Path::Direct, replica).await?;
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let row = tokio::time::timeout(
+            STEP_TIMEOUT,
+            prepared
+                .client
+                .query_one("SELECT count(*) FROM replisim_kv", &[]),
+        )
+        .await
+        .map_err(|_| client_error("count the replicated rows", "timed out".to_string()))?
+        .map_err(|e| client_error("count the replicated rows", e.to_string()))?;
+        if row.get::<_, i64>(0) >= KEYS {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(client_error(
+                "wait for the rows to replicate",
+                format!("replica at port {replica} still lacks them"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn client_error(what: &str, detail: String) -> OverheadError {
+    OverheadError::Client {
+        path: "setup",
+        what: what.to_string(),
+        detail,
+    }
+}
+
+async fn start_router(primary: u16, replicas: &[(&str, u16)]) -> Result<Router, OverheadError> {
+    let address = |name: &str, port: u16| NodeAddress::new(name, "127.0.0.1", port);
+    let topology = Topology {
+        shards: vec![ShardConfig {
+            name: "s1".to_string(),
+            orgs: 0..i64::MAX,
+            primary: address("primary-1", primary),
+            replicas: replicas.iter().map(|&(n, p)| address(n, p)).collect(),
+        }],
+        user: SUPERUSER.to_string(),
+        dbname: DATABASE.to_string(),
+        password: None,
+    };
+    let router = Router::start(RouterConfig::default(), topology, Arc::new(TcpConnector)).await?;
+    Ok(router)
+}

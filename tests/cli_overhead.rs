@@ -1,0 +1,71 @@
+//! `replisim overhead`: a short run on a real cluster prints one table with a row per path and
+//! client count, no statement fails, and `--out` writes it with the command that measured it.
+
+mod cli_support;
+
+use cli_support::*;
+use replisim::real::prerequisites::{Needs, is_ci, skip_without_postgres};
+
+#[test]
+fn overhead_prints_one_row_per_path_and_writes_the_table() {
+    if skip_without_postgres(Needs::Server) {
+        return;
+    }
+    // pgpool-II is measured where it is installed; CI installs it, so there it must be.
+    let pgpool = replisim::real::pgpool::installed().is_ok();
+    if !pgpool && is_ci(std::env::var("CI").ok().as_deref()) {
+        panic!("pgpool-II is not installed; CI must install it (apt-get install -y pgpool2)");
+    }
+    let paths = if pgpool { "router,pgpool" } else { "router" };
+    let dir = scratch("cli_overhead");
+    let out = dir.join("overhead.md");
+    let output = replisim(&[
+        "overhead",
+        "--slice",
+        "0.3",
+        "--rounds",
+        "1",
+        "--clients",
+        "1,2",
+        "--paths",
+        paths,
+        "--out",
+        &out.display().to_string(),
+    ]);
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {}",
+        text(&output.stderr)
+    );
+    let mut expected = vec!["direct", "router", "router, replica-1 only"];
+    if pgpool {
+        expected.push("pgpool-II");
+    }
+    for workload in ["primary-key read", "90/10 read/write"] {
+        for clients in [1, 2] {
+            for path in &expected {
+                let row = format!("| {workload} | {clients} | {path} |");
+                let line = stdout
+                    .lines()
+                    .find(|l| l.starts_with(&row))
+                    .unwrap_or_else(|| panic!("no row {row}:\n{stdout}"));
+                // Every row answered statements (ops/s above 0) and none failed (last column).
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let ops: f64 = cells[6].parse().unwrap_or(0.0);
+                assert!(ops > 0.0, "{line}");
+                assert_eq!(cells[cells.len() - 2], "0", "{line}");
+            }
+        }
+    }
+    let written = read(&out);
+    assert!(
+        written.contains("replisim overhead --slice 0.3"),
+        "{written}"
+    );
+    assert!(
+        written.contains("| primary-key read | 1 | direct |"),
+        "{written}"
+    );
+}
