@@ -678,10 +678,12 @@ impl Inner {
         let result = async {
             let slot = watch.queue(node, node.pool.acquire()).await?;
             let started = Instant::now();
-            let work = async {
+            // Boxed: the statement's future is large (tokio-postgres's query and the checkout), and
+            // the watch would otherwise copy it several times per read as it moves into place.
+            let work = Box::pin(async {
                 let mut checkout = slot.open(|closed| node.report_closed(closed)).await?;
                 checkout.query(sql, params).await
-            };
+            });
             let result = watch.run(node, work).await;
             node.note_answer(started, &result);
             result
