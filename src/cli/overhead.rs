@@ -17,10 +17,10 @@ const THROUGHPUT_TARGET: f64 = 0.95;
 #[derive(Debug, clap::Args)]
 pub struct OverheadArgs {
     /// Seconds each path runs per round, for each workload and client count.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 1.0)]
     slice: f64,
     /// Rounds; the paths take turns within each round.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 6)]
     rounds: u32,
     /// Client counts to measure.
     #[arg(long, value_delimiter = ',', default_values_t = [1u32, 16])]

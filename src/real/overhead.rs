@@ -290,7 +290,14 @@ async fn measure_on(
                     round + 1,
                     options.rounds
                 ));
-                for (set, cell) in sets.iter().zip(row.iter_mut()) {
+                // Every other round runs the paths in reverse order, so that none is always the
+                // first after a pause or the last before one.
+                let mut turns: Vec<(&ClientSet, &mut Cell)> =
+                    sets.iter().zip(row.iter_mut()).collect();
+                if round % 2 == 1 {
+                    turns.reverse();
+                }
+                for (set, cell) in turns {
                     set.run(mix, options.slice, Some(cell)).await;
                 }
             }
