@@ -44,15 +44,10 @@ impl Runner {
         } else {
             None
         };
-        let runuser = ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|path| path.is_file())
-            .unwrap_or_else(|| PathBuf::from("runuser"));
         Ok(Runner {
             bin_dir: bin_dir.to_path_buf(),
             postgres_ids,
-            runuser,
+            runuser: runuser_path(),
         })
     }
 
@@ -117,8 +112,17 @@ impl Runner {
     }
 }
 
+/// `runuser`, by full path where found (root's PATH may lack /usr/sbin).
+pub(crate) fn runuser_path() -> PathBuf {
+    ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| PathBuf::from("runuser"))
+}
+
 /// `uid` and `gid` of the `postgres` OS user, from /etc/passwd.
-fn postgres_user_ids() -> Result<(u32, u32), ClusterError> {
+pub(crate) fn postgres_user_ids() -> Result<(u32, u32), ClusterError> {
     let passwd =
         std::fs::read_to_string("/etc/passwd").map_err(|e| ClusterError::NoPostgresUser {
             reason: format!("cannot read /etc/passwd: {e}"),
@@ -192,6 +196,31 @@ pub(crate) fn processes_matching(needle: &str) -> Vec<u32> {
     pids
 }
 
+/// Process ids whose parent is `parent` (from `/proc/PID/stat`).
+pub(crate) fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| parent_in_stat(&stat))
+                == Some(parent)
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// The parent pid in a `/proc/PID/stat` line: the second field after the command, which is in
+/// parentheses and may itself hold spaces and parentheses.
+fn parent_in_stat(stat: &str) -> Option<u32> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Whether process `pid` exists and has `arg` as one whole argument of its command line.
 pub(crate) fn process_has_arg(pid: u32, arg: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
@@ -245,6 +274,12 @@ pub(crate) async fn signal(signal: &str, pids: &[u32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_parent_is_read_after_the_command_name() {
+        assert_eq!(parent_in_stat("42 (pgpool: wait (x)) S 7 42 42 0"), Some(7));
+        assert_eq!(parent_in_stat("garbage"), None);
+    }
 
     #[test]
     fn tail_cuts_at_a_character_boundary() {

@@ -15,6 +15,8 @@
 //! - `relay`: one connection through the proxy.
 //! - `frames`: the frontend message parser the proxy records with.
 //! - `backend`: the server's answers, paired with the statements they answer.
+//! - `pgpool`: [`pgpool::Pgpool`], pgpool-II started in front of the nodes, as another router to judge;
+//!   `pgpool_clients`: the workload's clients over plain connections to it (`--router pgpool`).
 //!
 //! `replisim real`, one scenario against such a cluster:
 //! - `scenario_run`: [`scenario_run::run`], the whole run; `urls`: servers given with `--url`.
@@ -38,6 +40,8 @@ mod faults;
 pub mod frames;
 pub mod inject;
 pub mod node;
+pub mod pgpool;
+pub mod pgpool_clients;
 mod ports;
 pub mod prerequisites;
 pub mod proxy;
