@@ -24,6 +24,7 @@
 //! - `clock`: the run's time line; `driver`: the workload in real time.
 //! - `inject`: the faults on schedule, each followed by an observation of its effect.
 //! - `evidence`: proxy records and client operations as the checkers' records.
+//! - `read_stall`: the longest interval without a successful read, for comparing routers.
 //! - `server_counts`: `pg_stat_statements` and server-log counts, with snapshots before stops.
 //! - `cross_check`: those counts against the evidence, per node; a disagreement fails the run.
 //! - `real_report`: the `-real.json` and `.md` reports.
@@ -45,6 +46,7 @@ pub mod pgpool_clients;
 mod ports;
 pub mod prerequisites;
 pub mod proxy;
+pub mod read_stall;
 pub mod real_report;
 pub mod refusal;
 mod relay;

@@ -327,6 +327,8 @@ pub fn render_conf(
     quoted(&mut out, "sr_check_password", "");
     quoted(&mut out, "sr_check_database", "postgres");
     plain(&mut out, "delay_threshold", settings.delay_threshold_bytes);
+    // Like the router: a lagging replica's reads go to the other replicas before the primary.
+    plain(&mut out, "prefer_lower_delay_standby", "on");
     plain(
         &mut out,
         "health_check_period",

@@ -21,6 +21,7 @@ use crate::real::node::DATABASE;
 use crate::real::pgpool::{self, Pgpool, PgpoolBackend, PgpoolError};
 use crate::real::pgpool_clients::PgpoolClients;
 use crate::real::proxy::FaultProxy;
+use crate::real::read_stall::{ReadStall, read_stall};
 use crate::real::server_counts::{self, ServerCounts, Snapshot};
 use crate::real::settings::ServerSettings;
 use crate::real::sql::{Admin, SUPERUSER};
@@ -104,6 +105,8 @@ pub struct RealDetails {
     /// The scenario's router settings the router under test could not honour (pgpool only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub router_unhonoured: Vec<String>,
+    /// The longest interval without a successful read completion.
+    pub read_stall: ReadStall,
     /// `cluster` (started by replisim) or `external` (`--url`).
     pub servers: &'static str,
     /// Per node, the servers' own counts (cluster only).
@@ -472,6 +475,7 @@ async fn run_on(
             RouterUnderTest::Replisim => Vec::new(),
             RouterUnderTest::Pgpool => pgpool::unhonoured(&scenario.router, scenario.shards.len()),
         },
+        read_stall: read_stall(&records.ops, end_us),
         servers: match servers {
             Servers::Cluster(_) => "cluster",
             Servers::External(_) => "external",
