@@ -473,7 +473,13 @@ async fn run_on(
         router: under_test.name(),
         router_unhonoured: match under_test {
             RouterUnderTest::Replisim => Vec::new(),
-            RouterUnderTest::Pgpool => pgpool::unhonoured(&scenario.router, scenario.shards.len()),
+            RouterUnderTest::Pgpool => {
+                let mut list = pgpool::unhonoured(&scenario.router, scenario.shards.len());
+                if scenario.workload.primary_read_ratio > 0.0 {
+                    list.push(pgpool::CRITICAL_READS_UNHONOURED.to_string());
+                }
+                list
+            }
         },
         read_stall: read_stall(&records.ops, end_us),
         servers: match servers {
