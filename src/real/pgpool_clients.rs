@@ -84,10 +84,20 @@ impl PgpoolClients {
     }
 }
 
-/// An operation's failure from a client error, with its SQLSTATE.
+/// An operation's failure from a client error, with its SQLSTATE; a server's error is quoted
+/// (tokio-postgres's own message for it is only "db error").
 fn failure(context: &str, error: &tokio_postgres::Error) -> OpFailure {
+    let message = match error.as_db_error() {
+        Some(db) => format!(
+            "{context}: {} {}: {}",
+            db.severity(),
+            db.code().code(),
+            db.message()
+        ),
+        None => format!("{context}: {error}"),
+    };
     OpFailure {
-        message: format!("{context}: {error}"),
+        message,
         node: None,
         sqlstate: error.code().map(|code| code.code().to_string()),
     }
