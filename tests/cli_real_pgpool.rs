@@ -14,8 +14,15 @@ fn the_smoke_scenario_runs_through_pgpool_and_its_replicas_serve_reads() {
         return;
     }
     let dir = scratch("cli_real_pgpool_smoke");
-    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/real-smoke.toml");
-    let scenario = scenario.display().to_string();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/real-smoke.toml");
+    // pgpool has no statement timeout and can leave a client waiting out its whole
+    // query_timeout (30 s by default): a shorter one keeps the test short.
+    let tuned = read(&shipped).replacen("[router]\n", "[router]\nquery_timeout = \"2s\"\n", 1);
+    assert!(
+        tuned.contains("query_timeout"),
+        "real-smoke.toml has no [router] section"
+    );
+    let scenario = write(&dir, "real-smoke.toml", &tuned);
     let output = replisim(&[
         "real",
         &scenario,
