@@ -85,6 +85,10 @@ enum Command {
         /// cluster (give one for every node; faults that need server control are refused).
         #[arg(long = "url", value_name = "NODE=URL")]
         urls: Vec<String>,
+        /// The router the workload goes through: `replisim` (in process) or `pgpool` (pgpool-II
+        /// 4.3, started by replisim in front of the same fault proxies; one shard, no `--url`).
+        #[arg(long, value_enum, default_value_t = RouterArg::Replisim)]
+        router: RouterArg,
     },
     /// Validate scenario files without running them.
     Check {
@@ -107,6 +111,24 @@ enum Command {
 }
 
 /// How a command ended.
+/// `replisim real --router`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum RouterArg {
+    /// This crate's router, in process.
+    Replisim,
+    /// pgpool-II, started by replisim.
+    Pgpool,
+}
+
+impl From<RouterArg> for crate::real::scenario_run::RouterUnderTest {
+    fn from(arg: RouterArg) -> Self {
+        match arg {
+            RouterArg::Replisim => Self::Replisim,
+            RouterArg::Pgpool => Self::Pgpool,
+        }
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Every invariant held, or every file was valid.
@@ -191,7 +213,8 @@ fn execute(command: Command) -> Outcome {
             out,
             quiet,
             urls,
-        } => real::real(&scenario, seed, &out, quiet, &urls),
+            router,
+        } => real::real(&scenario, seed, &out, quiet, &urls, router.into()),
         Command::Check { scenarios } => check::check_files(&scenarios),
         Command::Sweep(args) => sweep::sweep(&args),
         Command::Explore(args) => explore::explore(&args),

@@ -5,7 +5,8 @@ use std::path::Path;
 use super::Outcome;
 use crate::real as real_mode;
 use crate::real::ClusterError;
-use crate::real::scenario_run::RealRunError;
+use crate::real::pgpool::PgpoolError;
+use crate::real::scenario_run::{RealRunError, RouterUnderTest};
 use crate::report;
 use crate::scenario;
 
@@ -15,6 +16,7 @@ pub(super) fn real(
     out: &Path,
     quiet: bool,
     urls: &[String],
+    router: RouterUnderTest,
 ) -> Outcome {
     let scenario = match scenario::load(path) {
         Ok(s) => s,
@@ -32,6 +34,14 @@ pub(super) fn real(
     if let Some(message) = real_mode::refusal::refusal(&scenario, external.is_some()) {
         return Outcome::BadInput(format!("{}: {message}", path.display()));
     }
+    if router == RouterUnderTest::Pgpool {
+        if let Some(message) = pgpool_refusal(&scenario, external.is_some()) {
+            return Outcome::BadInput(format!("{}: {message}", path.display()));
+        }
+        if let Err(e) = real_mode::pgpool::installed() {
+            return Outcome::BadInput(e.to_string());
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -39,7 +49,9 @@ pub(super) fn real(
         Ok(runtime) => runtime,
         Err(e) => return Outcome::Internal(format!("cannot start the async runtime: {e}")),
     };
-    let ran = runtime.block_on(real_mode::scenario_run::run(&scenario, seed, external));
+    let ran = runtime.block_on(real_mode::scenario_run::run_through(
+        &scenario, seed, external, router,
+    ));
     let real_outcome = match ran {
         Ok(o) => o,
         // What the user can fix (the machine's PostgreSQL, the servers given with --url) is
@@ -48,7 +60,8 @@ pub(super) fn real(
             e @ (RealRunError::External { .. }
             | RealRunError::Cluster(
                 ClusterError::MissingBinaries { .. } | ClusterError::NoPostgresUser { .. },
-            )),
+            )
+            | RealRunError::Pgpool(PgpoolError::NotInstalled { .. })),
         ) => return Outcome::BadInput(e.to_string()),
         Err(e @ RealRunError::Interrupted) => return Outcome::Interrupted(e.to_string()),
         Err(e) => return Outcome::Internal(e.to_string()),
@@ -64,6 +77,9 @@ pub(super) fn real(
         }
     };
     let mut replay = format!("replisim real {} --seed {seed}", path.display());
+    if router == RouterUnderTest::Pgpool {
+        replay.push_str(" --router pgpool");
+    }
     for url in urls {
         replay.push_str(&format!(" --url {}", url.split('=').next().unwrap_or(url)));
         replay.push_str("=...");
@@ -98,4 +114,22 @@ pub(super) fn real(
     } else {
         Outcome::InvariantFailed
     }
+}
+
+/// Why a scenario cannot run through pgpool: it fronts one primary, and reaches the nodes with
+/// trust authentication only.
+fn pgpool_refusal(scenario: &scenario::Scenario, external: bool) -> Option<String> {
+    if scenario.shards.len() != 1 {
+        return Some(format!(
+            "--router pgpool needs one shard (pgpool fronts one primary); this scenario has {}",
+            scenario.shards.len()
+        ));
+    }
+    if external {
+        return Some(
+            "--router pgpool runs only against the cluster replisim starts, not with --url"
+                .to_string(),
+        );
+    }
+    None
 }

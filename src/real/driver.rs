@@ -1,6 +1,7 @@
 //! The scenario's workload in real time: the simulation's own client loops (`record::workload`: the
 //! same operation mix, seeded client streams and read-your-writes sessions), driven by `tokio::time`
-//! against the router, each operation recorded with times on the run's clock and, when it failed,
+//! against the router (or, with `--router pgpool`, over one plain connection per client to
+//! pgpool-II), each operation recorded with times on the run's clock and, when it failed,
 //! what the router said about it.
 
 use std::collections::BTreeMap;
@@ -9,8 +10,7 @@ use std::time::Duration;
 
 use crate::real::clock::RunClock;
 use crate::record::events::{ClientOp, Micros, NodeIdx};
-use crate::record::workload::{self, ClientRecorder, ClientScope, Clients};
-use crate::router::{Router, RouterError};
+use crate::record::workload::{self, ClientRecorder, ClientScope, Clients, OpFailure, Target};
 use crate::scenario::Workload;
 
 /// What the router said about a failed operation, beyond its message.
@@ -35,9 +35,9 @@ pub struct DriverRecords {
     pub failures: Vec<FailedOp>,
 }
 
-/// The clients of one run, sharing the router.
+/// The clients of one run, sharing the router under test.
 pub struct Driver {
-    router: Router,
+    target: Target,
     node_index: BTreeMap<String, NodeIdx>,
     spec: Workload,
     seed: u64,
@@ -52,9 +52,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Driver {
-    /// Clients for `spec` that start operations until `end_us` on `clock`.
+    /// Clients for `spec` that start operations through `target` until `end_us` on `clock`.
     pub fn new(
-        router: Router,
+        target: Target,
         node_index: BTreeMap<String, NodeIdx>,
         spec: Workload,
         seed: u64,
@@ -62,7 +62,7 @@ impl Driver {
         clock: RunClock,
     ) -> Driver {
         Driver {
-            router,
+            target,
             node_index,
             spec,
             seed,
@@ -75,7 +75,7 @@ impl Driver {
     /// Runs the whole workload; returns once every started operation has finished.
     pub async fn run(self: Arc<Self>) {
         let clients = Clients {
-            router: self.router.clone(),
+            target: self.target.clone(),
             recorder: Arc::clone(&self) as Arc<dyn ClientRecorder>,
             node_index: self.node_index.clone(),
             spec: self.spec.clone(),
@@ -99,12 +99,15 @@ impl ClientRecorder for Driver {
         self.clock.now_us()
     }
 
-    fn record(&self, op: ClientOp, error: Option<&RouterError>) {
-        let failure = error.map(|e| FailedOp {
+    fn record(&self, op: ClientOp, failure: Option<&OpFailure>) {
+        let failure = failure.map(|f| FailedOp {
             client: op.client,
             start_us: op.start_us,
-            node: e.node().and_then(|n| self.node_index.get(n).copied()),
-            sqlstate: e.code().map(|code| code.code().to_string()),
+            node: f
+                .node
+                .as_deref()
+                .and_then(|n| self.node_index.get(n).copied()),
+            sqlstate: f.sqlstate.clone(),
         });
         let mut records = lock(&self.records);
         records.ops.push(op);

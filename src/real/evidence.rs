@@ -145,8 +145,16 @@ pub fn build(
     }
     let DriverRecords { mut ops, failures } = driver;
     ops.sort_by_key(|op| (op.end_us, op.client, op.start_us));
-    built.events.statements =
+    let (statements, served_by) =
         statements(scenario, promotions, &ops, &failures, crossings, &mut built);
+    built.events.statements = statements;
+    // A client of another router (pgpool) does not know which node served it: the statement
+    // that answered it says.
+    for (op, node) in served_by {
+        if let Some(op) = ops.get_mut(op) {
+            op.node = Some(node);
+        }
+    }
     built
         .events
         .statements
@@ -242,7 +250,8 @@ fn network(clock: RunClock, node: &NodeRecords, built: &mut Built, crossings: &m
     }
 }
 
-/// Attributes every crossing to a client operation and gives it an outcome.
+/// Attributes every crossing to a client operation and gives it an outcome. Also returns, for each
+/// successful operation whose client did not know its node, the node whose answer served it.
 fn statements(
     scenario: &Scenario,
     promotions: &[(Micros, NodeIdx)],
@@ -250,7 +259,7 @@ fn statements(
     failures: &[FailedOp],
     crossings: Vec<Crossing>,
     built: &mut Built,
-) -> Vec<StatementEvent> {
+) -> (Vec<StatementEvent>, Vec<(usize, NodeIdx)>) {
     // (kind, org, key, user) -> operations, by start.
     let mut by_identity: BTreeMap<(bool, i64, i64, i64), Vec<usize>> = BTreeMap::new();
     for (i, op) in ops.iter().enumerate() {
@@ -391,16 +400,31 @@ fn statements(
         }
         later.insert((event.node, event.conn), event.start_us);
     }
+    let mut served_by = Vec::new();
     for (op_index, statement_indexes) in &of_op {
         let Some(op) = ops.get(*op_index) else {
             continue;
         };
         let failure = failure_of.get(&(op.client, op.start_us));
-        let served = statement_indexes
-            .iter()
-            .rev()
-            .copied()
-            .find(|&s| op.ok && events.get(s).map(|e| Some(e.node)) == Some(op.node));
+        let served = if op.ok && op.node.is_none() {
+            // The last of its statements that a server answered successfully.
+            let inferred = statement_indexes.iter().rev().copied().find(|s| {
+                matches!(
+                    answer_of.get(s).and_then(|&a| answers.get(a)),
+                    Some(StatementAnswer::Completed | StatementAnswer::Returned(_))
+                )
+            });
+            if let Some(node) = inferred.and_then(|s| events.get(s)).map(|e| e.node) {
+                served_by.push((*op_index, node));
+            }
+            inferred
+        } else {
+            statement_indexes
+                .iter()
+                .rev()
+                .copied()
+                .find(|&s| op.ok && events.get(s).map(|e| Some(e.node)) == Some(op.node))
+        };
         for (position, &s) in statement_indexes.iter().enumerate() {
             let next_at = statement_indexes
                 .get(position + 1)
@@ -436,7 +460,7 @@ fn statements(
             };
         }
     }
-    events
+    (events, served_by)
 }
 
 #[cfg(test)]

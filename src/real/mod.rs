@@ -15,6 +15,8 @@
 //! - `relay`: one connection through the proxy.
 //! - `frames`: the frontend message parser the proxy records with.
 //! - `backend`: the server's answers, paired with the statements they answer.
+//! - `pgpool`: [`pgpool::Pgpool`], pgpool-II started in front of the nodes, as another router to judge;
+//!   `pgpool_clients`: the workload's clients over plain connections to it (`--router pgpool`).
 //!
 //! `replisim real`, one scenario against such a cluster:
 //! - `scenario_run`: [`scenario_run::run`], the whole run; `urls`: servers given with `--url`.
@@ -22,6 +24,7 @@
 //! - `clock`: the run's time line; `driver`: the workload in real time.
 //! - `inject`: the faults on schedule, each followed by an observation of its effect.
 //! - `evidence`: proxy records and client operations as the checkers' records.
+//! - `read_stall`: the longest interval without a successful read, for comparing routers.
 //! - `server_counts`: `pg_stat_statements` and server-log counts, with snapshots before stops.
 //! - `cross_check`: those counts against the evidence, per node; a disagreement fails the run.
 //! - `real_report`: the `-real.json` and `.md` reports.
@@ -43,9 +46,11 @@ pub mod inject;
 pub mod node;
 pub mod overhead;
 pub mod pgpool;
+pub mod pgpool_clients;
 mod ports;
 pub mod prerequisites;
 pub mod proxy;
+pub mod read_stall;
 pub mod real_report;
 pub mod refusal;
 mod relay;

@@ -30,6 +30,8 @@ pub const INSTALL_HINT: &str = "apt-get install -y pgpool2";
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Limit of one readiness probe (connect and `SELECT 1`).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The database the readiness probe connects to (every PostgreSQL cluster has it).
+const PROBE_DATABASE: &str = "postgres";
 /// Longest wait for pgpool's processes to exit after a fast shutdown, before they are killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How an error introduces the end of pgpool's log.
@@ -122,6 +124,8 @@ pub struct Pgpool {
     pcp_port: u16,
     dir: PathBuf,
     child: Option<tokio::process::Child>,
+    /// pgpool's main process (the child of `runuser` when started as root).
+    main_pid: Option<u32>,
     stopped: bool,
 }
 
@@ -203,8 +207,9 @@ pub fn unhonoured(config: &RouterConfig, shards: usize) -> Vec<String> {
     match config.balance {
         Balance::Weighted => {}
         other => list.push(format!(
-            "balance = {other:?}: pgpool picks a replica at random in proportion to backend_weight \
-             for each statement (statement_level_load_balance), like `weighted`"
+            "balance = {}: pgpool picks a replica at random in proportion to backend_weight \
+             for each statement (statement_level_load_balance), like `weighted`",
+            crate::scenario::router_section::balance_name(other)
         )),
     }
     if config.read_your_writes {
@@ -264,13 +269,12 @@ pub fn unhonoured(config: &RouterConfig, shards: usize) -> Vec<String> {
                 .to_string(),
         );
     }
-    list.push(
-        "critical reads (prefer_replica = false): clients send them as plain reads, \
-         which pgpool balances like any other"
-            .to_string(),
-    );
     list
 }
+
+/// What a report says when the workload has critical reads (`primary_read_ratio` > 0).
+pub const CRITICAL_READS_UNHONOURED: &str = "critical reads (primary_read_ratio > 0): clients send \
+     them as plain reads, which pgpool balances like any other";
 
 /// One `key = 'value'` line, quoting strings the way pgpool.conf wants.
 fn quoted(out: &mut String, key: &str, value: &str) {
@@ -286,6 +290,7 @@ pub fn render_conf(
     backends: &[PgpoolBackend],
     settings: &PgpoolSettings,
     user: &str,
+    dbname: &str,
     port: u16,
     pcp_port: u16,
     dir: &Path,
@@ -325,8 +330,10 @@ pub fn render_conf(
     plain(&mut out, "sr_check_period", settings.sr_check_period_s);
     quoted(&mut out, "sr_check_user", user);
     quoted(&mut out, "sr_check_password", "");
-    quoted(&mut out, "sr_check_database", "postgres");
+    quoted(&mut out, "sr_check_database", dbname);
     plain(&mut out, "delay_threshold", settings.delay_threshold_bytes);
+    // Like the router: a lagging replica's reads go to the other replicas before the primary.
+    plain(&mut out, "prefer_lower_delay_standby", "on");
     plain(
         &mut out,
         "health_check_period",
@@ -339,7 +346,7 @@ pub fn render_conf(
     );
     quoted(&mut out, "health_check_user", user);
     quoted(&mut out, "health_check_password", "");
-    quoted(&mut out, "health_check_database", "postgres");
+    quoted(&mut out, "health_check_database", dbname);
     plain(
         &mut out,
         "health_check_max_retries",
@@ -430,6 +437,7 @@ impl Pgpool {
             pcp_port,
             dir: dir.clone(),
             child: None,
+            main_pid: None,
             stopped: false,
         };
         let settings = PgpoolSettings::from_router(config);
@@ -440,7 +448,7 @@ impl Pgpool {
         };
         write(
             "pgpool.conf",
-            &render_conf(&ordered, &settings, user, port, pcp_port, &dir),
+            &render_conf(&ordered, &settings, user, dbname, port, pcp_port, &dir),
         )?;
         write("pool_hba.conf", "host all all 127.0.0.1/32 trust\n")?;
         write("pcp.conf", "")?;
@@ -490,8 +498,20 @@ impl Pgpool {
         let child = cmd
             .spawn()
             .map_err(|e| PgpoolError::io(format!("starting {}", binary.display()), e))?;
+        let spawned = child.id();
         pgpool.child = Some(child);
-        pgpool.wait_ready(user, dbname).await?;
+        // pgpool's pid file does not last its whole life: the process tree is what is kept.
+        pgpool.main_pid = match (spawned, as_root) {
+            (Some(runuser), true) => command::children_of(runuser).first().copied(),
+            (pid, _) => pid,
+        };
+        let ready = pgpool.wait_ready(user).await;
+        if pgpool.main_pid.is_none()
+            && let Some(runuser) = spawned
+        {
+            pgpool.main_pid = command::children_of(runuser).first().copied();
+        }
+        ready?;
         Ok(pgpool)
     }
 
@@ -515,7 +535,7 @@ impl Pgpool {
         command::log_tail(&self.dir.join("pgpool.log"))
     }
 
-    async fn wait_ready(&mut self, user: &str, dbname: &str) -> Result<(), PgpoolError> {
+    async fn wait_ready(&mut self, user: &str) -> Result<(), PgpoolError> {
         let start = Instant::now();
         loop {
             if let Some(child) = self.child.as_mut()
@@ -526,7 +546,7 @@ impl Pgpool {
                     log: self.log_tail(),
                 });
             }
-            let last = match probe(self.port, user, dbname).await {
+            let last = match probe(self.port, user).await {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
@@ -541,21 +561,12 @@ impl Pgpool {
         }
     }
 
-    /// pgpool's main process id, from its pid file.
-    fn main_pid(&self) -> Option<u32> {
-        std::fs::read_to_string(self.dir.join("pgpool.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    }
-
-    /// pgpool's processes: the main one and its children.
+    /// pgpool's processes: the main one and its children, while the main one lives.
     fn processes(&self) -> Vec<u32> {
-        let Some(main) = self.main_pid() else {
+        let Some(main) = self.main_pid else {
             return Vec::new();
         };
-        if !Path::new(&format!("/proc/{main}")).exists() {
+        if !command::process_has_arg(main, "-n") {
             return Vec::new();
         }
         let mut pids = command::children_of(main);
@@ -563,15 +574,16 @@ impl Pgpool {
         pids
     }
 
-    /// Stops pgpool (fast shutdown, then a kill if it lingers) and removes its directory.
+    /// Stops pgpool (immediate shutdown, then a kill of whatever lingers) and removes its directory.
     pub async fn stop(mut self) {
-        if let Some(main) = self.main_pid() {
-            command::signal("INT", &[main]).await;
+        let before = self.processes();
+        if let Some(main) = self.main_pid {
+            command::signal("QUIT", &[main]).await;
             let start = Instant::now();
             while start.elapsed() < STOP_TIMEOUT && !self.processes().is_empty() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            command::signal("KILL", &self.processes()).await;
+            command::signal("KILL", &still_pgpool(&before)).await;
         }
         if let Some(mut child) = self.child.take() {
             let _ = child.start_kill();
@@ -582,13 +594,25 @@ impl Pgpool {
     }
 }
 
+/// Those of `pids` that are still pgpool processes (not exited, their number not reused).
+fn still_pgpool(pids: &[u32]) -> Vec<u32> {
+    pids.iter()
+        .copied()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("pgpool"))
+        })
+        .collect()
+}
+
 impl Drop for Pgpool {
     fn drop(&mut self) {
         if self.stopped {
             return;
         }
-        if let Some(main) = self.main_pid() {
-            command::signal_blocking("INT", &[main]);
+        let before = self.processes();
+        if let Some(main) = self.main_pid {
+            command::signal_blocking("QUIT", &[main]);
             // 250 polls of 20 ms: the same bound as `stop`.
             for _ in 0..250 {
                 if self.processes().is_empty() {
@@ -596,7 +620,7 @@ impl Drop for Pgpool {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            command::signal_blocking("KILL", &self.processes());
+            command::signal_blocking("KILL", &still_pgpool(&before));
         }
         if let Some(child) = self.child.as_mut() {
             let _ = child.start_kill();
@@ -606,13 +630,16 @@ impl Drop for Pgpool {
 }
 
 /// One connection to pgpool and `SELECT 1`, under [`PROBE_TIMEOUT`].
-async fn probe(port: u16, user: &str, dbname: &str) -> Result<(), String> {
+async fn probe(port: u16, user: &str) -> Result<(), String> {
     let mut config = tokio_postgres::Config::new();
     config
         .host("127.0.0.1")
         .port(port)
         .user(user)
-        .dbname(dbname)
+        // Not the clients' database: pgpool caches a child's backend connections per user and
+        // database, and a client handed the probe's cached connections would reach the nodes under
+        // the probe's application_name, which the evidence does not count as workload.
+        .dbname(PROBE_DATABASE)
         .application_name("replisim-pgpool-probe")
         .connect_timeout(PROBE_TIMEOUT);
     let attempt = async {
@@ -687,6 +714,7 @@ mod tests {
             &backends(),
             &s,
             "postgres",
+            "replisim",
             21_000,
             21_001,
             Path::new("/tmp/x"),
@@ -699,6 +727,7 @@ mod tests {
         assert!(text.contains("backend_weight1 = 1.000000\n"));
         assert!(text.contains("backend_application_name1 = 'replica-1'"));
         assert!(text.contains("health_check_period = 30\n"));
+        assert!(text.contains("health_check_database = 'replisim'\n"));
     }
 
     #[test]
@@ -717,7 +746,7 @@ mod tests {
             "per-user",
             "shards",
             "passive ejection",
-            "RoundRobin",
+            "round_robin",
         ] {
             assert!(joined.contains(needle), "{needle} missing from {joined}");
         }

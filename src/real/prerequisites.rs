@@ -118,6 +118,27 @@ pub fn skip_without_postgres(needs: Needs) -> bool {
     }
 }
 
+/// The gate of every test that runs pgpool-II: like [`skip_without_postgres`], for
+/// `/usr/sbin/pgpool` (`apt-get install -y pgpool2`).
+///
+/// # Panics
+///
+/// Under `CI=true` when pgpool is missing, with how to install it.
+pub fn skip_without_pgpool() -> bool {
+    let Err(missing) = crate::real::pgpool::installed() else {
+        return false;
+    };
+    let ci = std::env::var(CI_VARIABLE).ok();
+    if is_ci(ci.as_deref()) {
+        panic!(
+            "{missing}; CI={} requires the pgpool tests to run (see .ci/run)",
+            ci.unwrap_or_default()
+        );
+    }
+    println!("skipped: {missing}");
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

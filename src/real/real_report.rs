@@ -50,6 +50,18 @@ pub fn to_markdown(report: &Report, details: &RealDetails) -> String {
     out.push_str("\n## Real mode\n\n");
     let _ = writeln!(
         out,
+        "Router under test: {}. Read stall: {} ms without a successful read, from {} ms.\n",
+        details.router, details.read_stall.longest_ms, details.read_stall.from_ms
+    );
+    if !details.router_unhonoured.is_empty() {
+        out.push_str("Router settings it could not honour:\n\n");
+        for line in &details.router_unhonoured {
+            let _ = writeln!(out, "- {line}");
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
         "Servers: {}. Statements are counted from what crossed each node's fault proxy; {} \
          matched no client operation, {} were held by a partition.\n",
         details.servers, details.unmatched_statements, details.held_statements

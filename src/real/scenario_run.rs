@@ -18,14 +18,19 @@ use crate::real::error::ClusterError;
 use crate::real::evidence::{self, NodeRecords};
 use crate::real::inject::{self, Targets, model_apply_delay};
 use crate::real::node::DATABASE;
+use crate::real::pgpool::{self, Pgpool, PgpoolBackend, PgpoolError};
+use crate::real::pgpool_clients::PgpoolClients;
 use crate::real::proxy::FaultProxy;
+use crate::real::read_stall::{ReadStall, read_stall};
 use crate::real::server_counts::{self, ServerCounts, Snapshot};
 use crate::real::settings::ServerSettings;
 use crate::real::sql::{Admin, SUPERUSER};
 use crate::real::urls::ExternalNodes;
 use crate::record::RunOutcome;
 use crate::record::events::{FaultRecord, NodeRole};
-use crate::router::{Router, RouterError, TcpConnector, connector::Connector};
+use crate::record::workload::Target;
+use crate::router::metrics::CapTimeouts;
+use crate::router::{MetricsSnapshot, Router, RouterError, TcpConnector, connector::Connector};
 use crate::scenario::{Login, Scenario};
 
 /// The `CREATE TABLE` of SPEC 2a, for servers replisim did not create.
@@ -61,6 +66,9 @@ pub enum RealRunError {
     /// The router refused its configuration or could not start.
     #[error("starting the router: {0}")]
     Router(#[from] RouterError),
+    /// pgpool-II could not start (`--router pgpool`).
+    #[error("starting pgpool-II: {0}")]
+    Pgpool(#[from] PgpoolError),
     /// The workload did not finish within the router's own timeouts.
     #[error("the workload did not finish {0:?} after the scenario's duration")]
     Stuck(Duration),
@@ -69,9 +77,36 @@ pub enum RealRunError {
     Interrupted,
 }
 
+/// The router the workload goes through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RouterUnderTest {
+    /// This crate's router, in process.
+    #[default]
+    Replisim,
+    /// pgpool-II 4.3, started by replisim in front of the same fault proxies.
+    Pgpool,
+}
+
+impl RouterUnderTest {
+    /// Its name in reports and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            RouterUnderTest::Replisim => "replisim",
+            RouterUnderTest::Pgpool => "pgpool",
+        }
+    }
+}
+
 /// What a real run adds to the report (under `real`).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RealDetails {
+    /// The router the workload went through: `replisim` or `pgpool`.
+    pub router: &'static str,
+    /// The scenario's router settings the router under test could not honour (pgpool only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub router_unhonoured: Vec<String>,
+    /// The longest interval without a successful read completion.
+    pub read_stall: ReadStall,
     /// `cluster` (started by replisim) or `external` (`--url`).
     pub servers: &'static str,
     /// Per node, the servers' own counts (cluster only).
@@ -119,6 +154,16 @@ pub async fn run(
     seed: u64,
     external: Option<ExternalNodes>,
 ) -> Result<RealOutcome, RealRunError> {
+    run_through(scenario, seed, external, RouterUnderTest::Replisim).await
+}
+
+/// [`run`], with the workload through `router`.
+pub async fn run_through(
+    scenario: &Scenario,
+    seed: u64,
+    external: Option<ExternalNodes>,
+    router: RouterUnderTest,
+) -> Result<RealOutcome, RealRunError> {
     let interrupted = async {
         // Without a signal handler there is nothing to wait for, not a reason to stop.
         if tokio::signal::ctrl_c().await.is_err() {
@@ -128,7 +173,7 @@ pub async fn run(
     tokio::select! {
         biased;
         () = interrupted => Err(RealRunError::Interrupted),
-        outcome = run_uninterrupted(scenario, seed, external) => outcome,
+        outcome = run_uninterrupted(scenario, seed, external, router) => outcome,
     }
 }
 
@@ -136,6 +181,7 @@ async fn run_uninterrupted(
     scenario: &Scenario,
     seed: u64,
     external: Option<ExternalNodes>,
+    router: RouterUnderTest,
 ) -> Result<RealOutcome, RealRunError> {
     let mut not_emulated = vec!["query_time: a real server's service time is its own".to_string()];
     let servers = match external {
@@ -148,7 +194,7 @@ async fn run_uninterrupted(
         }
         None => Servers::Cluster(Box::new(start_cluster(scenario).await?)),
     };
-    let outcome = run_on(scenario, seed, &servers, not_emulated).await;
+    let outcome = run_on(scenario, seed, &servers, not_emulated, router).await;
     if let Servers::Cluster(cluster) = servers {
         // The run's own error is the one worth reporting; a teardown error comes second.
         let torn_down = cluster.teardown().await;
@@ -293,6 +339,7 @@ async fn run_on(
     seed: u64,
     servers: &Servers,
     not_emulated: Vec<String>,
+    under_test: RouterUnderTest,
 ) -> Result<RealOutcome, RealRunError> {
     let mut proxies = Vec::with_capacity(scenario.nodes.len());
     for (model, upstream) in scenario
@@ -317,20 +364,57 @@ async fn run_on(
             nodes.password.clone(),
         ),
     };
-    // The router reaches every node through its fault proxy.
-    let topology = scenario.router_topology(
-        |idx, _| {
-            let port = proxies.get(idx).map_or(0, |p| p.local_addr().port());
-            ("127.0.0.1".to_string(), port)
-        },
-        Login {
-            user,
-            dbname,
-            password,
-        },
-    );
-    let connector: Arc<dyn Connector> = Arc::new(TcpConnector);
-    let router = Router::start(scenario.router.clone(), topology, connector).await?;
+    // The router under test reaches every node through its fault proxy.
+    let (target, router, pgpool) = match under_test {
+        RouterUnderTest::Replisim => {
+            let topology = scenario.router_topology(
+                |idx, _| {
+                    let port = proxies.get(idx).map_or(0, |p| p.local_addr().port());
+                    ("127.0.0.1".to_string(), port)
+                },
+                Login {
+                    user,
+                    dbname,
+                    password,
+                },
+            );
+            let connector: Arc<dyn Connector> = Arc::new(TcpConnector);
+            let router = Router::start(scenario.router.clone(), topology, connector).await?;
+            (Target::Router(router.clone()), Some(router), None)
+        }
+        RouterUnderTest::Pgpool => {
+            let backends: Vec<PgpoolBackend> = scenario
+                .nodes
+                .iter()
+                .zip(&proxies)
+                .map(|(model, proxy)| {
+                    let primary = model.initial_role == NodeRole::Primary;
+                    PgpoolBackend {
+                        name: model.name.clone(),
+                        host: "127.0.0.1".to_string(),
+                        port: proxy.local_addr().port(),
+                        primary,
+                        // The router reads on the primary only when no replica can serve.
+                        weight: if primary {
+                            0.0
+                        } else {
+                            f64::from(model.weight)
+                        },
+                    }
+                })
+                .collect();
+            let pgpool = Pgpool::start(&backends, &scenario.router, &user, &dbname).await?;
+            let clients = PgpoolClients::new(
+                pgpool.port(),
+                &user,
+                &dbname,
+                scenario.workload.clients,
+                scenario.router.connect_timeout,
+                scenario.router.query_timeout,
+            );
+            (Target::Connections(Arc::new(clients)), None, Some(pgpool))
+        }
+    };
 
     let clock = RunClock::start();
     let node_index = scenario
@@ -341,7 +425,7 @@ async fn run_on(
         .collect();
     let end_us = crate::real::clock::micros(scenario.duration);
     let driver = Arc::new(Driver::new(
-        router.clone(),
+        target,
         node_index,
         scenario.workload.clone(),
         seed,
@@ -360,8 +444,20 @@ async fn run_on(
     let limit = scenario.duration + drain_limit(&scenario.router);
     let workload = tokio::time::timeout(limit, Arc::clone(&driver).run());
     let (finished, injected) = tokio::join!(workload, inject::run(&targets));
-    let metrics = router.metrics();
-    router.shutdown();
+    let metrics = match &router {
+        Some(router) => {
+            let metrics = router.metrics();
+            router.shutdown();
+            metrics
+        }
+        None => MetricsSnapshot {
+            nodes: Vec::new(),
+            cap_timeouts: CapTimeouts::default(),
+        },
+    };
+    if let Some(pgpool) = pgpool {
+        pgpool.stop().await;
+    }
     if finished.is_err() {
         return Err(RealRunError::Stuck(drain_limit(&scenario.router)));
     }
@@ -374,6 +470,18 @@ async fn run_on(
         .unwrap_or(end_us);
 
     let mut details = RealDetails {
+        router: under_test.name(),
+        router_unhonoured: match under_test {
+            RouterUnderTest::Replisim => Vec::new(),
+            RouterUnderTest::Pgpool => {
+                let mut list = pgpool::unhonoured(&scenario.router, scenario.shards.len());
+                if scenario.workload.primary_read_ratio > 0.0 {
+                    list.push(pgpool::CRITICAL_READS_UNHONOURED.to_string());
+                }
+                list
+            }
+        },
+        read_stall: read_stall(&records.ops, end_us),
         servers: match servers {
             Servers::Cluster(_) => "cluster",
             Servers::External(_) => "external",

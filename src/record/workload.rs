@@ -118,14 +118,55 @@ impl ClientScope {
 pub trait ClientRecorder: Send + Sync {
     /// Now, in microseconds on the run's clock.
     fn now_us(&self) -> Micros;
-    /// Records a finished operation; `error` is the router's error when it failed.
-    fn record(&self, op: ClientOp, error: Option<&RouterError>);
+    /// Records a finished operation; `failure` says what the client was told when it failed.
+    fn record(&self, op: ClientOp, failure: Option<&OpFailure>);
+}
+
+/// What a client was told about a failed operation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpFailure {
+    /// The error's message.
+    pub message: String,
+    /// The node the error came from, when the router under test named one.
+    pub node: Option<String>,
+    /// The server's SQLSTATE, when the error carried one (e.g. `25006`).
+    pub sqlstate: Option<String>,
+}
+
+impl OpFailure {
+    /// What the router said.
+    pub fn of_router(error: &RouterError) -> OpFailure {
+        OpFailure {
+            message: error.to_string(),
+            node: error.node().map(str::to_string),
+            sqlstate: error.code().map(|code| code.code().to_string()),
+        }
+    }
+}
+
+/// Clients that reach the servers through something other than the in-process router (real
+/// mode's `--router pgpool`): one connection per client, statements by kind only.
+#[async_trait::async_trait]
+pub trait Connections: Send + Sync {
+    /// Runs `plan` for `client` as `user`: the SPEC statement of its kind (a transaction for a
+    /// transactional write). Returns the row version its last statement returned, 0 with no row.
+    async fn execute(&self, client: u32, user: i64, plan: OpPlan) -> Result<i64, OpFailure>;
+}
+
+/// What the clients' operations go through.
+#[derive(Clone)]
+pub enum Target {
+    /// The router under test, in process.
+    Router(Router),
+    /// Plain connections to another router; which node served an operation is not known to the
+    /// client (the run's evidence tells).
+    Connections(Arc<dyn Connections>),
 }
 
 /// Everything the clients share.
 pub struct Clients {
-    /// The router under test.
-    pub router: Router,
+    /// What the operations go through.
+    pub target: Target,
     /// The clients' clock, and where their operations are recorded.
     pub recorder: Arc<dyn ClientRecorder>,
     /// Node name -> index, to record which node served an operation.
@@ -151,12 +192,11 @@ type Sessions = Arc<Vec<Mutex<Option<Session>>>>;
 
 /// Runs the whole workload and returns when every started operation has finished.
 pub async fn run(clients: Arc<Clients>) {
-    let sessions: Sessions = Arc::new(if clients.router.config().read_your_writes {
-        (0..clients.spec.clients)
-            .map(|_| Mutex::new(Some(Session::new(clients.router.clone()))))
-            .collect()
-    } else {
-        Vec::new()
+    let sessions: Sessions = Arc::new(match &clients.target {
+        Target::Router(router) if router.config().read_your_writes => (0..clients.spec.clients)
+            .map(|_| Mutex::new(Some(Session::new(router.clone()))))
+            .collect(),
+        _ => Vec::new(),
     });
     match clients.spec.rate {
         Some(rate) => open_loop(clients, sessions, rate).await,
@@ -261,6 +301,34 @@ async fn execute(
     start_us: Micros,
 ) {
     let user = (u64::from(client) % clients.spec.users) as i64;
+    let router = match &clients.target {
+        Target::Router(router) => router,
+        Target::Connections(connections) => {
+            let result = connections.execute(client, user, plan).await;
+            let end_us = clients.recorder.now_us();
+            let (version, failure) = match result {
+                Ok(version) => (version, None),
+                Err(failure) => (0, Some(failure)),
+            };
+            let op = ClientOp {
+                client,
+                user,
+                org: plan.org,
+                key: plan.key,
+                kind: plan.kind,
+                prefer_replica: plan.prefer_replica,
+                transaction: plan.transaction,
+                start_us,
+                end_us,
+                ok: failure.is_none(),
+                node: None,
+                version,
+                error: failure.as_ref().map(|f| f.message.clone()),
+            };
+            clients.recorder.record(op, failure.as_ref());
+            return;
+        }
+    };
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&plan.org, &plan.key, &user];
     let read = ReadRequest {
         org: plan.org,
@@ -280,7 +348,7 @@ async fn execute(
                 OpKind::Read => session.read_in(scope, read, READ_SQL, &params).await,
                 OpKind::Write if plan.transaction => {
                     let session = Some((&mut session, scope));
-                    transact(clients, session, write, &params).await
+                    transact(router, clients.split_transactions, session, write, &params).await
                 }
                 OpKind::Write => session.write_in(scope, write, WRITE_SQL, &params).await,
             };
@@ -289,9 +357,11 @@ async fn execute(
             }
             result
         }
-        (None, OpKind::Read) => clients.router.read(read, READ_SQL, &params).await,
-        (None, OpKind::Write) if plan.transaction => transact(clients, None, write, &params).await,
-        (None, OpKind::Write) => clients.router.write(write, WRITE_SQL, &params).await,
+        (None, OpKind::Read) => router.read(read, READ_SQL, &params).await,
+        (None, OpKind::Write) if plan.transaction => {
+            transact(router, clients.split_transactions, None, write, &params).await
+        }
+        (None, OpKind::Write) => router.write(write, WRITE_SQL, &params).await,
     };
     let end_us = clients.recorder.now_us();
     let (ok, node, version, error) = match &result {
@@ -321,26 +391,24 @@ async fn execute(
         version,
         error,
     };
-    clients.recorder.record(op, result.err().as_ref());
+    let failure = result.err().as_ref().map(OpFailure::of_router);
+    clients.recorder.record(op, failure.as_ref());
 }
 
 /// A write as a transaction (SPEC 6.3): `BEGIN`, the locking read, the write, `COMMIT`, on one
 /// connection of the shard's writer; committed through the session, if there is one, so that its
 /// later reads see it. Its rows are the write's.
 async fn transact(
-    clients: &Clients,
+    router: &Router,
+    split_transactions: bool,
     session: Option<(&mut Session, Scope)>,
     request: WriteRequest,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Routed<Vec<tokio_postgres::Row>>, RouterError> {
-    let mut transaction = clients.router.begin(request).await?;
-    let rows = if clients.split_transactions {
-        clients.router.write(request, LOCK_SQL, params).await?;
-        clients
-            .router
-            .write(request, WRITE_SQL, params)
-            .await?
-            .value
+    let mut transaction = router.begin(request).await?;
+    let rows = if split_transactions {
+        router.write(request, LOCK_SQL, params).await?;
+        router.write(request, WRITE_SQL, params).await?.value
     } else {
         transaction.query(LOCK_SQL, params).await?;
         transaction.query(WRITE_SQL, params).await?

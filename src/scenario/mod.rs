@@ -23,7 +23,7 @@ mod invariants;
 pub mod limits;
 pub mod model;
 mod raw;
-mod router_section;
+pub(crate) mod router_section;
 mod router_topology;
 mod topology;
 mod validate;

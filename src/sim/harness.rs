@@ -10,7 +10,6 @@ use crate::record::events::{ClientOp, EventLog, Micros, NodeRole};
 use crate::record::schedule;
 use crate::record::workload::ClientRecorder;
 use crate::record::workload::{self, ClientScope, Clients};
-use crate::router::RouterError;
 use crate::router::connector::Connector;
 use crate::router::topology::Topology;
 use crate::router::{MetricsSnapshot, Router, RouterConfig};
@@ -191,7 +190,7 @@ pub fn run_with(
         sim.client(APP_HOST, async move {
             let router = Router::start(config, topology, connector).await?;
             let clients = Arc::new(Clients {
-                router: router.clone(),
+                target: workload::Target::Router(router.clone()),
                 recorder: log,
                 node_index,
                 spec,
@@ -266,7 +265,7 @@ impl ClientRecorder for EventLog {
         now_us()
     }
 
-    fn record(&self, op: ClientOp, _: Option<&RouterError>) {
+    fn record(&self, op: ClientOp, _: Option<&workload::OpFailure>) {
         self.op(op);
     }
 }
