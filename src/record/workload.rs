@@ -182,7 +182,7 @@ async fn closed_loop(clients: Arc<Clients>, sessions: Sessions) {
             while clients.recorder.now_us() < clients.end_us {
                 let plan = mix.next(&mut rng);
                 let start_us = clients.recorder.now_us();
-                execute(&clients, &sessions, client, plan, start_us).await;
+                Box::pin(execute(&clients, &sessions, client, plan, start_us)).await;
                 if !clients.spec.think_time.is_zero() {
                     tokio::time::sleep(clients.spec.think_time).await;
                 }
@@ -227,7 +227,9 @@ async fn open_loop(clients: Arc<Clients>, sessions: Sessions, rate: f64) {
         let sessions = Arc::clone(&sessions);
         let idle = Arc::clone(&idle);
         tasks.spawn(async move {
-            execute(&clients, &sessions, client, plan, intended_us).await;
+            // Boxed: an operation's future is kilobytes (the router's nested attempts), and the
+            // runtime moves a task's future and output in place several times; a box moves by pointer.
+            Box::pin(execute(&clients, &sessions, client, plan, intended_us)).await;
             idle.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push_back(client);
