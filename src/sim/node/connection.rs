@@ -1,8 +1,12 @@
 //! The message loop of one client connection: pgwire's `process_message` / `process_error` over a
 //! turmoil stream (pgwire's own `process_socket` only takes a real tokio socket, and its unbiased
-//! `select!` would make runs differ). It logs the connection's open and close.
+//! `select!` would make runs differ). It logs the connection's open and close. Answers to
+//! extended-protocol messages leave at the next `Sync`, as PostgreSQL sends them (see `reply_buffer`).
 
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -18,6 +22,7 @@ use turmoil::net::TcpStream;
 use super::backend::Backend;
 use super::clock::try_now_us;
 use super::execute::Identity;
+use super::reply_buffer::ReplyBuffer;
 use super::state::SimNode;
 use super::statement::Statement;
 use crate::record::events::ServerConnEvent;
@@ -31,7 +36,7 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// `lock_timeout`.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Socket = Framed<TcpStream, PgWireMessageServerCodec<Statement>>;
+type Socket = Framed<ReplyBuffer<TcpStream>, PgWireMessageServerCodec<Statement>>;
 
 /// Logs the close of an open connection when dropped: at the end of the loop, or when a crash
 /// drops the task.
@@ -72,7 +77,7 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
         return;
     };
     let mut socket: Socket = Framed::new(
-        stream,
+        ReplyBuffer::new(stream),
         PgWireMessageServerCodec::new(DefaultClient::new(peer, false)),
     );
     socket.set_state(PgWireConnectionState::AwaitingStartup);
@@ -103,6 +108,7 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
         }
         let is_extended = message.is_extended_query();
         let is_cancel = matches!(message, PgWireFrontendMessage::CancelRequest(_));
+        socket.get_mut().hold(answer_waits_for_sync(&message));
         let limit = node.service_time() + WRITE_TIMEOUT;
         let processed = {
             let processing = process_message(
@@ -115,7 +121,24 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
                 backend.clone(),
             );
             tokio::pin!(processing);
-            loop {
+            // Most messages are answered in their first poll: the write timer below is armed
+            // only for one that waits (an `Execute` for its service time, a blocked write), which
+            // saves a timer per message. Simulated time does not move within a poll, so the
+            // timer's deadline is the one it would have had.
+            let first = poll_fn(|cx| {
+                if dropped.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(None));
+                }
+                match Pin::new(&mut processing).poll(cx) {
+                    Poll::Ready(processed) => Poll::Ready(Some(Some(processed))),
+                    Poll::Pending => Poll::Ready(None),
+                }
+            })
+            .await;
+            if let Some(first) = first {
+                first
+            } else {
+                loop {
                 tokio::select! {
                     biased;
                     () = &mut dropped => break None,
@@ -129,6 +152,7 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
                         }
                     }
                 }
+                }
             }
         };
         match processed {
@@ -136,6 +160,10 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
             Some(Ok(())) => {}
             Some(Err(error)) => {
                 let fatal = error.is_fatal();
+                if fatal {
+                    // The connection ends after this answer: it must not stay in the buffer.
+                    socket.get_mut().hold(false);
+                }
                 let reported = timeout(
                     WRITE_TIMEOUT,
                     process_error(&mut socket, error, is_extended),
@@ -156,6 +184,19 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
         }
     }
     drop(open);
+}
+
+/// Whether the answer to `message` waits in the output buffer for the next `Sync` or `Flush`, as
+/// in PostgreSQL, where only those (and the simple protocol's `Query`) flush.
+fn answer_waits_for_sync(message: &PgWireFrontendMessage) -> bool {
+    matches!(
+        message,
+        PgWireFrontendMessage::Parse(_)
+            | PgWireFrontendMessage::Bind(_)
+            | PgWireFrontendMessage::Describe(_)
+            | PgWireFrontendMessage::Execute(_)
+            | PgWireFrontendMessage::Close(_)
+    )
 }
 
 /// The next client message: before startup completes, within the startup deadline; after, without
