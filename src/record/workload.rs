@@ -182,7 +182,7 @@ async fn closed_loop(clients: Arc<Clients>, sessions: Sessions) {
             while clients.recorder.now_us() < clients.end_us {
                 let plan = mix.next(&mut rng);
                 let start_us = clients.recorder.now_us();
-                Box::pin(execute(&clients, &sessions, client, plan, start_us)).await;
+                execute(&clients, &sessions, client, plan, start_us).await;
                 if !clients.spec.think_time.is_zero() {
                     tokio::time::sleep(clients.spec.think_time).await;
                 }
@@ -227,9 +227,7 @@ async fn open_loop(clients: Arc<Clients>, sessions: Sessions, rate: f64) {
         let sessions = Arc::clone(&sessions);
         let idle = Arc::clone(&idle);
         tasks.spawn(async move {
-            // Boxed: an operation's future is kilobytes (the router's nested attempts), and the
-            // runtime moves a task's future and output in place several times; a box moves by pointer.
-            Box::pin(execute(&clients, &sessions, client, plan, intended_us)).await;
+            execute(&clients, &sessions, client, plan, intended_us).await;
             idle.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push_back(client);
@@ -275,25 +273,32 @@ async fn execute(
     };
     let slot = sessions.get(client as usize);
     let session = slot.and_then(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+    // Each router call is boxed: its future is kilobytes (the router's nested attempts), and unboxed
+    // it would make every operation's task that big, which the runtime moves in place when it
+    // spawns and finishes the task. Boxed one by one, an operation copies only the call it makes.
     let result = match (session, plan.kind) {
         (Some(mut session), kind) => {
             let scope = clients.scope.of(&plan);
             let result = match kind {
-                OpKind::Read => session.read_in(scope, read, READ_SQL, &params).await,
+                OpKind::Read => Box::pin(session.read_in(scope, read, READ_SQL, &params)).await,
                 OpKind::Write if plan.transaction => {
                     let session = Some((&mut session, scope));
-                    transact(clients, session, write, &params).await
+                    Box::pin(transact(clients, session, write, &params)).await
                 }
-                OpKind::Write => session.write_in(scope, write, WRITE_SQL, &params).await,
+                OpKind::Write => {
+                    Box::pin(session.write_in(scope, write, WRITE_SQL, &params)).await
+                }
             };
             if let Some(slot) = slot {
                 *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(session);
             }
             result
         }
-        (None, OpKind::Read) => clients.router.read(read, READ_SQL, &params).await,
-        (None, OpKind::Write) if plan.transaction => transact(clients, None, write, &params).await,
-        (None, OpKind::Write) => clients.router.write(write, WRITE_SQL, &params).await,
+        (None, OpKind::Read) => Box::pin(clients.router.read(read, READ_SQL, &params)).await,
+        (None, OpKind::Write) if plan.transaction => {
+            Box::pin(transact(clients, None, write, &params)).await
+        }
+        (None, OpKind::Write) => Box::pin(clients.router.write(write, WRITE_SQL, &params)).await,
     };
     let end_us = clients.recorder.now_us();
     let (ok, node, version, error) = match &result {
