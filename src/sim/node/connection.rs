@@ -4,17 +4,18 @@
 //! extended-protocol messages leave at the next `Sync`, as PostgreSQL sends them (see `reply_buffer`).
 
 use std::future::{Future, poll_fn};
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use futures::StreamExt;
 use pgwire::api::{ClientInfo, DefaultClient, NoopHandler, PgWireConnectionState};
-use pgwire::error::PgWireError;
+use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireFrontendMessage;
 use pgwire::tokio::server::{PgWireMessageServerCodec, process_error, process_message};
 
+use tokio::sync::futures::Notified;
 use tokio::time::{Instant, sleep, timeout, timeout_at};
 use tokio_util::codec::Framed;
 use turmoil::net::TcpStream;
@@ -109,52 +110,24 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
         let is_extended = message.is_extended_query();
         let is_cancel = matches!(message, PgWireFrontendMessage::CancelRequest(_));
         socket.get_mut().hold(answer_waits_for_sync(&message));
+        let held = answer_waits_for_sync(&message);
+        socket.get_mut().hold(held);
         let limit = node.service_time() + WRITE_TIMEOUT;
-        let processed = {
-            let processing = process_message(
-                message,
-                &mut socket,
-                backend.clone(),
-                backend.clone(),
-                backend.clone(),
-                noop.clone(),
-                backend.clone(),
-            );
-            tokio::pin!(processing);
-            // Most messages are answered in their first poll: the write timer below is armed
-            // only for one that waits (an `Execute` for its service time, a blocked write), which
-            // saves a timer per message. Simulated time does not move within a poll, so the
-            // timer's deadline is the one it would have had.
-            let first = poll_fn(|cx| {
-                if dropped.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Some(None));
-                }
-                match Pin::new(&mut processing).poll(cx) {
-                    Poll::Ready(processed) => Poll::Ready(Some(Some(processed))),
-                    Poll::Pending => Poll::Ready(None),
-                }
-            })
-            .await;
-            if let Some(first) = first {
-                first
-            } else {
-                loop {
-                tokio::select! {
-                    biased;
-                    () = &mut dropped => break None,
-                    processed = &mut processing => break Some(processed),
-                    () = sleep(limit) => {
-                        let waiting = backend
-                            .identity()
-                            .is_some_and(|identity| node.is_lock_waiting(identity.conn));
-                        if !waiting {
-                            break None;
-                        }
-                    }
-                }
-                }
-            }
+        let processing = process_message(
+            message,
+            &mut socket,
+            backend.clone(),
+            backend.clone(),
+            backend.clone(),
+            noop.clone(),
+            backend.clone(),
+        );
+        let lock_waiting = || {
+            backend
+                .identity()
+                .is_some_and(|identity| node.is_lock_waiting(identity.conn))
         };
+        let processed = finish(processing, dropped.as_mut(), held, limit, lock_waiting).await;
         match processed {
             None => break,
             Some(Ok(())) => {}
@@ -184,6 +157,57 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
         }
     }
     drop(open);
+}
+
+/// Runs `processing`, the handling of one message, to its end; `None` if the node dropped its
+/// connections meanwhile, or if a message answered at once (`held` false) stayed unfinished past
+/// `limit` while not waiting for a row lock: its client stopped reading.
+async fn finish(
+    processing: impl Future<Output = PgWireResult<()>>,
+    mut dropped: Pin<&mut Notified<'_>>,
+    held: bool,
+    limit: Duration,
+    lock_waiting: impl Fn() -> bool,
+) -> Option<PgWireResult<()>> {
+    let mut processing = pin!(processing);
+    if held {
+        // A held answer goes to the buffer, never to the socket, so it cannot block: the message
+        // waits only for its service time (shorter than `limit`) or for a row lock, which the write
+        // timer would let run anyway. No timer, then.
+        return tokio::select! {
+            biased;
+            () = &mut dropped => None,
+            processed = &mut processing => Some(processed),
+        };
+    }
+    // Most messages are answered in their first poll: the write timer is armed only for one
+    // that waits (a blocked write), which saves a timer per message. Simulated time does not move
+    // within a poll, so the timer's deadline is the one it would have had.
+    let first = poll_fn(|cx| {
+        if dropped.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(None));
+        }
+        match processing.as_mut().poll(cx) {
+            Poll::Ready(processed) => Poll::Ready(Some(Some(processed))),
+            Poll::Pending => Poll::Ready(None),
+        }
+    })
+    .await;
+    if let Some(first) = first {
+        return first;
+    }
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut dropped => return None,
+            processed = &mut processing => return Some(processed),
+            () = sleep(limit) => {
+                if !lock_waiting() {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// Whether the answer to `message` waits in the output buffer for the next `Sync` or `Flush`, as
