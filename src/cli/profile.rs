@@ -63,6 +63,9 @@ mod tests {
     #[test]
     fn a_zero_wall_time_gives_zero_rates_not_infinity() {
         let text = render(1_000_000, 10, Phases::default());
-        assert!(text.contains("0.0 simulated seconds per wall-second"), "{text}");
+        assert!(
+            text.contains("0.0 simulated seconds per wall-second"),
+            "{text}"
+        );
     }
 }

@@ -285,9 +285,7 @@ async fn execute(
                     let session = Some((&mut session, scope));
                     Box::pin(transact(clients, session, write, &params)).await
                 }
-                OpKind::Write => {
-                    Box::pin(session.write_in(scope, write, WRITE_SQL, &params)).await
-                }
+                OpKind::Write => Box::pin(session.write_in(scope, write, WRITE_SQL, &params)).await,
             };
             if let Some(slot) = slot {
                 *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(session);
