@@ -39,6 +39,12 @@ use replisim::sim::harness::{RunOptions, run_with};
 
 const SEEDS: [u64; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
 
+// The allocator `replisim` itself runs with: simulations allocate many small buffers per message,
+// and the suite would otherwise run on the system allocator, slower than the command it tests.
+#[cfg(feature = "cli")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }

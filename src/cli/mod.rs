@@ -1,7 +1,8 @@
 //! The command line, one file per command, and the mapping of every outcome to an exit code (0 held
 //! / valid, 1 an invariant failed, 2 bad input or usage, 3 internal error).
 //!
-//! - `run`: one simulated run (reports, charts, `--metrics`, `--check-determinism`).
+//! - `run`: one simulated run (reports, charts, `--metrics`, `--check-determinism`); `profile`:
+//!   its `--profile` speed lines.
 //! - `real`: one run against a real PostgreSQL cluster.
 //! - `check`: validates scenario files.
 //! - `sweep`, `explore`, `shrink`: the searches, over [`crate::search`].
@@ -13,6 +14,7 @@ mod diff;
 mod explore;
 mod logging;
 mod overhead;
+mod profile;
 mod real;
 mod run;
 mod shrink;
@@ -67,6 +69,11 @@ enum Command {
         /// Write the ordered event trace, one event per line (what `trace_hash` fingerprints).
         #[arg(long, value_name = "FILE", hide = true)]
         trace: Option<PathBuf>,
+        /// Print how fast the run went: simulated seconds and client operations per wall-clock
+        /// second, for the whole command and for the simulation alone. Wall-clock figures go to
+        /// the terminal only, never into a report, trace or chart.
+        #[arg(long)]
+        profile: bool,
     },
     /// Run one scenario against a real PostgreSQL 15 cluster in real time and write its reports.
     Real {
@@ -197,6 +204,7 @@ fn execute(command: Command) -> Outcome {
             no_charts,
             check_determinism,
             trace,
+            profile,
         } => run::run(&run::RunArgs {
             path: &scenario,
             seed,
@@ -206,6 +214,7 @@ fn execute(command: Command) -> Outcome {
             charts: !no_charts,
             check_determinism,
             trace: trace.as_deref(),
+            profile,
         }),
         Command::Real {
             scenario,

@@ -1,8 +1,10 @@
 //! `replisim run`: one scenario in the simulation, its reports, and its verdict.
 
 use std::path::Path;
+use std::time::Instant;
 
 use super::Outcome;
+use super::profile::{self, Phases};
 use crate::report;
 use crate::router::{MetricsSnapshot, render_prometheus};
 use crate::scenario;
@@ -19,6 +21,8 @@ pub(super) struct RunArgs<'a> {
     pub charts: bool,
     pub check_determinism: bool,
     pub trace: Option<&'a Path>,
+    /// Print how fast the simulation ran (wall-clock figures, printed only).
+    pub profile: bool,
 }
 
 pub(super) fn run(args: &RunArgs) -> Outcome {
@@ -31,16 +35,19 @@ pub(super) fn run(args: &RunArgs) -> Outcome {
         charts,
         check_determinism,
         trace,
+        profile,
     } = args;
     let scenario = match scenario::load(path) {
         Ok(s) => s,
         Err(e) => return Outcome::BadInput(e.to_string()),
     };
     let seed = seed.unwrap_or(scenario.seed);
+    let started = Instant::now();
     let outcome = match sim::run(&scenario, seed) {
         Ok(o) => o,
         Err(e) => return Outcome::Internal(e.to_string()),
     };
+    let simulated = Instant::now();
     let report = report::evaluate(&scenario, &outcome);
     let replay = format!("replisim run {} --seed {seed}", path.display());
     // Charts first, so that the Markdown report links exactly the charts that were written.
@@ -65,6 +72,11 @@ pub(super) fn run(args: &RunArgs) -> Outcome {
     {
         return Outcome::BadInput(format!("{}: cannot write the trace: {e}", file.display()));
     }
+    // Measured before the determinism check, which runs the seed again in other processes.
+    let phases = Phases {
+        simulation: simulated - started,
+        reporting: simulated.elapsed(),
+    };
     let determinism = if check_determinism {
         match second_process(path, &scenario, &report, &outcome, out) {
             Ok(comparison) => Some(comparison),
@@ -97,6 +109,12 @@ pub(super) fn run(args: &RunArgs) -> Outcome {
         if let Some(file) = metrics {
             println!("metrics: {}", file.display());
         }
+    }
+    if profile {
+        print!(
+            "{}",
+            profile::render(outcome.run_end_us, outcome.events.ops.len(), phases)
+        );
     }
     match &determinism {
         Some(Comparison::Identical) => {

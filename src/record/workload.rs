@@ -341,27 +341,44 @@ async fn execute(
     };
     let slot = sessions.get(client as usize);
     let session = slot.and_then(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).take());
+    // Each router call is boxed: its future is kilobytes (the router's nested attempts), and unboxed
+    // it would make every operation's task that big, which the runtime moves in place when it
+    // spawns and finishes the task. Boxed one by one, an operation copies only the call it makes.
     let result = match (session, plan.kind) {
         (Some(mut session), kind) => {
             let scope = clients.scope.of(&plan);
             let result = match kind {
-                OpKind::Read => session.read_in(scope, read, READ_SQL, &params).await,
+                OpKind::Read => Box::pin(session.read_in(scope, read, READ_SQL, &params)).await,
                 OpKind::Write if plan.transaction => {
                     let session = Some((&mut session, scope));
-                    transact(router, clients.split_transactions, session, write, &params).await
+                    Box::pin(transact(
+                        router,
+                        clients.split_transactions,
+                        session,
+                        write,
+                        &params,
+                    ))
+                    .await
                 }
-                OpKind::Write => session.write_in(scope, write, WRITE_SQL, &params).await,
+                OpKind::Write => Box::pin(session.write_in(scope, write, WRITE_SQL, &params)).await,
             };
             if let Some(slot) = slot {
                 *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(session);
             }
             result
         }
-        (None, OpKind::Read) => router.read(read, READ_SQL, &params).await,
+        (None, OpKind::Read) => Box::pin(router.read(read, READ_SQL, &params)).await,
         (None, OpKind::Write) if plan.transaction => {
-            transact(router, clients.split_transactions, None, write, &params).await
+            Box::pin(transact(
+                router,
+                clients.split_transactions,
+                None,
+                write,
+                &params,
+            ))
+            .await
         }
-        (None, OpKind::Write) => router.write(write, WRITE_SQL, &params).await,
+        (None, OpKind::Write) => Box::pin(router.write(write, WRITE_SQL, &params)).await,
     };
     let end_us = clients.recorder.now_us();
     let (ok, node, version, error) = match &result {

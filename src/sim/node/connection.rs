@@ -1,16 +1,21 @@
 //! The message loop of one client connection: pgwire's `process_message` / `process_error` over a
 //! turmoil stream (pgwire's own `process_socket` only takes a real tokio socket, and its unbiased
-//! `select!` would make runs differ). It logs the connection's open and close.
+//! `select!` would make runs differ). It logs the connection's open and close. Answers to
+//! extended-protocol messages leave at the next `Sync`, as PostgreSQL sends them (see `reply_buffer`).
 
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::StreamExt;
 use pgwire::api::{ClientInfo, DefaultClient, NoopHandler, PgWireConnectionState};
-use pgwire::error::PgWireError;
+use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireFrontendMessage;
 use pgwire::tokio::server::{PgWireMessageServerCodec, process_error, process_message};
 
+use tokio::sync::futures::Notified;
 use tokio::time::{Instant, sleep, timeout, timeout_at};
 use tokio_util::codec::Framed;
 use turmoil::net::TcpStream;
@@ -18,6 +23,7 @@ use turmoil::net::TcpStream;
 use super::backend::Backend;
 use super::clock::try_now_us;
 use super::execute::Identity;
+use super::reply_buffer::ReplyBuffer;
 use super::state::SimNode;
 use super::statement::Statement;
 use crate::record::events::ServerConnEvent;
@@ -31,7 +37,7 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// `lock_timeout`.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Socket = Framed<TcpStream, PgWireMessageServerCodec<Statement>>;
+type Socket = Framed<ReplyBuffer<TcpStream>, PgWireMessageServerCodec<Statement>>;
 
 /// Logs the close of an open connection when dropped: at the end of the loop, or when a crash
 /// drops the task.
@@ -72,7 +78,7 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
         return;
     };
     let mut socket: Socket = Framed::new(
-        stream,
+        ReplyBuffer::new(stream),
         PgWireMessageServerCodec::new(DefaultClient::new(peer, false)),
     );
     socket.set_state(PgWireConnectionState::AwaitingStartup);
@@ -103,39 +109,34 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
         }
         let is_extended = message.is_extended_query();
         let is_cancel = matches!(message, PgWireFrontendMessage::CancelRequest(_));
+        socket.get_mut().hold(answer_waits_for_sync(&message));
+        let held = answer_waits_for_sync(&message);
+        socket.get_mut().hold(held);
         let limit = node.service_time() + WRITE_TIMEOUT;
-        let processed = {
-            let processing = process_message(
-                message,
-                &mut socket,
-                backend.clone(),
-                backend.clone(),
-                backend.clone(),
-                noop.clone(),
-                backend.clone(),
-            );
-            tokio::pin!(processing);
-            loop {
-                tokio::select! {
-                    biased;
-                    () = &mut dropped => break None,
-                    processed = &mut processing => break Some(processed),
-                    () = sleep(limit) => {
-                        let waiting = backend
-                            .identity()
-                            .is_some_and(|identity| node.is_lock_waiting(identity.conn));
-                        if !waiting {
-                            break None;
-                        }
-                    }
-                }
-            }
+        let processing = process_message(
+            message,
+            &mut socket,
+            backend.clone(),
+            backend.clone(),
+            backend.clone(),
+            noop.clone(),
+            backend.clone(),
+        );
+        let lock_waiting = || {
+            backend
+                .identity()
+                .is_some_and(|identity| node.is_lock_waiting(identity.conn))
         };
+        let processed = finish(processing, dropped.as_mut(), held, limit, lock_waiting).await;
         match processed {
             None => break,
             Some(Ok(())) => {}
             Some(Err(error)) => {
                 let fatal = error.is_fatal();
+                if fatal {
+                    // The connection ends after this answer: it must not stay in the buffer.
+                    socket.get_mut().hold(false);
+                }
                 let reported = timeout(
                     WRITE_TIMEOUT,
                     process_error(&mut socket, error, is_extended),
@@ -156,6 +157,70 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
         }
     }
     drop(open);
+}
+
+/// Runs `processing`, the handling of one message, to its end; `None` if the node dropped its
+/// connections meanwhile, or if a message answered at once (`held` false) stayed unfinished past
+/// `limit` while not waiting for a row lock: its client stopped reading.
+async fn finish(
+    processing: impl Future<Output = PgWireResult<()>>,
+    mut dropped: Pin<&mut Notified<'_>>,
+    held: bool,
+    limit: Duration,
+    lock_waiting: impl Fn() -> bool,
+) -> Option<PgWireResult<()>> {
+    let mut processing = pin!(processing);
+    if held {
+        // A held answer goes to the buffer, never to the socket, so it cannot block: the message
+        // waits only for its service time (shorter than `limit`) or for a row lock, which the write
+        // timer would let run anyway. No timer, then.
+        return tokio::select! {
+            biased;
+            () = &mut dropped => None,
+            processed = &mut processing => Some(processed),
+        };
+    }
+    // Most messages are answered in their first poll: the write timer is armed only for one
+    // that waits (a blocked write), which saves a timer per message. Simulated time does not move
+    // within a poll, so the timer's deadline is the one it would have had.
+    let first = poll_fn(|cx| {
+        if dropped.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(None));
+        }
+        match processing.as_mut().poll(cx) {
+            Poll::Ready(processed) => Poll::Ready(Some(Some(processed))),
+            Poll::Pending => Poll::Ready(None),
+        }
+    })
+    .await;
+    if let Some(first) = first {
+        return first;
+    }
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut dropped => return None,
+            processed = &mut processing => return Some(processed),
+            () = sleep(limit) => {
+                if !lock_waiting() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Whether the answer to `message` waits in the output buffer for the next `Sync` or `Flush`, as
+/// in PostgreSQL, where only those (and the simple protocol's `Query`) flush.
+fn answer_waits_for_sync(message: &PgWireFrontendMessage) -> bool {
+    matches!(
+        message,
+        PgWireFrontendMessage::Parse(_)
+            | PgWireFrontendMessage::Bind(_)
+            | PgWireFrontendMessage::Describe(_)
+            | PgWireFrontendMessage::Execute(_)
+            | PgWireFrontendMessage::Close(_)
+    )
 }
 
 /// The next client message: before startup completes, within the startup deadline; after, without

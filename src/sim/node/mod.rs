@@ -7,6 +7,7 @@
 //!   its in-memory open transactions and row locks.
 //! - `server`: the host body: the listeners, the WAL receiver and the replay task.
 //! - `connection`: the message loop of one client connection, and its open/close events.
+//! - `reply_buffer`: holds a connection's answers until `Sync`, as PostgreSQL's output buffer does.
 //! - `backend`: the pgwire handlers of one connection (startup, simple and extended protocol).
 //! - `cancel`: CancelRequest: which connection runs a statement a cancel may end.
 //! - `sql`: recognition of the supported statements in SQL text.
@@ -29,6 +30,7 @@ mod connection;
 mod error;
 mod execute;
 mod replay;
+mod reply_buffer;
 mod server;
 mod sql;
 mod state;
