@@ -17,10 +17,10 @@ const THROUGHPUT_TARGET: f64 = 0.95;
 #[derive(Debug, clap::Args)]
 pub struct OverheadArgs {
     /// Seconds each path runs per round, for each workload and client count.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 0.4)]
     slice: f64,
     /// Rounds; the paths take turns within each round.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 16)]
     rounds: u32,
     /// Client counts to measure.
     #[arg(long, value_delimiter = ',', default_values_t = [1u32, 16])]
@@ -209,7 +209,10 @@ fn markdown(command: &str, options: &OverheadOptions, table: &str, verdicts: &[S
          Latency is what the client saw, connections opened and warmed before timing.\n\
          - direct: tokio-postgres to replica-1 (writes to primary-1); router: the in-process router \
          with its default configuration over all three; pgpool-II: one tokio-postgres connection per \
-         client to pgpool-II 4.3 in streaming-replication mode with load balancing over all three.\n",
+         client to pgpool-II 4.3 in streaming-replication mode with load balancing over all three.\n\
+         - client CPU µs/op: CPU time of the measuring process (clients, router, tokio-postgres' \
+         connection tasks; not the servers or pgpool) per answered statement, from \
+         `/proc/self/task/*/schedstat`: the router's own cost, apart from the servers'.\n",
         options.slice.as_secs_f64(),
         options.rounds
     );
