@@ -144,13 +144,12 @@ fn verdicts(cells: &[Cell]) -> Vec<String> {
         let Some(direct) = same_row(cells, cell, Path::Direct) else {
             continue;
         };
-        let (what, value, met) = match cell.clients {
+        let (what, met) = match cell.clients {
             1 => {
                 let r =
                     cell.percentile_us(50.0) / direct.percentile_us(50.0).max(f64::MIN_POSITIVE);
                 (
                     format!("p50 {r:.3}x direct (target <= {P50_TARGET}x)"),
-                    r,
                     r <= P50_TARGET,
                 )
             }
@@ -158,13 +157,11 @@ fn verdicts(cells: &[Cell]) -> Vec<String> {
                 let r = cell.ops_per_second() / direct.ops_per_second().max(f64::MIN_POSITIVE);
                 (
                     format!("throughput {r:.3}x direct (target >= {THROUGHPUT_TARGET}x)"),
-                    r,
                     r >= THROUGHPUT_TARGET,
                 )
             }
             _ => continue,
         };
-        let _ = value;
         lines.push(format!(
             "{} {}, {}, {} client(s): {what}",
             if met { "MET   " } else { "MISSED" },

@@ -310,21 +310,16 @@ async fn execute(
                 Ok(version) => (version, None),
                 Err(failure) => (0, Some(failure)),
             };
-            let op = ClientOp {
+            let error = failure.as_ref().map(|f| f.message.clone());
+            let op = client_op(
                 client,
                 user,
-                org: plan.org,
-                key: plan.key,
-                kind: plan.kind,
-                prefer_replica: plan.prefer_replica,
-                transaction: plan.transaction,
-                start_us,
-                end_us,
-                ok: failure.is_none(),
-                node: None,
+                &plan,
+                (start_us, end_us),
+                None,
                 version,
-                error: failure.as_ref().map(|f| f.message.clone()),
-            };
+                error,
+            );
             clients.recorder.record(op, failure.as_ref());
             return;
         }
@@ -381,7 +376,7 @@ async fn execute(
         (None, OpKind::Write) => Box::pin(router.write(write, WRITE_SQL, &params)).await,
     };
     let end_us = clients.recorder.now_us();
-    let (ok, node, version, error) = match &result {
+    let (node, version, error) = match &result {
         Ok(routed) => {
             let version = routed
                 .value
@@ -389,11 +384,35 @@ async fn execute(
                 .and_then(|row| row.try_get::<_, i64>(0).ok())
                 .unwrap_or(0);
             let node = clients.node_index.get(&routed.node).copied();
-            (true, node, version, None)
+            (node, version, None)
         }
-        Err(e) => (false, None, 0, Some(e.to_string())),
+        Err(e) => (None, 0, Some(e.to_string())),
     };
-    let op = ClientOp {
+    let op = client_op(
+        client,
+        user,
+        &plan,
+        (start_us, end_us),
+        node,
+        version,
+        error,
+    );
+    let failure = result.err().as_ref().map(OpFailure::of_router);
+    clients.recorder.record(op, failure.as_ref());
+}
+
+/// What a client saw of `plan`, run over `span` (start, end): it succeeded unless there is an
+/// `error`; `node` is the node that served it, when the client knows.
+fn client_op(
+    client: u32,
+    user: i64,
+    plan: &OpPlan,
+    span: (Micros, Micros),
+    node: Option<NodeIdx>,
+    version: i64,
+    error: Option<String>,
+) -> ClientOp {
+    ClientOp {
         client,
         user,
         org: plan.org,
@@ -401,15 +420,13 @@ async fn execute(
         kind: plan.kind,
         prefer_replica: plan.prefer_replica,
         transaction: plan.transaction,
-        start_us,
-        end_us,
-        ok,
+        start_us: span.0,
+        end_us: span.1,
+        ok: error.is_none(),
         node,
         version,
         error,
-    };
-    let failure = result.err().as_ref().map(OpFailure::of_router);
-    clients.recorder.record(op, failure.as_ref());
+    }
 }
 
 /// A write as a transaction (SPEC 6.3): `BEGIN`, the locking read, the write, `COMMIT`, on one
