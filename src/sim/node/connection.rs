@@ -6,7 +6,7 @@
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -85,23 +85,27 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
     let backend = Arc::new(Backend::new(node.clone()));
     let noop = Arc::new(NoopHandler);
     let startup_deadline = Instant::now() + STARTUP_TIMEOUT;
-    let generation = node.conn_generation();
     let mut open: Option<OpenConnection> = None;
     // One registration for the connection's whole life: the loop ends as soon as it fires.
-    let dropped = node.conns_dropped().notified();
-    tokio::pin!(dropped);
-    // Registered before the generation check, so a drop in between is not missed.
-    dropped.as_mut().enable();
+    let notified = node.conns_dropped().notified();
+    tokio::pin!(notified);
+    // Registered before the generation is read, so a drop in between is not missed.
+    notified.as_mut().enable();
+    let mut dropped = Dropped {
+        node: &node,
+        generation: node.conn_generation(),
+        notified,
+    };
     loop {
-        if node.conn_generation() != generation {
+        if dropped.fired() {
             break;
         }
-        let message = tokio::select! {
-            biased;
-            () = &mut dropped => break,
-            message = next_message(&mut socket, open.is_some(), startup_deadline) => message,
-        };
-        let Some(Ok(message)) = message else {
+        let message = unless_dropped(
+            &mut dropped,
+            next_message(&mut socket, open.is_some(), startup_deadline),
+        )
+        .await;
+        let Some(Some(Ok(message))) = message else {
             break;
         };
         if matches!(message, PgWireFrontendMessage::Terminate(_)) {
@@ -109,7 +113,6 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
         }
         let is_extended = message.is_extended_query();
         let is_cancel = matches!(message, PgWireFrontendMessage::CancelRequest(_));
-        socket.get_mut().hold(answer_waits_for_sync(&message));
         let held = answer_waits_for_sync(&message);
         socket.get_mut().hold(held);
         let limit = node.service_time() + WRITE_TIMEOUT;
@@ -127,7 +130,7 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
                 .identity()
                 .is_some_and(|identity| node.is_lock_waiting(identity.conn))
         };
-        let processed = finish(processing, dropped.as_mut(), held, limit, lock_waiting).await;
+        let processed = finish(processing, &mut dropped, held, limit, lock_waiting).await;
         match processed {
             None => break,
             Some(Ok(())) => {}
@@ -159,12 +162,56 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
     drop(open);
 }
 
+/// The node's order to close every client connection, as one connection watches it.
+struct Dropped<'a, 'n> {
+    node: &'n SimNode,
+    /// The node's connection generation when this connection started.
+    generation: u64,
+    notified: Pin<&'a mut Notified<'n>>,
+}
+
+impl Dropped<'_, '_> {
+    /// Whether the order came, without registering for it: the generation, bumped before every
+    /// notification, says so for much less than a poll of the notification, and every message
+    /// asks.
+    fn fired(&self) -> bool {
+        self.node.conn_generation() != self.generation
+    }
+
+    /// Whether the order came; if not, `cx` is woken when it does.
+    fn poll_fired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.fired() || self.notified.as_mut().poll(cx).is_ready()
+    }
+}
+
+/// Runs `work` to its end, or `None` if the node drops its connections first. The same as a
+/// biased `select!` with the order first, but the notification is polled only while `work` waits.
+async fn unless_dropped<T>(
+    dropped: &mut Dropped<'_, '_>,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    let mut work = pin!(work);
+    poll_fn(|cx| {
+        if dropped.fired() {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(output) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        if dropped.poll_fired(cx) {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 /// Runs `processing`, the handling of one message, to its end; `None` if the node dropped its
 /// connections meanwhile, or if a message answered at once (`held` false) stayed unfinished past
 /// `limit` while not waiting for a row lock: its client stopped reading.
 async fn finish(
     processing: impl Future<Output = PgWireResult<()>>,
-    mut dropped: Pin<&mut Notified<'_>>,
+    dropped: &mut Dropped<'_, '_>,
     held: bool,
     limit: Duration,
     lock_waiting: impl Fn() -> bool,
@@ -174,17 +221,13 @@ async fn finish(
         // A held answer goes to the buffer, never to the socket, so it cannot block: the message
         // waits only for its service time (shorter than `limit`) or for a row lock, which the write
         // timer would let run anyway. No timer, then.
-        return tokio::select! {
-            biased;
-            () = &mut dropped => None,
-            processed = &mut processing => Some(processed),
-        };
+        return unless_dropped(dropped, processing).await;
     }
     // Most messages are answered in their first poll: the write timer is armed only for one
     // that waits (a blocked write), which saves a timer per message. Simulated time does not move
     // within a poll, so the timer's deadline is the one it would have had.
     let first = poll_fn(|cx| {
-        if dropped.as_mut().poll(cx).is_ready() {
+        if dropped.fired() {
             return Poll::Ready(Some(None));
         }
         match processing.as_mut().poll(cx) {
@@ -196,16 +239,26 @@ async fn finish(
     if let Some(first) = first {
         return first;
     }
+    let write_timer = sleep(limit);
+    tokio::pin!(write_timer);
     loop {
-        tokio::select! {
-            biased;
-            () = &mut dropped => return None,
-            processed = &mut processing => return Some(processed),
-            () = sleep(limit) => {
-                if !lock_waiting() {
-                    return None;
-                }
+        // `Some(end)` when the message is done with (`end` as `finish` returns it), `None` when the
+        // write timer fired first.
+        let ended = poll_fn(|cx| {
+            if dropped.poll_fired(cx) {
+                return Poll::Ready(Some(None));
             }
+            if let Poll::Ready(processed) = processing.as_mut().poll(cx) {
+                return Poll::Ready(Some(Some(processed)));
+            }
+            write_timer.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        match ended {
+            Some(end) => return end,
+            None if !lock_waiting() => return None,
+            // Waiting for a row lock: as long as it takes, with a new timer for the write after.
+            None => write_timer.as_mut().reset(Instant::now() + limit),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! survives a crash and a restart like data on disk does; connections and tasks do not.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -29,6 +30,9 @@ pub struct SimNode {
     upstream_changed: Notify,
     /// Wakes every client connection: they must close now.
     conns_dropped: Notify,
+    /// Bumped by every `drop_connections`: a connection from an older generation must close. An
+    /// atomic, not part of the locked state: every connection reads it for every message.
+    conn_generation: AtomicU64,
     /// The open client connections a CancelRequest may name.
     cancels: Cancels,
     /// Wakes statements waiting for a row lock: a lock was released (commit, rollback, a
@@ -162,8 +166,6 @@ struct NodeState {
     last_replay_commit_us: Option<Micros>,
     /// Connection numbers handed out so far (they continue across restarts).
     conns: u64,
-    /// Bumped by every `drop_connections`: a connection from an older generation must close.
-    conn_generation: u64,
     /// Open transactions, by connection number. Like PostgreSQL's, they live only in memory.
     txns: BTreeMap<u64, Txn>,
     /// Row locks of open transactions: the row and the connection holding it.
@@ -272,7 +274,6 @@ impl SimNode {
                 applied: 0,
                 last_replay_commit_us: None,
                 conns: 0,
-                conn_generation: 0,
                 txns: BTreeMap::new(),
                 row_locks: BTreeMap::new(),
                 terminated: BTreeSet::new(),
@@ -283,6 +284,7 @@ impl SimNode {
             replay_wake: Notify::new(),
             upstream_changed: Notify::new(),
             conns_dropped: Notify::new(),
+            conn_generation: AtomicU64::new(0),
             cancels: Cancels::default(),
             lock_released: Notify::new(),
         })
@@ -372,7 +374,7 @@ impl SimNode {
     /// Closes every client connection at once, statements in flight included (a proxy restart,
     /// a network blip); new connections work. The WAL streams between nodes are not touched.
     pub fn drop_connections(&self) {
-        self.lock().conn_generation += 1;
+        self.conn_generation.fetch_add(1, Ordering::AcqRel);
         self.conns_dropped.notify_waiters();
     }
 
@@ -452,7 +454,7 @@ impl SimNode {
 
     /// The current generation of client connections (see [`SimNode::drop_connections`]).
     pub(crate) fn conn_generation(&self) -> u64 {
-        self.lock().conn_generation
+        self.conn_generation.load(Ordering::Acquire)
     }
 
     /// Resets what PostgreSQL keeps only in memory (transactions and their locks included: a
