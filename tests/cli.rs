@@ -301,3 +301,47 @@ kind = "writes_only_primary"
         stdout(&quiet)
     );
 }
+
+/// `replisim sweep ... | head -1`: the reader goes away after one line. The command must end by
+/// SIGPIPE, quietly, as `cat` does, not panic on its next line of output.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+
+    let dir = scratch("closed-stdout");
+    let path = write(&dir, "tiny.toml", TINY);
+    let out = dir.join("out").display().to_string();
+    let child = Command::new(env!("CARGO_BIN_EXE_replisim"))
+        .args([
+            "sweep", &path, "--seeds", "1..400", "--jobs", "1", "--out", &out,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => panic!("cannot run replisim: {e}"),
+    };
+    let Some(stdout) = child.stdout.take() else {
+        panic!("no stdout pipe");
+    };
+    let mut first = String::new();
+    let read = BufReader::new(stdout).read_line(&mut first);
+    // Dropping the reader closes the pipe: every later line meets a closed pipe (400 seeds: the
+    // sweep cannot have printed them all before the drop, even on a loaded machine).
+    assert!(matches!(read, Ok(n) if n > 0), "no first line: {read:?}");
+    let o = match child.wait_with_output() {
+        Ok(o) => o,
+        Err(e) => panic!("replisim did not end: {e}"),
+    };
+    assert!(first.contains("seed 1"), "{first}");
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert_eq!(o.status.signal(), Some(libc_sigpipe()), "{:?}", o.status);
+}
+
+/// SIGPIPE's number on Linux and the BSDs.
+fn libc_sigpipe() -> i32 {
+    13
+}
