@@ -177,6 +177,7 @@ impl TestRun {
             node,
             purpose: Purpose::Workload,
             kind,
+            stream: 0,
         });
         last(&mut self.events.net)
     }
@@ -195,6 +196,7 @@ impl TestRun {
             purpose: Purpose::Workload,
             at_us,
             open,
+            stream: 0,
         });
         last(&mut self.events.server_conns)
     }

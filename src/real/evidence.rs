@@ -196,6 +196,7 @@ fn network(clock: RunClock, node: &NodeRecords, built: &mut Built, crossings: &m
             node: node.node,
             purpose,
             kind,
+            stream: record.conn,
         };
         let conn = |open| ServerConnEvent {
             node: node.node,
@@ -203,6 +204,7 @@ fn network(clock: RunClock, node: &NodeRecords, built: &mut Built, crossings: &m
             purpose,
             at_us: at,
             open,
+            stream: record.conn,
         };
         match &record.kind {
             ProxyRecordKind::Connect => {

@@ -103,6 +103,10 @@ pub struct ServerConnEvent {
     pub at_us: Micros,
     /// true: the startup completed; false: the connection ended (either side, or a crash).
     pub open: bool,
+    /// The TCP connection, named alike at both of its ends so that what the client sent and what
+    /// the node received can be paired: the client's local port in the simulation, the proxy's
+    /// connection number in real mode; 0 for a connect attempt that made no connection.
+    pub stream: u64,
 }
 
 /// What the application host's stream wrapper saw going towards a node.
@@ -130,6 +134,10 @@ pub struct NetEvent {
     pub purpose: Purpose,
     /// What happened.
     pub kind: NetKind,
+    /// The TCP connection, named alike at both of its ends so that what the client sent and what
+    /// the node received can be paired: the client's local port in the simulation, the proxy's
+    /// connection number in real mode; 0 for a connect attempt that made no connection.
+    pub stream: u64,
 }
 
 /// Read or write, from the client's side.

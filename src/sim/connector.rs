@@ -133,6 +133,7 @@ impl Drop for ConnectAttempt<'_> {
                 node: self.node,
                 purpose: self.purpose,
                 kind: NetKind::ConnectFailed,
+                stream: 0,
             });
         }
     }
@@ -157,6 +158,7 @@ impl Connector for SimConnector {
             node: idx,
             purpose,
             kind: NetKind::Connect,
+            stream: 0,
         });
         let mut attempt = ConnectAttempt {
             log: &self.log,
@@ -170,8 +172,10 @@ impl Connector for SimConnector {
         }
         let stream = turmoil::net::TcpStream::connect((node.host.as_str(), node.port)).await?;
         attempt.done = true;
+        let port = stream.local_addr().map_or(0, |addr| u64::from(addr.port()));
         Ok(Box::new(SimStream {
             inner: stream,
+            port,
             node: idx,
             purpose,
             kill: self.links.register(idx),
@@ -184,6 +188,8 @@ impl Connector for SimConnector {
 /// A turmoil stream that logs statement-bearing frontend messages and can be reset by the harness.
 struct SimStream {
     inner: turmoil::net::TcpStream,
+    /// The local port: how the node's end names this connection too (its peer's port).
+    port: u64,
     node: NodeIdx,
     purpose: Purpose,
     kill: Arc<StreamKill>,
@@ -213,6 +219,7 @@ impl SimStream {
                 node: self.node,
                 purpose: self.purpose,
                 kind,
+                stream: self.port,
             });
         }
     }

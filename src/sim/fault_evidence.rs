@@ -286,7 +286,14 @@ impl Look<'_> {
             .map_or(0, |n| micros(n.link_latency))
             + TICK_US;
         let arrived_from = from.saturating_add(in_flight);
-        let reached = self.statements(arrived_from, to).count() + self.opens(arrived_from, to);
+        // A statement sent before the partition may start after it: pipelined behind another on
+        // its connection (a read and its replay-position probe go together). Only one the client
+        // sent during the partition shows a breach.
+        let reached = self
+            .statements(arrived_from, to)
+            .filter(|s| !self.sent_before(s, from))
+            .count()
+            + self.opens(arrived_from, to);
         if attempts == 0 {
             return Verdict::not_seen(format!(
                 "nothing could show it: no connect or statement was sent towards the node between \
@@ -346,11 +353,10 @@ impl Look<'_> {
                 .min()
         };
         let Some(during) = durations(true) else {
-            return Verdict::not_seen(format!(
-                "no operation was served by the node between {} ms and {} ms",
-                ms(from),
-                ms(to)
-            ));
+            // No operation could finish inside the fault: when twice the latency outlasts the
+            // fault or the router's query timeout, every one ends late or not at all. The
+            // statements themselves still show it, arriving late at the node.
+            return self.latency_by_arrival(added_us);
         };
         let (baseline, source) = match durations(false) {
             Some(b) => (b, "outside latency faults"),
@@ -375,6 +381,97 @@ impl Look<'_> {
                 ms(expected)
             ),
         )
+    }
+
+    /// latency, when no operation finished inside the fault: each statement sent towards the node
+    /// during it is paired with the node's start of it, the first statement started after the send
+    /// on the same connection (a connection carries one statement at a time); the quickest of them
+    /// must have taken the link's latency plus the added one to arrive.
+    fn latency_by_arrival(&self, added_us: Micros) -> Verdict {
+        let Window { from, to, .. } = self.window;
+        let link = self
+            .scenario
+            .nodes
+            .get(self.node)
+            .map_or(0, |n| micros(n.link_latency));
+        let sent: Vec<_> = self
+            .events
+            .net
+            .iter()
+            .filter(|e| e.node == self.node && e.kind == NetKind::Statement && e.stream != 0)
+            .filter(|e| e.at_us >= from && e.at_us < to)
+            .collect();
+        let arrivals: Vec<Micros> = sent
+            .iter()
+            .filter_map(|e| {
+                let conn = self.connection_of(e.stream, e.at_us)?;
+                self.events
+                    .statements
+                    .iter()
+                    .filter(|s| s.node == self.node && s.conn == conn && s.start_us >= e.at_us)
+                    .map(|s| s.start_us - e.at_us)
+                    .min()
+            })
+            .collect();
+        let Some(&quickest) = arrivals.iter().min() else {
+            return Verdict::not_seen(format!(
+                "no operation was served by the node between {} ms and {} ms, and none of the {} \
+                 statements sent towards it then reached it",
+                ms(from),
+                ms(to),
+                sent.len()
+            ));
+        };
+        let expected = link.saturating_add(added_us);
+        Verdict::from(
+            quickest + TICK_US >= expected,
+            format!(
+                "no operation was served by the node between {} ms and {} ms; of {} statements \
+                 sent towards it then, {} reached it, the quickest {} ms after it was sent (link {} \
+                 ms + latency {} ms = {} ms)",
+                ms(from),
+                ms(to),
+                sent.len(),
+                arrivals.len(),
+                ms(quickest),
+                ms(link),
+                ms(added_us),
+                ms(expected)
+            ),
+        )
+    }
+
+    /// Whether the client's last statement-bearing write on `statement`'s connection before the
+    /// node started it was sent before `at`: the statement was on its way, or queued behind another,
+    /// by then. False when the connection cannot be paired with the client's end.
+    fn sent_before(&self, statement: &StatementEvent, at: Micros) -> bool {
+        let Some(stream) = self
+            .events
+            .server_conns
+            .iter()
+            .find(|c| c.node == self.node && c.open && c.conn == statement.conn && c.stream != 0)
+            .map(|c| c.stream)
+        else {
+            return false;
+        };
+        self.events
+            .net
+            .iter()
+            .filter(|e| e.node == self.node && e.stream == stream && e.kind == NetKind::Statement)
+            .filter(|e| e.at_us <= statement.start_us)
+            .map(|e| e.at_us)
+            .max()
+            .is_some_and(|sent| sent < at)
+    }
+
+    /// The node's number for the connection the client knows as `stream`, open at `at_us`.
+    fn connection_of(&self, stream: u64, at_us: Micros) -> Option<u64> {
+        self.events
+            .server_conns
+            .iter()
+            .filter(|c| c.node == self.node && c.open && c.stream == stream && c.at_us <= at_us)
+            .max_by_key(|c| c.at_us)
+            .map(|c| c.conn)
     }
 
     /// lag: a record committed during the fault was applied about `delay` after its commit.
@@ -500,8 +597,9 @@ impl Look<'_> {
         }
     }
 
-    /// slow: the median service time (a cancelled statement counting as at least what it ran) of the workload statements the node ran during the fault is
-    /// nearer `factor x query_time` than `query_time`, and not beyond it.
+    /// slow: the median service time (a cancelled statement counting as at least what it ran) of
+    /// the statements the node started during the fault is nearer `factor x query_time` than
+    /// `query_time`, and not beyond it.
     fn slow(&self, factor: f64) -> Verdict {
         let Window { from, to, .. } = self.window;
         let base = self
@@ -514,10 +612,18 @@ impl Look<'_> {
         // A statement a CancelRequest ended (57014) ran only as long as the router waited: it says
         // the node was at least that slow. One cancelled past `lower` counts as `lower`; one
         // cancelled sooner says nothing either way.
+        // A statement's service time is set when it starts: one started during the fault runs
+        // slowed to its end, even past the fault's.
         let mut times: Vec<Micros> = self
             .statements(from, to)
-            .filter(|s| s.end_us <= to)
-            .filter(|s| matches!(s.kind, StatementKind::Read | StatementKind::Write))
+            // Health-check and replay-position probes are slowed as much: they show a slow node
+            // the router sent no workload to.
+            .filter(|s| {
+                matches!(
+                    s.kind,
+                    StatementKind::Read | StatementKind::Write | StatementKind::Probe
+                )
+            })
             .filter_map(|s| {
                 let took = s.end_us.saturating_sub(s.start_us);
                 match s.sqlstate.as_deref() {
@@ -529,7 +635,7 @@ impl Look<'_> {
         times.sort_unstable();
         let Some(&median) = times.get(times.len() / 2) else {
             return Verdict::not_seen(format!(
-                "the node ran no workload statement between {} ms and {} ms",
+                "the node ran no statement between {} ms and {} ms",
                 ms(from),
                 ms(to)
             ));
@@ -538,7 +644,7 @@ impl Look<'_> {
         Verdict::from(
             median >= lower && median <= upper,
             format!(
-                "median service time of {} workload statements {} ms during the fault \
+                "median service time of {} statements {} ms during the fault \
                  ({factor} x {} ms = {} ms)",
                 times.len(),
                 ms(median),
@@ -879,6 +985,103 @@ mod tests {
         );
     }
 
+    /// Connection 7 of replica-1, which the client knows as stream (port) 4321, open from 1 s.
+    fn paired_connection(run: &mut TestRun) {
+        run.conn(REPLICA_1, 7, ms(1_000), true).stream = 4321;
+    }
+
+    /// A statement sent on stream 4321 at `sent` ms, and the node's start of it `arrival` ms later.
+    fn sent_and_started(run: &mut TestRun, sent: u64, arrival: u64) {
+        run.net(REPLICA_1, NetKind::Statement, ms(sent)).stream = 4321;
+        run.statement(REPLICA_1, StatementKind::Read, ms(sent + arrival))
+            .conn = 7;
+    }
+
+    #[test]
+    fn latency_no_operation_outlasted_is_judged_by_when_statements_arrived() {
+        let mut run = TestRun::new();
+        let latency = Duration::from_millis(400);
+        schedule(
+            &mut run,
+            FaultKind::Latency { latency },
+            REPLICA_1,
+            10_000,
+            Some(300),
+        );
+        paired_connection(&mut run);
+        let link = micros(run.scenario.nodes[REPLICA_1].link_latency);
+        // No operation could finish inside 300 ms; the statement sent at 10.1 s arrived at once.
+        sent_and_started(&mut run, 10_100, 1);
+        let verdict = only(&run);
+        assert!(!verdict.took_effect, "{}", verdict.evidence);
+        assert!(
+            verdict
+                .evidence
+                .contains("the quickest 1 ms after it was sent"),
+            "{}",
+            verdict.evidence
+        );
+        // Arrived link + 400 ms after it was sent: the latency was there.
+        run.events.statements.clear();
+        run.events.net.clear();
+        sent_and_started(&mut run, 10_100, (link + ms(400)) / 1_000);
+        let verdict = only(&run);
+        assert!(verdict.took_effect, "{}", verdict.evidence);
+        // A statement sent during the fault that never arrived shows nothing.
+        run.events.statements.clear();
+        let verdict = only(&run);
+        assert!(!verdict.took_effect, "{}", verdict.evidence);
+        assert!(
+            verdict
+                .evidence
+                .contains("none of the 1 statements sent towards it then reached it"),
+            "{}",
+            verdict.evidence
+        );
+    }
+
+    #[test]
+    fn a_statement_sent_before_a_partition_may_start_during_it() {
+        let mut run = partition_run();
+        paired_connection(&mut run);
+        // Sent 5 ms before the partition, queued behind another statement on its connection: the
+        // node starts it 20 ms into the partition. No breach.
+        sent_and_started(&mut run, 9_995, 25);
+        run.net(REPLICA_1, NetKind::Statement, ms(11_000));
+        let verdict = only(&run);
+        assert!(verdict.took_effect, "{}", verdict.evidence);
+        // Sent during the partition and started: a breach.
+        sent_and_started(&mut run, 12_000, 2);
+        let verdict = only(&run);
+        assert!(!verdict.took_effect, "{}", verdict.evidence);
+        assert!(
+            verdict.evidence.contains("1 reached it"),
+            "{}",
+            verdict.evidence
+        );
+    }
+
+    #[test]
+    fn slow_counts_a_statement_that_outlasts_the_fault_and_health_checks() {
+        let mut run = TestRun::new();
+        schedule(
+            &mut run,
+            FaultKind::Slow { factor: 10.0 },
+            REPLICA_1,
+            10_000,
+            Some(15),
+        );
+        // Started 5 ms into a 15 ms fault, slowed to 10 ms: ends after the fault.
+        run.statement(REPLICA_1, StatementKind::Probe, ms(10_005))
+            .end_us = ms(10_015) + 1;
+        let verdict = only(&run);
+        assert!(verdict.took_effect, "{}", verdict.evidence);
+        // At the normal speed it shows the fault did nothing.
+        run.events.statements[0].end_us = ms(10_006);
+        let verdict = only(&run);
+        assert!(!verdict.took_effect, "{}", verdict.evidence);
+    }
+
     #[test]
     fn lag_must_delay_applies_by_about_the_delay() {
         let mut run = TestRun::new();
@@ -960,7 +1163,7 @@ mod tests {
         assert!(verdict.took_effect, "{}", verdict.evidence);
         assert_eq!(
             verdict.evidence,
-            "median service time of 3 workload statements 10 ms during the fault (10 x 1 ms = 10 ms)"
+            "median service time of 3 statements 10 ms during the fault (10 x 1 ms = 10 ms)"
         );
     }
 

@@ -44,22 +44,28 @@ type Socket = Framed<ReplyBuffer<TcpStream>, PgWireMessageServerCodec<Statement>
 struct OpenConnection {
     node: Arc<SimNode>,
     identity: Identity,
+    /// The client's port, which names the connection at the client's end too.
+    peer_port: u64,
 }
 
 impl OpenConnection {
-    fn open(node: Arc<SimNode>, identity: Identity) -> OpenConnection {
-        log_conn(&node, identity, true);
-        OpenConnection { node, identity }
+    fn open(node: Arc<SimNode>, identity: Identity, peer_port: u64) -> OpenConnection {
+        log_conn(&node, identity, peer_port, true);
+        OpenConnection {
+            node,
+            identity,
+            peer_port,
+        }
     }
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        log_conn(&self.node, self.identity, false);
+        log_conn(&self.node, self.identity, self.peer_port, false);
     }
 }
 
-fn log_conn(node: &SimNode, identity: Identity, open: bool) {
+fn log_conn(node: &SimNode, identity: Identity, peer_port: u64, open: bool) {
     // Outside a running host (the simulation itself being dropped) there is no time to log.
     if let Some(at_us) = try_now_us() {
         node.log().server_conn(ServerConnEvent {
@@ -68,6 +74,7 @@ fn log_conn(node: &SimNode, identity: Identity, open: bool) {
             purpose: identity.purpose,
             at_us,
             open,
+            stream: peer_port,
         });
     }
 }
@@ -156,7 +163,11 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
         if open.is_none()
             && let Some(identity) = backend.identity()
         {
-            open = Some(OpenConnection::open(node.clone(), identity));
+            open = Some(OpenConnection::open(
+                node.clone(),
+                identity,
+                u64::from(peer.port()),
+            ));
         }
     }
     drop(open);
