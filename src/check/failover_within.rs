@@ -124,9 +124,23 @@ fn violations(
         ));
     }
     let shard = evidence.scenario.nodes.get(fault.target).map(|n| n.shard);
-    let failed = match shard {
-        Some(shard) => failed_reads.between(shard, window_start_us, window_end_us),
-        None => &[],
+    let failed: Vec<&(Micros, usize)> = match shard {
+        // A read that started while every node of its shard was crashed or partitioned had
+        // nowhere to go, and the router gets `max` to find a node that came back, as it gets
+        // `max` to leave one that went: such a read says nothing of this fault's failover.
+        Some(shard) => {
+            let whole_shard_out = whole_shard_outages(evidence, shard);
+            failed_reads
+                .between(shard, window_start_us, window_end_us)
+                .iter()
+                .filter(|(start_us, _)| {
+                    !whole_shard_out.iter().any(|&(from, to)| {
+                        from <= *start_us && start_us.saturating_sub(max_us) < to
+                    })
+                })
+                .collect()
+        }
+        None => Vec::new(),
     };
     if let Some((start_us, op)) = failed.first() {
         let error = evidence
@@ -171,6 +185,34 @@ fn outage_faults<'a>(evidence: &Evidence<'a>) -> Vec<&'a FaultRecord> {
         .collect();
     faults.sort_by_key(|f| (f.index, f.at_us, f.target));
     faults
+}
+
+/// The spans `[from, to)` during which every node of `shard` was crashed or partitioned.
+fn whole_shard_outages(evidence: &Evidence, shard: usize) -> Vec<(Micros, Micros)> {
+    let outages = outage_faults(evidence);
+    let nodes: Vec<NodeIdx> = (0..evidence.scenario.nodes.len())
+        .filter(|&index| evidence.scenario.nodes[index].shard == shard)
+        .collect();
+    let out_at = |at_us: Micros| {
+        nodes.iter().all(|&node| {
+            outages
+                .iter()
+                .any(|f| f.target == node && f.at_us <= at_us && at_us < end_us(evidence, f))
+        })
+    };
+    // Whether the whole shard is out changes only at a fault's start or end.
+    let mut bounds: Vec<Micros> = outages
+        .iter()
+        .filter(|f| nodes.contains(&f.target))
+        .flat_map(|f| [f.at_us, end_us(evidence, f)])
+        .collect();
+    bounds.sort_unstable();
+    bounds.dedup();
+    bounds
+        .windows(2)
+        .filter(|span| out_at(span[0]))
+        .map(|span| (span[0], span[1]))
+        .collect()
 }
 
 fn end_us(evidence: &Evidence, fault: &FaultRecord) -> Micros {
@@ -356,6 +398,32 @@ mod tests {
         assert!(!check(&run.evidence(), MAX).passed);
         run.run_end_us = ms(49_999);
         assert!(check(&run.evidence(), MAX).passed);
+    }
+
+    #[test]
+    fn a_read_with_every_node_of_its_shard_out_says_nothing_of_the_failover() {
+        let mut run = TestRun::new();
+        run.fault("partition", PRIMARY_1, ms(10_000), Some(ms(30_000)));
+        run.fault("crash", REPLICA_1, ms(12_000), Some(ms(16_000)));
+        run.fault("crash", REPLICA_2, ms(13_000), Some(ms(17_000)));
+        // Every node of s1 out from 13 s to 16 s; the router then has MAX (2 s) to find replica-1
+        // back.
+        run.op(1, OpKind::Read, ms(14_000), ms(14_500)).ok = false;
+        run.op(2, OpKind::Read, ms(17_500), ms(17_600)).ok = false;
+        let result = check(&run.evidence(), MAX);
+        assert!(result.passed, "{}", result.detail);
+        // replica-1 has been back for 2.5 s.
+        run.op(3, OpKind::Read, ms(18_500), ms(18_600)).ok = false;
+        let result = check(&run.evidence(), MAX);
+        assert!(!result.passed);
+        assert!(
+            result.detail.starts_with(
+                "partition of primary-1 at 10000 ms: 1 replica reads started from 12000 ms \
+                 failed, first at 18500 ms"
+            ),
+            "{}",
+            result.detail
+        );
     }
 
     #[test]
