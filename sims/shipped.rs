@@ -150,3 +150,18 @@ fn a_replica_crash_no_read_sees_is_found_by_its_dropped_connections() {
         );
     }
 }
+
+/// What `replisim explore` drew and the fault evidence or `failover_within` once misjudged: each
+/// must pass, with every fault seen to take effect, over the suite's seeds.
+#[test]
+fn what_explore_caught_in_the_evidence_passes() {
+    for name in [
+        "latency-beyond-query-timeout",
+        "partition-after-pipelined-probe",
+        "slow-shorter-than-its-statements",
+        "slow-seen-only-by-health-checks",
+        "whole-shard-out-then-back",
+    ] {
+        passes_over_seeds(&load(name));
+    }
+}
