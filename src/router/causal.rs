@@ -512,7 +512,7 @@ impl Inner {
                 let mut checkout = slot.open(|closed| node.report_closed(closed)).await?;
                 checkout.query_between(before, sql, params, after).await
             };
-            let result = watch.run(node, work).await;
+            let result = watch.run(node, started, work).await;
             node.note_answer(started, &result);
             result
         }

@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -55,19 +56,23 @@ impl Watch<'static> {
 }
 
 impl Watch<'_> {
-    /// Runs `work`, the node's part of one attempt on `node`, under this watch.
+    /// Runs `work`, the node's part of one attempt on `node` that started at `started` (the caller's
+    /// clock reading, taken just before: one reading per attempt instead of one per layer), under
+    /// this watch.
     pub(crate) async fn run<T>(
         self,
         node: &Node,
+        started: Instant,
         work: impl Future<Output = Result<T, RouterError>>,
     ) -> Result<T, RouterError> {
         let can_leave = || self.elsewhere.is_some_and(|elsewhere| elsewhere.is_open());
         if self.slow_after.is_none() && self.elsewhere.is_none() {
             return work.await;
         }
-        let started = Instant::now();
+        // The node only ever signals with `notify_waiters`, which a `Notified` receives from the
+        // moment it is created: checking health after this line misses no ejection, and the
+        // waiter list is locked only once, when `select!` first polls it, not also by `enable`.
         let mut ejected = pin!(node.ejection_signal());
-        ejected.as_mut().enable();
         if !node.is_healthy() && can_leave() {
             // Taken out of rotation while this attempt waited for its pool slot.
             return Err(abandoned(node, started));
@@ -125,10 +130,15 @@ impl Watch<'_> {
         let Some(elsewhere) = self.elsewhere else {
             return slot.await;
         };
-        let started = Instant::now();
+        // Created before the slot is first polled, so that an ejection from then on is seen (see
+        // `run`); creating it takes no lock, and it joins the node's waiter list only if the slot
+        // is not free at once, which is the exception.
         let mut ejected = pin!(node.ejection_signal());
-        ejected.as_mut().enable();
         let mut slot = pin!(slot);
+        if let Poll::Ready(result) = futures::poll!(slot.as_mut()) {
+            return result;
+        }
+        let started = Instant::now();
         tokio::select! {
             biased;
             result = &mut slot => result,

@@ -294,6 +294,7 @@ impl Router {
                     cap: outlier::ejection_cap(replicas, config.max_ejection_percent),
                     outliers_only: config.outlier_ejection,
                 },
+                config.balance == Balance::P2cEwma,
             ));
             lag_probes.push(probe_lag.then(|| LagProbe {
                 routes: Arc::clone(&table),
@@ -684,7 +685,7 @@ impl Inner {
                 let mut checkout = slot.open(|closed| node.report_closed(closed)).await?;
                 checkout.query(sql, params).await
             });
-            let result = watch.run(node, work).await;
+            let result = watch.run(node, started, work).await;
             node.note_answer(started, &result);
             result
         }
@@ -734,7 +735,7 @@ impl Inner {
                 }
             }
         };
-        let result = watch.run(node, work).await;
+        let result = watch.run(node, attempt_started, work).await;
         node.note_answer(attempt_started, &result);
         result
     }

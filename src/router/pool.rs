@@ -39,8 +39,10 @@ pub(crate) struct PoolLimits {
     pub(crate) cancel_abandoned: bool,
 }
 
+/// Connections are boxed: a `Conn` is several hundred bytes, and every checkout moves it out of
+/// the idle list, into the checkout and back, which for a boxed one is a pointer copy.
 struct IdleConn {
-    conn: Conn,
+    conn: Box<Conn>,
     idle_since: Instant,
 }
 
@@ -205,7 +207,7 @@ impl Pool {
 
     /// Pops the most recently used idle connection that is still open and young enough, closing the bad
     /// ones met on the way; also says how many of those the other end had closed.
-    fn take_idle(&self, now: Instant) -> (Option<Conn>, u32) {
+    fn take_idle(&self, now: Instant) -> (Option<Box<Conn>>, u32) {
         let mut closed = 0u32;
         loop {
             let idle = {
@@ -233,7 +235,7 @@ impl Pool {
     }
 
     /// Takes a connection back from a checkout.
-    fn check_in(&self, conn: Conn, reusable: bool) {
+    fn check_in(&self, conn: Box<Conn>, reusable: bool) {
         let now = Instant::now();
         if !reusable || self.closed.load(Ordering::Acquire) || !self.still_good(&conn, now) {
             self.discard(conn);
@@ -306,7 +308,7 @@ impl Pool {
     /// Cancels the statement abandoned on `conn`, then waits for the connection to settle (the
     /// cancelled statement answered): only then does it go back to the pool; otherwise it is
     /// closed. `permit` keeps the connection counted as in use meanwhile.
-    async fn settle_abandoned(self: Arc<Self>, mut conn: Conn, permit: OwnedSemaphorePermit) {
+    async fn settle_abandoned(self: Arc<Self>, mut conn: Box<Conn>, permit: OwnedSemaphorePermit) {
         let limit = self.limits.connect_timeout;
         let delivered = conn
             .cancel(self.connector.as_ref(), &self.node, &self.login.tls, limit)
@@ -335,7 +337,7 @@ impl Pool {
         drop(permit);
     }
 
-    fn discard(&self, conn: Conn) {
+    fn discard(&self, conn: Box<Conn>) {
         drop(conn);
         self.open.fetch_sub(1, Ordering::Relaxed);
     }
@@ -381,7 +383,7 @@ impl Slot {
                 )
                 .await?;
                 pool.open.fetch_add(1, Ordering::Relaxed);
-                conn
+                Box::new(conn)
             }
         };
         Ok(Checkout {
@@ -412,7 +414,7 @@ macro_rules! timed {
 /// A connection lent out by a pool, returned to it when dropped (or closed, if it went bad).
 pub(crate) struct Checkout {
     pool: Arc<Pool>,
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     reusable: bool,
     /// A statement was sent and its outcome not yet seen: if the checkout is dropped now (the caller
     /// gave up on it, or its `query_timeout` ran out), the server may still be running it, so it is

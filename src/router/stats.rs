@@ -39,6 +39,9 @@ pub struct NodeStats {
     /// Replication lag measured by the probes (replicas, while lag is probed).
     pub lag: NodeLag,
     reported_role: AtomicU8,
+    /// Whether attempts leave `ewma` alone: only `p2c_ewma` reads it, and an update costs an `exp`
+    /// per attempt.
+    ewma_unread: bool,
 }
 
 // `reported_role` codes; 0 (the default) means no check has succeeded yet.
@@ -70,6 +73,14 @@ impl AttemptEnd {
 }
 
 impl NodeStats {
+    /// Counters whose attempts feed `ewma` only if `feeds_ewma` (the balancing policy reads it).
+    pub(crate) fn new(feeds_ewma: bool) -> NodeStats {
+        NodeStats {
+            ewma_unread: !feeds_ewma,
+            ..NodeStats::default()
+        }
+    }
+
     /// Counts an attempt as started.
     pub fn start_attempt(&self) {
         self.attempts.fetch_add(1, Ordering::Relaxed);
@@ -143,10 +154,12 @@ impl AttemptGuard {
         let elapsed = now.saturating_duration_since(self.started);
         // A cancelled attempt's time says how long the caller waited, not how long the node took: the
         // node took at least that long.
-        match end {
-            AttemptEnd::Success => self.stats.ewma.observe(elapsed, now),
-            AttemptEnd::Error => self.stats.ewma.observe_error(elapsed, now),
-            AttemptEnd::Cancelled => self.stats.ewma.observe_at_least(elapsed, now),
+        if !self.stats.ewma_unread {
+            match end {
+                AttemptEnd::Success => self.stats.ewma.observe(elapsed, now),
+                AttemptEnd::Error => self.stats.ewma.observe_error(elapsed, now),
+                AttemptEnd::Cancelled => self.stats.ewma.observe_at_least(elapsed, now),
+            }
         }
         if end != AttemptEnd::Cancelled {
             self.stats.latency.record(elapsed);
@@ -158,9 +171,11 @@ impl Drop for AttemptGuard {
     fn drop(&mut self) {
         if !self.ended {
             self.stats.end_attempt(AttemptEnd::Cancelled);
-            let now = Instant::now();
-            let waited = now.saturating_duration_since(self.started);
-            self.stats.ewma.observe_at_least(waited, now);
+            if !self.stats.ewma_unread {
+                let now = Instant::now();
+                let waited = now.saturating_duration_since(self.started);
+                self.stats.ewma.observe_at_least(waited, now);
+            }
         }
     }
 }

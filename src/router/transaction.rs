@@ -194,7 +194,7 @@ impl Inner {
                 checkout.batch(begin).await?;
                 Ok(checkout)
             };
-            let result = watch.run(node, work).await;
+            let result = watch.run(node, started, work).await;
             node.note_answer(started, &result);
             result
         }
