@@ -289,7 +289,9 @@ impl Conn {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement);
         }
-        let statement = self.client.prepare(sql).await?;
+        // Boxed for the same reason as a connect (see `pool`): preparing happens once per connection
+        // and statement, but its future would enlarge every statement's.
+        let statement = Box::pin(self.client.prepare(sql)).await?;
         // The evicted statement is closed on the server when its last clone drops.
         let _ = self.statements.insert(sql, statement.clone());
         Ok(statement)
