@@ -104,6 +104,16 @@ impl Alarm {
     fn is_heeded(&self) -> bool {
         self.heeded.load(Ordering::Relaxed)
     }
+
+    #[cfg(test)]
+    pub(crate) fn set_for_test(&self, at: Option<Instant>) {
+        self.set(at);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_heeded_for_test(&self) -> bool {
+        self.is_heeded()
+    }
 }
 
 impl Watch<'_> {

@@ -683,3 +683,63 @@ impl Drop for Checkout {
         self.pool.check_in(conn, self.reusable && !self.busy);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => panic!("no runtime: {error}"),
+        }
+    }
+
+    /// The connection's timer is re-armed for each statement: one that answers leaves it usable,
+    /// and the next statement that hangs still times out, after its own limit.
+    #[test]
+    fn a_reused_statement_timer_bounds_every_statement() {
+        runtime().block_on(async {
+            let mut timer = Box::pin(tokio::time::sleep_until(Instant::now()));
+            let limit = Duration::from_millis(40);
+            let answered = within(timer.as_mut(), limit, None, async { 7 }).await;
+            assert_eq!(answered, Some(7));
+            for _ in 0..2 {
+                let started = Instant::now();
+                let hung = within(timer.as_mut(), limit, None, std::future::pending::<()>()).await;
+                assert_eq!(hung, None, "a hung statement times out");
+                assert!(started.elapsed() >= limit, "not before its limit");
+            }
+        });
+    }
+
+    /// An alarm (a watch's slow-request check) earlier than the limit wakes the task but does not
+    /// end the statement, which still times out at its own limit, not at the alarm.
+    #[test]
+    fn an_alarm_wakes_the_watch_but_keeps_the_statement_limit() {
+        runtime().block_on(async {
+            let mut timer = Box::pin(tokio::time::sleep_until(Instant::now()));
+            let started = Instant::now();
+            let alarm = Alarm::new(started);
+            alarm.set_for_test(Some(started + Duration::from_millis(10)));
+            let limit = Duration::from_millis(60);
+            let polls = std::sync::atomic::AtomicU32::new(0);
+            let hung = std::future::poll_fn(|_| {
+                polls.fetch_add(1, Ordering::Relaxed);
+                Poll::<()>::Pending
+            });
+            let outcome = within(timer.as_mut(), limit, Some(&alarm), hung).await;
+            assert_eq!(outcome, None);
+            assert!(started.elapsed() >= limit, "the alarm did not end it");
+            assert!(alarm.is_heeded_for_test());
+            // Once at the start, once when the alarm rang, once at the limit (twice without it).
+            assert!(
+                polls.load(Ordering::Relaxed) >= 3,
+                "the alarm woke the task before the limit"
+            );
+        });
+    }
+}
