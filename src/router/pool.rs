@@ -84,11 +84,14 @@ impl DerefMut for Pooled {
 /// work is polled first, as `tokio::time::timeout` does, so an answer that is in wins. The timer
 /// also rings at `alarm`'s moments, if earlier (see `hedge`): a ring wakes the task, whose watch
 /// then does its check.
+///
+/// `work` comes pinned by the caller so that the statement's future, which is large, is not moved
+/// into this one's state.
 async fn within<F: Future>(
     mut timer: Pin<&mut Sleep>,
     timeout: Duration,
     alarm: Option<&Alarm>,
-    work: F,
+    mut work: Pin<&mut F>,
 ) -> Option<F::Output> {
     let Some(deadline) = Instant::now().checked_add(timeout) else {
         // No instant is that far: no limit.
@@ -97,7 +100,6 @@ async fn within<F: Future>(
     if let Some(alarm) = alarm {
         alarm.heed();
     }
-    let mut work = pin!(work);
     let mut armed = None;
     std::future::poll_fn(|cx| {
         if let Poll::Ready(output) = work.as_mut().poll(cx) {
@@ -506,7 +508,10 @@ macro_rules! timed {
             statement_timer,
         } = &mut **pooled;
         $checkout.busy = true;
-        let result = within(statement_timer.as_mut(), timeout, $alarm, $work).await;
+        let result = {
+            let work = pin!($work);
+            within(statement_timer.as_mut(), timeout, $alarm, work).await
+        };
         $checkout.settle_outcome(result)
     }};
 }
@@ -705,11 +710,17 @@ mod tests {
         runtime().block_on(async {
             let mut timer = Box::pin(tokio::time::sleep_until(Instant::now()));
             let limit = Duration::from_millis(40);
-            let answered = within(timer.as_mut(), limit, None, async { 7 }).await;
+            let answered = within(timer.as_mut(), limit, None, pin!(async { 7 })).await;
             assert_eq!(answered, Some(7));
             for _ in 0..2 {
                 let started = Instant::now();
-                let hung = within(timer.as_mut(), limit, None, std::future::pending::<()>()).await;
+                let hung = within(
+                    timer.as_mut(),
+                    limit,
+                    None,
+                    pin!(std::future::pending::<()>()),
+                )
+                .await;
                 assert_eq!(hung, None, "a hung statement times out");
                 assert!(started.elapsed() >= limit, "not before its limit");
             }
@@ -731,7 +742,7 @@ mod tests {
                 polls.fetch_add(1, Ordering::Relaxed);
                 Poll::<()>::Pending
             });
-            let outcome = within(timer.as_mut(), limit, Some(&alarm), hung).await;
+            let outcome = within(timer.as_mut(), limit, Some(&alarm), pin!(hung)).await;
             assert_eq!(outcome, None);
             assert!(started.elapsed() >= limit, "the alarm did not end it");
             assert!(alarm.is_heeded_for_test());
