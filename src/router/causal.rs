@@ -504,7 +504,7 @@ impl Inner {
         after: &str,
     ) -> Result<Between, RouterError> {
         let node = &self.nodes[node];
-        let attempt = AttemptGuard::start(&node.stats);
+        let attempt = AttemptGuard::borrowing(&node.stats);
         let result = async {
             let slot = watch.queue(node, node.pool.acquire()).await?;
             let started = Instant::now();
@@ -512,7 +512,7 @@ impl Inner {
                 let mut checkout = slot.open(|closed| node.report_closed(closed)).await?;
                 checkout.query_between(before, sql, params, after).await
             };
-            let result = watch.run(node, work).await;
+            let result = watch.run(node, started, None, work).await;
             node.note_answer(started, &result);
             result
         }

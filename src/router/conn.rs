@@ -1,6 +1,7 @@
 //! One PostgreSQL connection over a connector stream: its client, its prepared statements, and the
 //! background task that drives it.
 
+use std::task::Poll;
 use std::time::Duration;
 
 use std::sync::Arc;
@@ -41,13 +42,15 @@ pub(crate) struct Login {
 
 /// An open connection.
 pub(crate) struct Conn {
+    /// Dropped with the connection: tells the background task to finish within [`CLOSE_GRACE`].
+    /// Declared first, so dropped before `client`: dropping the client wakes the task (its request
+    /// channel closes), which then finds this closed (see [`Conn::open`]).
+    _closing: oneshot::Sender<()>,
     client: Client,
     statements: StatementCache<Statement>,
     opened_at: Instant,
     /// What a CancelRequest for this connection's running statement must name.
     cancel: CancelToken,
-    /// Dropped with the connection: tells the background task to finish within [`CLOSE_GRACE`].
-    _closing: oneshot::Sender<()>,
 }
 
 impl Conn {
@@ -98,27 +101,40 @@ impl Conn {
         tokio::spawn(async move {
             let _socket = socket;
             let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                biased;
-                ended = &mut connection => {
-                    if let Err(error) = ended {
-                        tracing::debug!(node = %name, %error, "connection ended with an error");
-                        if let Some(signal) = ended_by_server {
-                            signal.notify_one();
-                        }
+            let mut closed = closed;
+            // `closed` is looked at, not waited on: registering a waiter on every poll of the
+            // connection costs more than the rest of this task does per statement. No wake-up is
+            // missed, as the sender goes before the client (see `Conn`), and the client's going
+            // closes the connection's request channel, which wakes this task.
+            let ended = std::future::poll_fn(|cx| {
+                if let Poll::Ready(ended) = connection.as_mut().poll(cx) {
+                    return Poll::Ready(Some(ended));
+                }
+                match closed.try_recv() {
+                    Err(oneshot::error::TryRecvError::Empty) => Poll::Pending,
+                    Ok(()) | Err(oneshot::error::TryRecvError::Closed) => Poll::Ready(None),
+                }
+            })
+            .await;
+            match ended {
+                Some(Err(error)) => {
+                    tracing::debug!(node = %name, %error, "connection ended with an error");
+                    if let Some(signal) = ended_by_server {
+                        signal.notify_one();
                     }
                 }
-                _ = closed => {
+                Some(Ok(())) => {}
+                None => {
                     let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
                 }
             }
         });
         Ok(Conn {
+            _closing: closing,
             client,
             statements: StatementCache::new(STATEMENTS_MAX),
             opened_at: Instant::now(),
             cancel,
-            _closing: closing,
         })
     }
 
@@ -289,7 +305,9 @@ impl Conn {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement);
         }
-        let statement = self.client.prepare(sql).await?;
+        // Boxed for the same reason as a connect (see `pool`): preparing happens once per connection
+        // and statement, but its future would enlarge every statement's.
+        let statement = Box::pin(self.client.prepare(sql)).await?;
         // The evicted statement is closed on the server when its last clone drops.
         let _ = self.statements.insert(sql, statement.clone());
         Ok(statement)

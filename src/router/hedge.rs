@@ -11,10 +11,12 @@
 //! still succeed into a failure. The abandoned request's connection is closed, not reused.
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::router::error::RouterError;
 use crate::router::node::Node;
@@ -54,30 +56,100 @@ impl Watch<'static> {
     };
 }
 
+/// The next moment a watch wants to be woken (its next slow-request check), shared with the
+/// statement it watches: a statement bounded by its connection's timer (see `pool`) lets that one
+/// timer ring for both, so that a watched read registers no timer of its own. Only the attempt's
+/// task touches it; atomics make it shareable between the watch and the statement's future.
+#[derive(Debug)]
+pub(crate) struct Alarm {
+    /// Time zero of `at_ns`.
+    base: Instant,
+    /// Nanoseconds from `base` to the moment to ring at; `u64::MAX`: none.
+    at_ns: AtomicU64,
+    /// Whether a statement's timer rings at `at_ns`.
+    heeded: AtomicBool,
+}
+
+impl Alarm {
+    /// An alarm that rings at nothing yet, `base` being a moment at or before any it will ring at.
+    pub(crate) fn new(base: Instant) -> Alarm {
+        Alarm {
+            base,
+            at_ns: AtomicU64::new(u64::MAX),
+            heeded: AtomicBool::new(false),
+        }
+    }
+
+    /// The moment to ring at, if any.
+    pub(crate) fn at(&self) -> Option<Instant> {
+        match self.at_ns.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            ns => self.base.checked_add(Duration::from_nanos(ns)),
+        }
+    }
+
+    fn set(&self, at: Option<Instant>) {
+        let ns = at.map_or(u64::MAX, |at| {
+            u64::try_from(at.saturating_duration_since(self.base).as_nanos())
+                .unwrap_or(u64::MAX - 1)
+        });
+        self.at_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// A statement's timer rings at [`Alarm::at`] from now on.
+    pub(crate) fn heed(&self) {
+        self.heeded.store(true, Ordering::Relaxed);
+    }
+
+    fn is_heeded(&self) -> bool {
+        self.heeded.load(Ordering::Relaxed)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_for_test(&self, at: Option<Instant>) {
+        self.set(at);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_heeded_for_test(&self) -> bool {
+        self.is_heeded()
+    }
+}
+
 impl Watch<'_> {
-    /// Runs `work`, the node's part of one attempt on `node`, under this watch.
+    /// Runs `work`, the node's part of one attempt on `node` that started at `started` (the caller's
+    /// clock reading, taken just before: one reading per attempt instead of one per layer), under
+    /// this watch. If `work` ends in a statement that heeds `alarm`, the watch's slow-request
+    /// checks ride on that statement's timer; until then (a connect), or without `alarm`, the
+    /// watch arms a timer of its own.
     pub(crate) async fn run<T>(
         self,
         node: &Node,
+        started: Instant,
+        alarm: Option<&Alarm>,
         work: impl Future<Output = Result<T, RouterError>>,
     ) -> Result<T, RouterError> {
         let can_leave = || self.elsewhere.is_some_and(|elsewhere| elsewhere.is_open());
         if self.slow_after.is_none() && self.elsewhere.is_none() {
             return work.await;
         }
-        let started = Instant::now();
+        // The node only ever signals with `notify_waiters`, which a `Notified` receives from the
+        // moment it is created: checking health after this line misses no ejection, and the
+        // waiter list is locked only once, when `select!` first polls it, not also by `enable`.
         let mut ejected = pin!(node.ejection_signal());
-        ejected.as_mut().enable();
         if !node.is_healthy() && can_leave() {
             // Taken out of rotation while this attempt waited for its pool slot.
             return Err(abandoned(node, started));
         }
         let mut work = pin!(work);
-        let deadline = self
+        let mut next_slow = self
             .slow_after
             .and_then(|slow_after| started.checked_add(slow_after));
-        let mut slow = pin!(tokio::time::sleep_until(deadline.unwrap_or(started)));
-        let mut slow_seen = deadline.is_none();
+        if let Some(alarm) = alarm {
+            alarm.set(next_slow);
+        }
+        // Created (and registered) only while no statement heeds the alarm.
+        let mut own_timer: Option<Pin<Box<Sleep>>> = None;
         loop {
             tokio::select! {
                 biased;
@@ -86,10 +158,14 @@ impl Watch<'_> {
                     if can_leave() {
                         return Err(abandoned(node, started));
                     }
-                    // Nowhere else to go: this node may still answer.
+                    // Nowhere else to go: this node may still answer. Its statement's timer
+                    // stops ringing for the watch and keeps only its own limit.
+                    if let Some(alarm) = alarm {
+                        alarm.set(None);
+                    }
                     return work.await;
                 }
-                () = &mut slow, if !slow_seen => {
+                () = slow_check(&mut own_timer, next_slow, alarm), if next_slow.is_some() => {
                     let reason = format!(
                         "a request was outstanding for {:?} while other replicas answered younger \
                          ones (slow_request_ejection)",
@@ -100,17 +176,46 @@ impl Watch<'_> {
                     // is; the question is asked again one `slow_request_ejection` later, as the
                     // peers' answers are evidence that builds up.
                     let ejected_now = node.report_slow(started, &reason);
-                    match self.slow_after {
-                        Some(every) if !ejected_now => {
-                            let next = Instant::now() + every;
-                            slow.as_mut().reset(next);
-                        }
-                        _ => slow_seen = true,
+                    next_slow = match self.slow_after {
+                        Some(every) if !ejected_now => Some(Instant::now() + every),
+                        _ => None,
+                    };
+                    if let Some(alarm) = alarm {
+                        // The statement re-arms its timer when `work` is next polled, at once.
+                        alarm.set(next_slow);
                     }
                 }
             }
         }
     }
+}
+
+/// Completes once `at` has come: on the timer of the statement that heeds `alarm` if one does
+/// (which wakes the task then; this only reads the clock), else on `own_timer`, armed on demand.
+async fn slow_check(
+    own_timer: &mut Option<Pin<Box<Sleep>>>,
+    at: Option<Instant>,
+    alarm: Option<&Alarm>,
+) {
+    let Some(at) = at else {
+        return std::future::pending().await;
+    };
+    std::future::poll_fn(|cx| {
+        if alarm.is_some_and(Alarm::is_heeded) {
+            *own_timer = None;
+            return if Instant::now() >= at {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            };
+        }
+        let timer = own_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if timer.deadline() != at {
+            timer.as_mut().reset(at);
+        }
+        timer.as_mut().poll(cx)
+    })
+    .await
 }
 
 impl Watch<'_> {
@@ -125,10 +230,15 @@ impl Watch<'_> {
         let Some(elsewhere) = self.elsewhere else {
             return slot.await;
         };
-        let started = Instant::now();
+        // Created before the slot is first polled, so that an ejection from then on is seen (see
+        // `run`); creating it takes no lock, and it joins the node's waiter list only if the slot
+        // is not free at once, which is the exception.
         let mut ejected = pin!(node.ejection_signal());
-        ejected.as_mut().enable();
         let mut slot = pin!(slot);
+        if let Poll::Ready(result) = futures::poll!(slot.as_mut()) {
+            return result;
+        }
+        let started = Instant::now();
         tokio::select! {
             biased;
             result = &mut slot => result,

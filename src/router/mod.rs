@@ -104,7 +104,7 @@ use caps::Caps;
 use conn::Login;
 use eject::EjectionPolicy;
 use health::{HealthThresholds, PROBE_APPLICATION_NAME, Probe};
-use hedge::{Elsewhere, Watch};
+use hedge::{Alarm, Elsewhere, Watch};
 use lag::{LagBoard, LagProbe};
 use node::{Node, PassiveEjection};
 use pool::{Pool, PoolLimits};
@@ -294,6 +294,7 @@ impl Router {
                     cap: outlier::ejection_cap(replicas, config.max_ejection_percent),
                     outliers_only: config.outlier_ejection,
                 },
+                config.balance == Balance::P2cEwma,
             ));
             lag_probes.push(probe_lag.then(|| LagProbe {
                 routes: Arc::clone(&table),
@@ -674,17 +675,19 @@ impl Inner {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, RouterError> {
         let node = &self.nodes[node];
-        let attempt = AttemptGuard::start(&node.stats);
+        let attempt = AttemptGuard::borrowing(&node.stats);
         let result = async {
             let slot = watch.queue(node, node.pool.acquire()).await?;
             let started = Instant::now();
+            // The statement's timer also rings for the watch: one timer per read.
+            let alarm = Alarm::new(started);
             // Boxed: the statement's future is large (tokio-postgres's query and the checkout), and
             // the watch would otherwise copy it several times per read as it moves into place.
             let work = Box::pin(async {
                 let mut checkout = slot.open(|closed| node.report_closed(closed)).await?;
-                checkout.query(sql, params).await
+                checkout.query_alarmed(sql, params, &alarm).await
             });
-            let result = watch.run(node, work).await;
+            let result = watch.run(node, started, Some(&alarm), work).await;
             node.note_answer(started, &result);
             result
         }
@@ -734,7 +737,7 @@ impl Inner {
                 }
             }
         };
-        let result = watch.run(node, work).await;
+        let result = watch.run(node, attempt_started, None, work).await;
         node.note_answer(attempt_started, &result);
         result
     }

@@ -82,7 +82,8 @@ pub(crate) struct Node {
 
 impl Node {
     /// A node that starts healthy, with an empty pool, at `position` of `routes.shards()[shard]`;
-    /// failed requests eject it under `ejection_policy`, if any.
+    /// failed requests eject it under `ejection_policy`, if any; its attempts feed the latency
+    /// EWMA if `feeds_ewma` (the balancing policy reads it).
     pub(crate) fn new(
         placed: PlacedNode,
         pool: Pool,
@@ -90,6 +91,7 @@ impl Node {
         shard: usize,
         position: u32,
         passive: PassiveEjection,
+        feeds_ewma: bool,
     ) -> Node {
         let PassiveEjection {
             policy: ejection_policy,
@@ -99,7 +101,7 @@ impl Node {
         Node {
             placed,
             pool: Arc::new(pool),
-            stats: Arc::new(NodeStats::default()),
+            stats: Arc::new(NodeStats::new(feeds_ewma)),
             routes,
             shard,
             position,

@@ -7,18 +7,23 @@
 //! idle connection when there is one and opens a new one only when there is none, so in-use plus
 //! idle never exceeds the maximum.
 
+use std::future::Future;
+use std::ops::{Deref, DerefMut};
+use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, RowStream};
 
 use crate::router::conn::{Between, Conn, Login};
 use crate::router::connector::{ConnectPurpose, Connector, NodeAddress};
 use crate::router::error::{RouterError, breaks_connection};
+use crate::router::hedge::Alarm;
 
 /// Limits of one pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,8 +44,93 @@ pub(crate) struct PoolLimits {
     pub(crate) cancel_abandoned: bool,
 }
 
-struct IdleConn {
+/// An open connection of the pool with the timer that bounds its statements by `query_timeout`.
+///
+/// The timer lives as long as the connection: tokio re-arms a registered timer for a later deadline
+/// with one atomic update, where a timer created per statement takes the runtime's timer lock twice
+/// (to register, to deregister). Boxed, as a `Conn` is several hundred bytes and every checkout
+/// moves it out of the idle list, into the checkout and back.
+struct Pooled {
     conn: Conn,
+    statement_timer: Pin<Box<Sleep>>,
+}
+
+impl Pooled {
+    fn new(conn: Conn) -> Box<Pooled> {
+        // Never polled until a statement arms it, so it registers with no timer before.
+        let statement_timer = Box::pin(tokio::time::sleep_until(Instant::now()));
+        Box::new(Pooled {
+            conn,
+            statement_timer,
+        })
+    }
+}
+
+impl Deref for Pooled {
+    type Target = Conn;
+
+    fn deref(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+impl DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+}
+
+/// Runs `work` until it ends or `timeout` runs out on `timer` (`None`), whichever comes first; the
+/// work is polled first, as `tokio::time::timeout` does, so an answer that is in wins. The timer
+/// also rings at `alarm`'s moments, if earlier (see `hedge`): a ring wakes the task, whose watch
+/// then does its check.
+///
+/// `work` comes pinned by the caller so that the statement's future, which is large, is not moved
+/// into this one's state.
+async fn within<F: Future>(
+    mut timer: Pin<&mut Sleep>,
+    timeout: Duration,
+    alarm: Option<&Alarm>,
+    mut work: Pin<&mut F>,
+) -> Option<F::Output> {
+    let Some(deadline) = Instant::now().checked_add(timeout) else {
+        // No instant is that far: no limit.
+        return Some(work.await);
+    };
+    if let Some(alarm) = alarm {
+        alarm.heed();
+    }
+    let mut armed = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        let ring = alarm.and_then(Alarm::at).filter(|&at| at < deadline);
+        let target = ring.unwrap_or(deadline);
+        if armed != Some(target) {
+            timer.as_mut().reset(target);
+            armed = Some(target);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) if ring.is_none() => Poll::Ready(None),
+            Poll::Ready(()) => {
+                // The alarm rang: the watch checks when this returns and moves the alarm on. Until
+                // it does, the timer keeps at least the statement's own limit.
+                timer.as_mut().reset(deadline);
+                armed = Some(deadline);
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    })
+    .await
+}
+
+struct IdleConn {
+    conn: Box<Pooled>,
     idle_since: Instant,
 }
 
@@ -205,7 +295,7 @@ impl Pool {
 
     /// Pops the most recently used idle connection that is still open and young enough, closing the bad
     /// ones met on the way; also says how many of those the other end had closed.
-    fn take_idle(&self, now: Instant) -> (Option<Conn>, u32) {
+    fn take_idle(&self, now: Instant) -> (Option<Box<Pooled>>, u32) {
         let mut closed = 0u32;
         loop {
             let idle = {
@@ -233,7 +323,7 @@ impl Pool {
     }
 
     /// Takes a connection back from a checkout.
-    fn check_in(&self, conn: Conn, reusable: bool) {
+    fn check_in(&self, conn: Box<Pooled>, reusable: bool) {
         let now = Instant::now();
         if !reusable || self.closed.load(Ordering::Acquire) || !self.still_good(&conn, now) {
             self.discard(conn);
@@ -306,7 +396,11 @@ impl Pool {
     /// Cancels the statement abandoned on `conn`, then waits for the connection to settle (the
     /// cancelled statement answered): only then does it go back to the pool; otherwise it is
     /// closed. `permit` keeps the connection counted as in use meanwhile.
-    async fn settle_abandoned(self: Arc<Self>, mut conn: Conn, permit: OwnedSemaphorePermit) {
+    async fn settle_abandoned(
+        self: Arc<Self>,
+        mut conn: Box<Pooled>,
+        permit: OwnedSemaphorePermit,
+    ) {
         let limit = self.limits.connect_timeout;
         let delivered = conn
             .cancel(self.connector.as_ref(), &self.node, &self.login.tls, limit)
@@ -335,7 +429,7 @@ impl Pool {
         drop(permit);
     }
 
-    fn discard(&self, conn: Conn) {
+    fn discard(&self, conn: Box<Pooled>) {
         drop(conn);
         self.open.fetch_sub(1, Ordering::Relaxed);
     }
@@ -370,7 +464,10 @@ impl Slot {
             Some(conn) => conn,
             None => {
                 let socket = pool.socket().await?;
-                let conn = Conn::open(
+                // Boxed: opening a connection is rare next to reusing one, and its future (the
+                // whole startup handshake) would otherwise make every checkout's future, which is
+                // moved into place on every statement, over a kilobyte larger.
+                let conn = Box::pin(Conn::open(
                     pool.connector.as_ref(),
                     &pool.node,
                     ConnectPurpose::Workload,
@@ -378,10 +475,10 @@ impl Slot {
                     pool.limits.connect_timeout,
                     Some(socket),
                     Some(Arc::clone(&pool.ended_by_server)),
-                )
+                ))
                 .await?;
                 pool.open.fetch_add(1, Ordering::Relaxed);
-                conn
+                Pooled::new(conn)
             }
         };
         Ok(Checkout {
@@ -398,21 +495,31 @@ impl Slot {
 /// Runs `$work` (a statement on the checkout's connection, named `$conn`) within `query_timeout`,
 /// marking the checkout busy while it runs, and settles its outcome (see [`Checkout::settle`]).
 macro_rules! timed {
-    ($checkout:ident, $conn:ident => $work:expr) => {{
+    ($checkout:ident, $conn:ident => $work:expr) => {
+        timed!($checkout, None, $conn => $work)
+    };
+    ($checkout:ident, $alarm:expr, $conn:ident => $work:expr) => {{
         let timeout = $checkout.pool.limits.query_timeout;
-        let Some($conn) = $checkout.conn.as_mut() else {
+        let Some(pooled) = $checkout.conn.as_mut() else {
             return Err(RouterError::ShutDown);
         };
+        let Pooled {
+            conn: $conn,
+            statement_timer,
+        } = &mut **pooled;
         $checkout.busy = true;
-        let result = tokio::time::timeout(timeout, $work).await;
-        $checkout.settle(result)
+        let result = {
+            let work = pin!($work);
+            within(statement_timer.as_mut(), timeout, $alarm, work).await
+        };
+        $checkout.settle_outcome(result)
     }};
 }
 
 /// A connection lent out by a pool, returned to it when dropped (or closed, if it went bad).
 pub(crate) struct Checkout {
     pool: Arc<Pool>,
-    conn: Option<Conn>,
+    conn: Option<Box<Pooled>>,
     reusable: bool,
     /// A statement was sent and its outcome not yet seen: if the checkout is dropped now (the caller
     /// gave up on it, or its `query_timeout` ran out), the server may still be running it, so it is
@@ -435,6 +542,16 @@ impl Checkout {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, RouterError> {
         timed!(self, conn => conn.query(sql, params))
+    }
+
+    /// [`Checkout::query`] whose timer also rings at `alarm`'s moments (see `hedge`).
+    pub(crate) async fn query_alarmed(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        alarm: &Alarm,
+    ) -> Result<Vec<Row>, RouterError> {
+        timed!(self, Some(alarm), conn => conn.query(sql, params))
     }
 
     /// Runs `before`, a statement and `after` in one round trip within `query_timeout` (see
@@ -489,16 +606,24 @@ impl Checkout {
         timed!(self, conn => conn.query_stream(sql, params))
     }
 
-    /// Turns a timed statement's outcome into the router's error, marking the connection for closing
-    /// when it can no longer be trusted.
+    /// Turns a timed statement's outcome (`Err`: timed out) into the router's error, marking the
+    /// connection for closing when it can no longer be trusted.
     pub(crate) fn settle<T>(
         &mut self,
         result: Result<Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>,
     ) -> Result<T, RouterError> {
+        self.settle_outcome(result.ok())
+    }
+
+    /// [`Checkout::settle`] of an outcome where `None` means timed out.
+    fn settle_outcome<T>(
+        &mut self,
+        result: Option<Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, RouterError> {
         self.busy = false;
         match result {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(source)) => {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(source)) => {
                 if breaks_connection(&source) {
                     self.reusable = false;
                 }
@@ -507,7 +632,7 @@ impl Checkout {
                     source,
                 })
             }
-            Err(_) => {
+            None => {
                 // The server may still be running the statement, or the socket may be wedged: it
                 // is cancelled when the checkout is dropped (see `Drop`).
                 self.busy = true;
@@ -561,5 +686,71 @@ impl Drop for Checkout {
             return;
         }
         self.pool.check_in(conn, self.reusable && !self.busy);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => panic!("no runtime: {error}"),
+        }
+    }
+
+    /// The connection's timer is re-armed for each statement: one that answers leaves it usable,
+    /// and the next statement that hangs still times out, after its own limit.
+    #[test]
+    fn a_reused_statement_timer_bounds_every_statement() {
+        runtime().block_on(async {
+            let mut timer = Box::pin(tokio::time::sleep_until(Instant::now()));
+            let limit = Duration::from_millis(40);
+            let answered = within(timer.as_mut(), limit, None, pin!(async { 7 })).await;
+            assert_eq!(answered, Some(7));
+            for _ in 0..2 {
+                let started = Instant::now();
+                let hung = within(
+                    timer.as_mut(),
+                    limit,
+                    None,
+                    pin!(std::future::pending::<()>()),
+                )
+                .await;
+                assert_eq!(hung, None, "a hung statement times out");
+                assert!(started.elapsed() >= limit, "not before its limit");
+            }
+        });
+    }
+
+    /// An alarm (a watch's slow-request check) earlier than the limit wakes the task but does not
+    /// end the statement, which still times out at its own limit, not at the alarm.
+    #[test]
+    fn an_alarm_wakes_the_watch_but_keeps_the_statement_limit() {
+        runtime().block_on(async {
+            let mut timer = Box::pin(tokio::time::sleep_until(Instant::now()));
+            let started = Instant::now();
+            let alarm = Alarm::new(started);
+            alarm.set_for_test(Some(started + Duration::from_millis(10)));
+            let limit = Duration::from_millis(60);
+            let polls = std::sync::atomic::AtomicU32::new(0);
+            let hung = std::future::poll_fn(|_| {
+                polls.fetch_add(1, Ordering::Relaxed);
+                Poll::<()>::Pending
+            });
+            let outcome = within(timer.as_mut(), limit, Some(&alarm), pin!(hung)).await;
+            assert_eq!(outcome, None);
+            assert!(started.elapsed() >= limit, "the alarm did not end it");
+            assert!(alarm.is_heeded_for_test());
+            // Once at the start, once when the alarm rang, once at the limit (twice without it).
+            assert!(
+                polls.load(Ordering::Relaxed) >= 3,
+                "the alarm woke the task before the limit"
+            );
+        });
     }
 }

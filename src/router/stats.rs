@@ -1,6 +1,7 @@
 //! Per-node counters (lock-free atomics updated on the hot path) and the ordered snapshot
 //! [`crate::router::Router::stats`] returns.
 
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
@@ -39,6 +40,9 @@ pub struct NodeStats {
     /// Replication lag measured by the probes (replicas, while lag is probed).
     pub lag: NodeLag,
     reported_role: AtomicU8,
+    /// Whether attempts leave `ewma` alone: only `p2c_ewma` reads it, and an update costs an `exp`
+    /// per attempt.
+    ewma_unread: bool,
 }
 
 // `reported_role` codes; 0 (the default) means no check has succeeded yet.
@@ -70,6 +74,14 @@ impl AttemptEnd {
 }
 
 impl NodeStats {
+    /// Counters whose attempts feed `ewma` only if `feeds_ewma` (the balancing policy reads it).
+    pub(crate) fn new(feeds_ewma: bool) -> NodeStats {
+        NodeStats {
+            ewma_unread: !feeds_ewma,
+            ..NodeStats::default()
+        }
+    }
+
     /// Counts an attempt as started.
     pub fn start_attempt(&self) {
         self.attempts.fetch_add(1, Ordering::Relaxed);
@@ -116,10 +128,13 @@ impl NodeStats {
 
 /// Counts an attempt as ended when dropped, as cancelled unless told otherwise, so an abandoned future
 /// never leaves `in_flight` raised. An attempt that ends records its time in the node's latency.
-/// It owns its counters so that it can travel with a streaming read.
+/// It owns its counters (`S` = `Arc<NodeStats>`) so that it can travel with a streaming read, or
+/// borrows them (`S` = `&NodeStats`, see [`AttemptGuard::borrowing`]) where the attempt ends
+/// before the node could go away, which spares two atomic updates of a shared reference count
+/// per statement.
 #[derive(Debug)]
-pub struct AttemptGuard {
-    stats: Arc<NodeStats>,
+pub struct AttemptGuard<S: Deref<Target = NodeStats> = Arc<NodeStats>> {
+    stats: S,
     started: Instant,
     ended: bool,
 }
@@ -127,9 +142,22 @@ pub struct AttemptGuard {
 impl AttemptGuard {
     /// Starts an attempt on `stats`.
     pub fn start(stats: &Arc<NodeStats>) -> AttemptGuard {
+        AttemptGuard::begin(Arc::clone(stats))
+    }
+}
+
+impl<'a> AttemptGuard<&'a NodeStats> {
+    /// Starts an attempt on `stats`, borrowed for as long as the attempt runs.
+    pub fn borrowing(stats: &'a NodeStats) -> AttemptGuard<&'a NodeStats> {
+        AttemptGuard::begin(stats)
+    }
+}
+
+impl<S: Deref<Target = NodeStats>> AttemptGuard<S> {
+    fn begin(stats: S) -> AttemptGuard<S> {
         stats.start_attempt();
         AttemptGuard {
-            stats: Arc::clone(stats),
+            stats,
             started: Instant::now(),
             ended: false,
         }
@@ -143,10 +171,12 @@ impl AttemptGuard {
         let elapsed = now.saturating_duration_since(self.started);
         // A cancelled attempt's time says how long the caller waited, not how long the node took: the
         // node took at least that long.
-        match end {
-            AttemptEnd::Success => self.stats.ewma.observe(elapsed, now),
-            AttemptEnd::Error => self.stats.ewma.observe_error(elapsed, now),
-            AttemptEnd::Cancelled => self.stats.ewma.observe_at_least(elapsed, now),
+        if !self.stats.ewma_unread {
+            match end {
+                AttemptEnd::Success => self.stats.ewma.observe(elapsed, now),
+                AttemptEnd::Error => self.stats.ewma.observe_error(elapsed, now),
+                AttemptEnd::Cancelled => self.stats.ewma.observe_at_least(elapsed, now),
+            }
         }
         if end != AttemptEnd::Cancelled {
             self.stats.latency.record(elapsed);
@@ -154,13 +184,15 @@ impl AttemptGuard {
     }
 }
 
-impl Drop for AttemptGuard {
+impl<S: Deref<Target = NodeStats>> Drop for AttemptGuard<S> {
     fn drop(&mut self) {
         if !self.ended {
             self.stats.end_attempt(AttemptEnd::Cancelled);
-            let now = Instant::now();
-            let waited = now.saturating_duration_since(self.started);
-            self.stats.ewma.observe_at_least(waited, now);
+            if !self.stats.ewma_unread {
+                let now = Instant::now();
+                let waited = now.saturating_duration_since(self.started);
+                self.stats.ewma.observe_at_least(waited, now);
+            }
         }
     }
 }

@@ -182,7 +182,7 @@ impl Inner {
         begin: &str,
     ) -> Result<Checkout, RouterError> {
         let node = &self.nodes[node];
-        let attempt = AttemptGuard::start(&node.stats);
+        let attempt = AttemptGuard::borrowing(&node.stats);
         let result = async {
             let slot = watch.queue(node, node.pool.acquire()).await?;
             let started = Instant::now();
@@ -194,7 +194,7 @@ impl Inner {
                 checkout.batch(begin).await?;
                 Ok(checkout)
             };
-            let result = watch.run(node, work).await;
+            let result = watch.run(node, started, None, work).await;
             node.note_answer(started, &result);
             result
         }

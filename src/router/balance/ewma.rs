@@ -113,11 +113,12 @@ fn weight_of(age_us: u64) -> f64 {
 /// than the decayed value, else the two averaged by the weight the old value keeps (at most
 /// `1 - ANSWER_WEIGHT_MIN`).
 pub fn updated(value_us: f64, age_us: u64, sample_us: f64) -> f64 {
-    let decayed = value_us * weight_of(age_us);
-    if sample_us > decayed {
+    // One `exp` per answer: it is most of the cost of an update.
+    let kept = if age_us == 0 { 1.0 } else { weight_of(age_us) };
+    if sample_us > value_us * kept {
         return sample_us;
     }
-    let weight = weight_of(age_us).min(1.0 - ANSWER_WEIGHT_MIN);
+    let weight = kept.min(1.0 - ANSWER_WEIGHT_MIN);
     value_us * weight + sample_us * (1.0 - weight)
 }
 
