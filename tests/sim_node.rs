@@ -486,3 +486,27 @@ fn the_same_seed_gives_the_same_event_log() {
     assert!(!first.statements.is_empty());
     assert_eq!(first, second);
 }
+
+/// Nearly every statement's Bind and Execute are answered by the node itself (`unnamed_portal`);
+/// a named portal read a row at a time still goes through pgwire's portals, and the unnamed path
+/// keeps answering around it.
+#[test]
+fn a_named_portal_is_read_a_row_at_a_time() {
+    let mut c = cluster(1);
+    run_client(&mut c.sim, async {
+        let mut primary = connect("primary", "replisim").await?;
+        assert_eq!(write(&primary, 3, 1, 9).await?, 1);
+        let transaction = primary.transaction().await?;
+        let statement = transaction.prepare(cluster::READ).await?;
+        let portal = transaction.bind(&statement, &[&3i64, &1i64, &9i64]).await?;
+        let first = transaction.query_portal(&portal, 1).await?;
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].try_get::<_, i64>("version")?, 1);
+        // The read has one row: the portal, suspended after it, has none left.
+        assert!(transaction.query_portal(&portal, 1).await?.is_empty());
+        transaction.commit().await?;
+        assert_eq!(read(&primary, 3, 1, 9).await?, Some(1));
+        Ok(())
+    });
+    c.sim.run().expect("simulation");
+}

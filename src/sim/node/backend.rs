@@ -336,6 +336,17 @@ impl ExtendedQueryHandler for Backend {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        self.execute_portal(portal).await
+    }
+}
+
+impl Backend {
+    /// Runs the statement bound in `portal` to completion (pgwire's `Execute`, and the node's own
+    /// answer to the unnamed portal's, see `unnamed_portal`).
+    pub(crate) async fn execute_portal(
+        &self,
+        portal: &Portal<Statement>,
+    ) -> PgWireResult<Response> {
         let statement = &portal.statement.statement;
         let formats =
             execute::result_formats(&portal.result_column_format, statement.column_count())?;

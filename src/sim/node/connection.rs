@@ -26,6 +26,7 @@ use super::execute::Identity;
 use super::reply_buffer::ReplyBuffer;
 use super::state::SimNode;
 use super::statement::Statement;
+use super::unnamed_portal::{Answered, UnnamedPortal};
 use crate::record::events::ServerConnEvent;
 
 /// A client must complete startup within this (PostgreSQL's `authentication_timeout`).
@@ -93,6 +94,7 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
     let noop = Arc::new(NoopHandler);
     let startup_deadline = Instant::now() + STARTUP_TIMEOUT;
     let mut open: Option<OpenConnection> = None;
+    let mut unnamed = UnnamedPortal::default();
     // One registration for the connection's whole life: the loop ends as soon as it fires.
     let notified = node.conns_dropped().notified();
     tokio::pin!(notified);
@@ -123,15 +125,23 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
         let held = answer_waits_for_sync(&message);
         socket.get_mut().hold(held);
         let limit = node.service_time() + WRITE_TIMEOUT;
-        let processing = process_message(
-            message,
-            &mut socket,
-            backend.clone(),
-            backend.clone(),
-            backend.clone(),
-            noop.clone(),
-            backend.clone(),
-        );
+        let processing = async {
+            match unnamed.answer(message, &mut socket, &backend).await {
+                Answered::Done(answered) => answered,
+                Answered::ToPgwire(message) => {
+                    process_message(
+                        message,
+                        &mut socket,
+                        backend.clone(),
+                        backend.clone(),
+                        backend.clone(),
+                        noop.clone(),
+                        backend.clone(),
+                    )
+                    .await
+                }
+            }
+        };
         let lock_waiting = || {
             backend
                 .identity()

@@ -9,6 +9,8 @@
 //! - `connection`: the message loop of one client connection, and its open/close events.
 //! - `reply_buffer`: holds a connection's answers until `Sync`, as PostgreSQL's output buffer does.
 //! - `backend`: the pgwire handlers of one connection (startup, simple and extended protocol).
+//! - `unnamed_portal`: `Bind` to and full `Execute` of the unnamed portal, answered without
+//!   pgwire's portal machinery (nearly every statement takes this path).
 //! - `cancel`: CancelRequest: which connection runs a statement a cancel may end.
 //! - `sql`: recognition of the supported statements in SQL text.
 //! - `statement`: the statements, their parameter types and result columns.
@@ -35,6 +37,7 @@ mod server;
 mod sql;
 mod state;
 mod statement;
+mod unnamed_portal;
 mod value;
 mod wal_frame;
 mod wal_receiver;
