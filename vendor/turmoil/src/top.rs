@@ -1,6 +1,5 @@
 use crate::envelope::{Envelope, Protocol};
 use crate::host::Host;
-use crate::rt::Rt;
 use crate::{config, TRACING_TARGET};
 
 use crate::IndexMap;
@@ -19,10 +18,11 @@ pub(crate) struct Topology {
     /// Specific configuration overrides between specific hosts.
     links: IndexMap<Pair, Link>,
 
-    /// We don't use a Rt for async. Right now, we just use it to tick time
-    /// forward in the same way we do it elsewhere. We'd like to represent
-    /// network state with async in the future.
-    rt: Rt<'static>,
+    /// The network's clock: an arbitrary start, moved forward by each tick. (It was a paused
+    /// tokio runtime ticked like a host's, which cost a runtime's `block_on` per step for the
+    /// same instants.)
+    epoch: Instant,
+    elapsed: Duration,
 }
 
 /// This type is used as the key in the [`Topology::links`] map. See [`new`]
@@ -177,14 +177,19 @@ impl Topology {
         Topology {
             config,
             links: IndexMap::default(),
-            rt: Rt::no_software(),
+            epoch: Instant::from_std(std::time::Instant::now()),
+            elapsed: Duration::ZERO,
         }
+    }
+
+    fn now(&self) -> Instant {
+        self.epoch + self.elapsed
     }
 
     /// Register a link between two hosts
     pub(crate) fn register(&mut self, a: IpAddr, b: IpAddr) {
         let pair = Pair::new(a, b);
-        assert!(self.links.insert(pair, Link::new(self.rt.now())).is_none());
+        assert!(self.links.insert(pair, Link::new(self.now())).is_none());
     }
 
     pub(crate) fn set_max_message_latency(&mut self, value: Duration) {
@@ -284,9 +289,10 @@ impl Topology {
     }
 
     pub(crate) fn tick_by(&mut self, duration: Duration) {
-        let _ = self.rt.tick(duration);
+        self.elapsed += duration;
+        let now = self.now();
         for link in self.links.values_mut() {
-            link.tick(self.rt.now());
+            link.tick(now);
         }
     }
 
