@@ -201,15 +201,7 @@ impl Caps {
 mod tests {
     use super::*;
 
-    fn runtime() -> tokio::runtime::Runtime {
-        match tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-        {
-            Ok(runtime) => runtime,
-            Err(error) => panic!("no runtime: {error}"),
-        }
-    }
+    use crate::router::test_runtime as runtime;
 
     #[test]
     fn cap_admits_up_to_max_then_times_out_with_a_clear_message() {

@@ -828,3 +828,15 @@ impl Drop for Inner {
         self.shutdown();
     }
 }
+
+/// A current-thread runtime with time, for the router's unit tests.
+#[cfg(test)]
+pub(crate) fn test_runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => panic!("no runtime: {error}"),
+    }
+}

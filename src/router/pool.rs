@@ -693,15 +693,7 @@ impl Drop for Checkout {
 mod tests {
     use super::*;
 
-    fn runtime() -> tokio::runtime::Runtime {
-        match tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-        {
-            Ok(runtime) => runtime,
-            Err(error) => panic!("no runtime: {error}"),
-        }
-    }
+    use crate::router::test_runtime as runtime;
 
     /// The connection's timer is re-armed for each statement: one that answers leaves it usable,
     /// and the next statement that hangs still times out, after its own limit.
