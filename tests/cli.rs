@@ -7,22 +7,6 @@ use std::process::Output;
 
 use cli_support::*;
 
-const TINY: &str = r#"
-name = "tiny"
-duration = "2s"
-[[shard]]
-name = "s1"
-orgs = [0, 100]
-primary = "primary-1"
-replicas = ["replica-1"]
-[workload]
-clients = 4
-think_time = "10ms"
-orgs = 100
-[[invariant]]
-kind = "writes_only_primary"
-"#;
-
 fn stderr(o: &Output) -> String {
     text(&o.stderr)
 }
@@ -338,10 +322,5 @@ fn a_closed_stdout_ends_the_command_quietly() {
     };
     assert!(first.contains("seed 1"), "{first}");
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
-    assert_eq!(o.status.signal(), Some(libc_sigpipe()), "{:?}", o.status);
-}
-
-/// SIGPIPE's number on Linux and the BSDs.
-fn libc_sigpipe() -> i32 {
-    13
+    assert_eq!(o.status.signal(), Some(libc::SIGPIPE), "{:?}", o.status);
 }

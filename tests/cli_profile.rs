@@ -4,22 +4,6 @@ mod cli_support;
 
 use cli_support::*;
 
-const TINY: &str = r#"
-name = "tiny"
-duration = "2s"
-[[shard]]
-name = "s1"
-orgs = [0, 100]
-primary = "primary-1"
-replicas = ["replica-1"]
-[workload]
-clients = 4
-think_time = "10ms"
-orgs = 100
-[[invariant]]
-kind = "writes_only_primary"
-"#;
-
 #[test]
 fn profile_prints_the_rates_and_leaves_the_reports_byte_identical() {
     let dir = scratch("profile");

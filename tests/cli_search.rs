@@ -7,22 +7,6 @@ use std::process::Output;
 
 use cli_support::*;
 
-const TINY: &str = r#"
-name = "tiny"
-duration = "2s"
-[[shard]]
-name = "s1"
-orgs = [0, 100]
-primary = "primary-1"
-replicas = ["replica-1"]
-[workload]
-clients = 4
-think_time = "10ms"
-orgs = 100
-[[invariant]]
-kind = "writes_only_primary"
-"#;
-
 /// Fails on every seed: no read can take under the two link crossings and the service time.
 fn failing() -> String {
     format!(

@@ -4,7 +4,7 @@
 //! was seen; a fault nothing could observe (no traffic towards a partitioned node, say) is judged
 //! not to have taken effect rather than assumed to have.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::record::events::{
     Events, FaultRecord, Micros, NetKind, NodeIdx, NodeRole, StatementEvent, StatementKind,
@@ -401,18 +401,36 @@ impl Look<'_> {
             .filter(|e| e.node == self.node && e.kind == NetKind::Statement && e.stream != 0)
             .filter(|e| e.at_us >= from && e.at_us < to)
             .collect();
+        // The node's statement starts by connection, sorted: one search per statement sent
+        // instead of a scan of the whole run's statements.
+        let mut starts: BTreeMap<u64, Vec<Micros>> = BTreeMap::new();
+        for s in self
+            .events
+            .statements
+            .iter()
+            .filter(|s| s.node == self.node)
+        {
+            starts.entry(s.conn).or_default().push(s.start_us);
+        }
+        for times in starts.values_mut() {
+            times.sort_unstable();
+        }
         let arrivals: Vec<Micros> = sent
             .iter()
             .filter_map(|e| {
-                let conn = self.connection_of(e.stream, e.at_us)?;
-                self.events
-                    .statements
-                    .iter()
-                    .filter(|s| s.node == self.node && s.conn == conn && s.start_us >= e.at_us)
-                    .map(|s| s.start_us - e.at_us)
-                    .min()
+                let times = starts.get(&self.connection_of(e.stream, e.at_us)?)?;
+                let first = times.get(times.partition_point(|&t| t < e.at_us))?;
+                Some(first - e.at_us)
             })
             .collect();
+        if sent.is_empty() {
+            return Verdict::not_seen(format!(
+                "nothing could show it: no operation was served by the node between {} ms and {} \
+                 ms, and no statement was sent towards it then",
+                ms(from),
+                ms(to)
+            ));
+        }
         let Some(&quickest) = arrivals.iter().min() else {
             return Verdict::not_seen(format!(
                 "no operation was served by the node between {} ms and {} ms, and none of the {} \
@@ -1035,6 +1053,15 @@ mod tests {
             verdict
                 .evidence
                 .contains("none of the 1 statements sent towards it then reached it"),
+            "{}",
+            verdict.evidence
+        );
+        // Nothing sent during the fault: nothing could show it.
+        run.events.net.clear();
+        let verdict = only(&run);
+        assert!(!verdict.took_effect, "{}", verdict.evidence);
+        assert!(
+            verdict.evidence.starts_with("nothing could show it"),
             "{}",
             verdict.evidence
         );

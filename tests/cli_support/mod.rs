@@ -47,3 +47,20 @@ pub fn read(path: &Path) -> String {
         Err(e) => panic!("reading {}: {e}", path.display()),
     }
 }
+
+/// The smallest useful scenario: one primary, one replica, four clients, two seconds.
+pub const TINY: &str = r#"
+name = "tiny"
+duration = "2s"
+[[shard]]
+name = "s1"
+orgs = [0, 100]
+primary = "primary-1"
+replicas = ["replica-1"]
+[workload]
+clients = 4
+think_time = "10ms"
+orgs = 100
+[[invariant]]
+kind = "writes_only_primary"
+"#;
