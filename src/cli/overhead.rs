@@ -108,8 +108,8 @@ fn ratio(value: f64, base: f64) -> String {
 /// One Markdown table: a row per (workload, clients, path).
 fn table(cells: &[Cell]) -> String {
     let mut out = String::from(
-        "| workload | clients | path | p50 µs | p99 µs | ops/s | p50 vs direct | p99 vs direct | ops/s vs direct | client CPU µs/op | failed |\n\
-         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| workload | clients | path | p50 µs | p99 µs | ops/s | p50 vs direct | p99 vs direct | ops/s vs direct | client CPU µs/op | machine CPU µs/op | machine busy | failed |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for cell in cells {
         let direct = same_row(cells, cell, Path::Direct);
@@ -120,7 +120,7 @@ fn table(cells: &[Cell]) -> String {
         );
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {p50:.1} | {p99:.1} | {ops:.0} | {} | {} | {} | {:.2} | {} |",
+            "| {} | {} | {} | {p50:.1} | {p99:.1} | {ops:.0} | {} | {} | {} | {:.2} | {:.1} | {:.0}% | {} |",
             cell.mix.label(),
             cell.clients,
             cell.path.label(),
@@ -128,6 +128,8 @@ fn table(cells: &[Cell]) -> String {
             direct.map_or("-".into(), |d| ratio(p99, d.percentile_us(99.0))),
             direct.map_or("-".into(), |d| ratio(ops, d.ops_per_second())),
             cell.cpu_per_op_us(),
+            cell.machine_cpu_per_op_us(),
+            cell.machine_busy_percent(),
             cell.errors,
         );
     }
@@ -209,7 +211,11 @@ fn markdown(command: &str, options: &OverheadOptions, table: &str, verdicts: &[S
          client to pgpool-II 4.3 in streaming-replication mode with load balancing over all three.\n\
          - client CPU µs/op: CPU time of the measuring process (clients, router, tokio-postgres' \
          connection tasks; not the servers or pgpool) per answered statement, from \
-         `/proc/self/task/*/schedstat`: the router's own cost, apart from the servers'.\n",
+         `/proc/self/task/*/schedstat`: the router's own cost, apart from the servers'.\n\
+         - machine CPU µs/op and machine busy: CPU time of the whole machine (clients, servers, \
+         pgpool-II, kernel, anything else running) per answered statement, and the share of the \
+         machine's CPU time that was busy, from `/proc/stat` in 10 ms ticks: a path that leaves \
+         cores idle loses throughput without costing more CPU.\n",
         options.slice.as_secs_f64(),
         options.rounds
     );

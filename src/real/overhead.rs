@@ -129,6 +129,10 @@ pub struct Cell {
     pub elapsed: Duration,
     /// CPU time this process spent meanwhile (clients, router, drivers; not the servers).
     pub cpu: Duration,
+    /// CPU time the whole machine spent meanwhile (this process, the servers, pgpool-II, the kernel
+    /// and anything else running), and the CPU time it had: how busy it was, and what a statement
+    /// cost all told.
+    pub machine: MachineCpu,
 }
 
 impl Cell {
@@ -146,6 +150,25 @@ impl Cell {
     pub fn cpu_per_op_us(&self) -> f64 {
         if self.ops > 0 {
             self.cpu.as_secs_f64() * 1e6 / self.ops as f64
+        } else {
+            0.0
+        }
+    }
+
+    /// The whole machine's CPU time per answered statement, in microseconds.
+    pub fn machine_cpu_per_op_us(&self) -> f64 {
+        if self.ops > 0 {
+            self.machine.busy.as_secs_f64() * 1e6 / self.ops as f64
+        } else {
+            0.0
+        }
+    }
+
+    /// The share of the machine's CPU time that was busy, in percent.
+    pub fn machine_busy_percent(&self) -> f64 {
+        let total = self.machine.total.as_secs_f64();
+        if total > 0.0 {
+            100.0 * self.machine.busy.as_secs_f64() / total
         } else {
             0.0
         }
@@ -273,6 +296,7 @@ async fn measure_on(
                     errors: 0,
                     elapsed: Duration::ZERO,
                     cpu: Duration::ZERO,
+                    machine: MachineCpu::default(),
                 })
                 .collect();
             // Connections are opened (and warmed) once per cell, outside the timed slices.
@@ -385,6 +409,7 @@ impl ClientSet {
     /// Runs every client for `slice`; adds what they did to `cell`, if given.
     async fn run(&self, mix: Mix, slice: Duration, cell: Option<&mut Cell>) {
         let cpu_before = process_cpu();
+        let machine_before = MachineCpu::now();
         let started = Instant::now();
         let deadline = started + slice;
         let tasks: Vec<_> = self
@@ -406,8 +431,10 @@ impl ClientSet {
         }
         let elapsed = started.elapsed();
         let cpu = process_cpu().saturating_sub(cpu_before);
+        let machine = MachineCpu::now().since(machine_before);
         if let Some(cell) = cell {
             cell.cpu += cpu;
+            cell.machine.add(machine);
             for (histogram, errors) in results {
                 cell.ops += histogram.len();
                 cell.errors += errors;
@@ -533,6 +560,57 @@ fn process_cpu() -> Duration {
     Duration::from_nanos(nanos)
 }
 
+/// CPU time of the whole machine, from `/proc/stat`'s first line: busy (everything but idle and
+/// I/O wait) and in all; zero where that is unreadable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MachineCpu {
+    /// CPU time spent on anything.
+    pub busy: Duration,
+    /// CPU time there was (cores times wall time, as the kernel counted it).
+    pub total: Duration,
+}
+
+impl MachineCpu {
+    fn now() -> MachineCpu {
+        std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|stat| MachineCpu::parse(stat.lines().next()?))
+            .unwrap_or_default()
+    }
+
+    /// `cpu  user nice system idle iowait irq softirq steal ...`, in clock ticks.
+    fn parse(line: &str) -> Option<MachineCpu> {
+        let mut fields = line.split_whitespace();
+        if fields.next()? != "cpu" {
+            return None;
+        }
+        let ticks: Vec<u64> = fields.take(8).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+        if ticks.len() < 8 {
+            return None;
+        }
+        let total: u64 = ticks.iter().sum();
+        let waiting = ticks.get(3)? + ticks.get(4)?;
+        // The kernel counts /proc/stat in USER_HZ, 100 per second on Linux.
+        let ticks = |n: u64| Duration::from_millis(n.saturating_mul(10));
+        Some(MachineCpu {
+            busy: ticks(total.saturating_sub(waiting)),
+            total: ticks(total),
+        })
+    }
+
+    fn since(self, before: MachineCpu) -> MachineCpu {
+        MachineCpu {
+            busy: self.busy.saturating_sub(before.busy),
+            total: self.total.saturating_sub(before.total),
+        }
+    }
+
+    fn add(&mut self, other: MachineCpu) {
+        self.busy += other.busy;
+        self.total += other.total;
+    }
+}
+
 /// Writes version 1 of every key the reads pick from.
 async fn seed_rows(primary: u16) -> Result<(), OverheadError> {
     let prepared = Prepared::connect(Path::Direct, primary).await?;
@@ -597,4 +675,29 @@ async fn start_router(primary: u16, replicas: &[(&str, u16)]) -> Result<Router, 
     };
     let router = Router::start(RouterConfig::default(), topology, Arc::new(TcpConnector)).await?;
     Ok(router)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_cpu_counts_everything_but_idle_and_io_wait_as_busy() {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let line = "cpu  100 5 50 800 40 3 2 0 7 0";
+        let cpu = MachineCpu::parse(line).expect("a /proc/stat cpu line");
+        assert_eq!(cpu.total, Duration::from_millis(1000 * 10));
+        assert_eq!(cpu.busy, Duration::from_millis(160 * 10));
+        let later = MachineCpu::parse("cpu  200 5 60 900 40 3 2 0 7 0").expect("a cpu line");
+        let spent = later.since(cpu);
+        assert_eq!(spent.busy, Duration::from_millis(110 * 10));
+        assert_eq!(spent.total, Duration::from_millis(210 * 10));
+    }
+
+    #[test]
+    fn a_line_that_is_not_the_machine_total_is_refused() {
+        assert_eq!(MachineCpu::parse("cpu0 1 2 3 4 5 6 7 8"), None);
+        assert_eq!(MachineCpu::parse("cpu  1 2 three 4 5 6 7 8"), None);
+        assert_eq!(MachineCpu::parse("cpu  1 2 3"), None);
+    }
 }
