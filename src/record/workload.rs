@@ -7,14 +7,19 @@
 //! The same loops drive real mode: a [`ClientRecorder`] gives them their clock and keeps what they saw.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp, Zipf};
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use crate::record::events::{ClientOp, Micros, NodeIdx, OpKind};
 use crate::router::{ReadRequest, Routed, Router, RouterError, Scope, Session, WriteRequest};
@@ -242,8 +247,11 @@ async fn open_loop(clients: Arc<Clients>, sessions: Sessions, rate: f64) {
     };
     let free = Arc::new(Semaphore::new(clients.spec.clients as usize));
     let idle: Arc<Mutex<VecDeque<u32>>> = Arc::new(Mutex::new((0..clients.spec.clients).collect()));
-    // Finished operations are reaped as the loop goes, so memory stays bounded by `clients`.
-    let mut tasks = JoinSet::new();
+    // The operations in flight run inside this task rather than one task each: spawning, joining
+    // and reaping a task per operation cost more than the rest of the loop. They are driven
+    // whenever the loop waits (for the next arrival, or for a free client), and finished ones are
+    // dropped as they end, so memory stays bounded by `clients`.
+    let mut running = FuturesUnordered::new();
     let mut arrival_us = clients.recorder.now_us() as f64;
     loop {
         arrival_us += gap.sample(&mut rng) * 1e6;
@@ -254,10 +262,11 @@ async fn open_loop(clients: Arc<Clients>, sessions: Sessions, rate: f64) {
         let plan = mix.next(&mut rng);
         let now = clients.recorder.now_us();
         if intended_us > now {
-            tokio::time::sleep(Duration::from_micros(intended_us - now)).await;
+            let pause = tokio::time::sleep(Duration::from_micros(intended_us - now));
+            while_running(&mut running, pause).await;
         }
         // FIFO: an arrival that finds every client busy waits, and its wait counts in its latency.
-        let Ok(permit) = Arc::clone(&free).acquire_owned().await else {
+        let Ok(permit) = while_running(&mut running, Arc::clone(&free).acquire_owned()).await else {
             break;
         };
         let Some(client) = idle.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else {
@@ -266,20 +275,29 @@ async fn open_loop(clients: Arc<Clients>, sessions: Sessions, rate: f64) {
         let clients = Arc::clone(&clients);
         let sessions = Arc::clone(&sessions);
         let idle = Arc::clone(&idle);
-        tasks.spawn(async move {
+        running.push(async move {
             execute(&clients, &sessions, client, plan, intended_us).await;
             idle.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push_back(client);
             drop(permit);
         });
-        while let Some(done) = tasks.try_join_next() {
-            surface_panic(done);
-        }
     }
-    while let Some(done) = tasks.join_next().await {
-        surface_panic(done);
-    }
+    while running.next().await.is_some() {}
+}
+
+/// Waits for `wait` while driving the operations in `running` (those that end are dropped).
+/// Operations are polled first, so a client one frees is free for `wait` in the same poll.
+async fn while_running<T>(
+    running: &mut FuturesUnordered<impl Future<Output = ()>>,
+    wait: impl Future<Output = T>,
+) -> T {
+    let mut wait = pin!(wait);
+    std::future::poll_fn(|cx| {
+        while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {}
+        wait.as_mut().poll(cx)
+    })
+    .await
 }
 
 /// An operation task only ends by returning; a panic in one is a bug worth surfacing as such.

@@ -8,9 +8,10 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 
+use futures::task::AtomicWaker;
 use pgwire::messages::startup::SecretKey;
-use tokio::sync::Notify;
 
 /// The cancel state of one connection.
 #[derive(Debug)]
@@ -20,7 +21,10 @@ pub(crate) struct CancelSlot {
     running: AtomicBool,
     /// Set by a cancel that found a statement running; cleared when the next statement starts.
     requested: AtomicBool,
-    wake: Notify,
+    /// The task of the statement running, while it waits (one statement runs per connection at a
+    /// time, so one waker suffices; registering it takes no lock, unlike a `Notify` waiter, and
+    /// every statement with a service time registers).
+    wake: AtomicWaker,
 }
 
 impl CancelSlot {
@@ -43,15 +47,16 @@ pub(crate) struct Running {
 impl Running {
     /// Completes when a cancel arrives for the statement.
     pub(crate) async fn cancelled(&self) {
-        loop {
-            let notified = self.slot.wake.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.slot.requested.load(Ordering::Relaxed) {
-                return;
+        std::future::poll_fn(|cx| {
+            // Registered before the flag is read: a cancel in between wakes this waker.
+            self.slot.wake.register(cx.waker());
+            if self.slot.requested.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
-            notified.await;
-        }
+        })
+        .await
     }
 
     /// Whether a cancel arrived for the statement.
@@ -84,7 +89,7 @@ impl Cancels {
             secret,
             running: AtomicBool::new(false),
             requested: AtomicBool::new(false),
-            wake: Notify::new(),
+            wake: AtomicWaker::new(),
         });
         self.lock().insert(pid, Arc::clone(&slot));
         slot
@@ -106,8 +111,8 @@ impl Cancels {
         if !slot.secret.eq_value(secret) || !slot.running.load(Ordering::Relaxed) {
             return false;
         }
-        slot.requested.store(true, Ordering::Relaxed);
-        slot.wake.notify_waiters();
+        slot.requested.store(true, Ordering::Release);
+        slot.wake.wake();
         true
     }
 }

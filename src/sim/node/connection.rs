@@ -104,6 +104,7 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
         node: &node,
         generation: node.conn_generation(),
         notified,
+        waker_set: false,
     };
     loop {
         if dropped.fired() {
@@ -125,29 +126,33 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) {
         let held = answer_waits_for_sync(&message);
         socket.get_mut().hold(held);
         let limit = node.service_time() + WRITE_TIMEOUT;
-        let processing = async {
-            match unnamed.answer(message, &mut socket, &backend).await {
-                Answered::Done(answered) => answered,
-                Answered::ToPgwire(message) => {
-                    process_message(
-                        message,
-                        &mut socket,
-                        backend.clone(),
-                        backend.clone(),
-                        backend.clone(),
-                        noop.clone(),
-                        backend.clone(),
-                    )
-                    .await
-                }
-            }
-        };
         let lock_waiting = || {
             backend
                 .identity()
                 .is_some_and(|identity| node.is_lock_waiting(identity.conn))
         };
-        let processed = finish(processing, &mut dropped, held, limit, lock_waiting).await;
+        // Pinned where it is made: the handling of a message (pgwire's included) is kilobytes,
+        // which `finish` would otherwise copy into its own state for every message.
+        let processed = {
+            let processing = pin!(async {
+                match unnamed.answer(message, &mut socket, &backend).await {
+                    Answered::Done(answered) => answered,
+                    Answered::ToPgwire(message) => {
+                        process_message(
+                            message,
+                            &mut socket,
+                            backend.clone(),
+                            backend.clone(),
+                            backend.clone(),
+                            noop.clone(),
+                            backend.clone(),
+                        )
+                        .await
+                    }
+                }
+            });
+            finish(processing, &mut dropped, held, limit, lock_waiting).await
+        };
         match processed {
             None => break,
             Some(Ok(())) => {}
@@ -189,6 +194,10 @@ struct Dropped<'a, 'n> {
     /// The node's connection generation when this connection started.
     generation: u64,
     notified: Pin<&'a mut Notified<'n>>,
+    /// Whether `notified` holds this connection's waker. The connection's task never changes, so
+    /// once it does, the order wakes the task, which then reads the generation: no need to poll
+    /// the notification again, which would take the node's waiter lock on every message.
+    waker_set: bool,
 }
 
 impl Dropped<'_, '_> {
@@ -199,9 +208,16 @@ impl Dropped<'_, '_> {
         self.node.conn_generation() != self.generation
     }
 
-    /// Whether the order came; if not, `cx` is woken when it does.
+    /// Whether the order came; if not, `cx` (this connection's task) is woken when it does.
     fn poll_fired(&mut self, cx: &mut Context<'_>) -> bool {
-        self.fired() || self.notified.as_mut().poll(cx).is_ready()
+        if self.fired() {
+            return true;
+        }
+        if self.waker_set {
+            return false;
+        }
+        self.waker_set = true;
+        self.notified.as_mut().poll(cx).is_ready()
     }
 }
 

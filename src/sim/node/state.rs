@@ -2,10 +2,12 @@
 //! position, its fault knobs). It lives outside the turmoil host closure, in an `Arc`, so it
 //! survives a crash and a restart like data on disk does; connections and tasks do not.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+use rustc_hash::FxHashMap;
 
 use tokio::sync::Notify;
 
@@ -157,7 +159,7 @@ struct NodeState {
     timeline: u32,
     /// The table. Only ever looked up by key, never iterated, so a hash map's order cannot reach
     /// a trace; a B-tree of 100k rows cost a few percent of a run in its lookups.
-    rows: HashMap<(i64, i64), KvRow>,
+    rows: FxHashMap<(i64, i64), KvRow>,
     /// The whole WAL, in LSN order: committed here, or received from upstream.
     wal: Vec<WalRecord>,
     /// How many records of `wal` are applied to `rows`.
@@ -269,7 +271,7 @@ impl SimNode {
                 replay_paused: false,
                 promote_requested: false,
                 timeline: 1,
-                rows: HashMap::new(),
+                rows: FxHashMap::default(),
                 wal: Vec::new(),
                 applied: 0,
                 last_replay_commit_us: None,
