@@ -584,7 +584,10 @@ impl MachineCpu {
         if fields.next()? != "cpu" {
             return None;
         }
-        let ticks: Vec<u64> = fields.take(8).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+        let ticks: Vec<u64> = fields
+            .take(8)
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
         if ticks.len() < 8 {
             return None;
         }

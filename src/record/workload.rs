@@ -266,7 +266,8 @@ async fn open_loop(clients: Arc<Clients>, sessions: Sessions, rate: f64) {
             while_running(&mut running, pause).await;
         }
         // FIFO: an arrival that finds every client busy waits, and its wait counts in its latency.
-        let Ok(permit) = while_running(&mut running, Arc::clone(&free).acquire_owned()).await else {
+        let Ok(permit) = while_running(&mut running, Arc::clone(&free).acquire_owned()).await
+        else {
             break;
         };
         let Some(client) = idle.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else {

@@ -509,7 +509,9 @@ impl Inner {
             let slot = watch.queue(node, node.pool.acquire()).await?;
             let started = Instant::now();
             let work = async {
-                let mut checkout = slot.open(|closed| node.report_closed(closed)).await?;
+                let mut checkout = slot
+                    .open(started, |closed| node.report_closed(closed))
+                    .await?;
                 checkout.query_between(before, sql, params, after).await
             };
             let result = watch.run(node, started, None, work).await;

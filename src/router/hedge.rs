@@ -68,6 +68,9 @@ pub(crate) struct Alarm {
     at_ns: AtomicU64,
     /// Whether a statement's timer rings at `at_ns`.
     heeded: AtomicBool,
+    /// Whether that timer rang at `at_ns` since the watch last looked: the watch learns that the
+    /// moment came from the ring instead of reading the clock every time its task is polled.
+    rang: AtomicBool,
 }
 
 impl Alarm {
@@ -77,6 +80,7 @@ impl Alarm {
             base,
             at_ns: AtomicU64::new(u64::MAX),
             heeded: AtomicBool::new(false),
+            rang: AtomicBool::new(false),
         }
     }
 
@@ -94,6 +98,16 @@ impl Alarm {
                 .unwrap_or(u64::MAX - 1)
         });
         self.at_ns.store(ns, Ordering::Relaxed);
+        self.rang.store(false, Ordering::Relaxed);
+    }
+
+    /// The statement's timer rang at [`Alarm::at`].
+    pub(crate) fn ring(&self) {
+        self.rang.store(true, Ordering::Relaxed);
+    }
+
+    fn has_rung(&self) -> bool {
+        self.rang.load(Ordering::Relaxed)
     }
 
     /// A statement's timer rings at [`Alarm::at`] from now on.
@@ -113,6 +127,11 @@ impl Alarm {
     #[cfg(test)]
     pub(crate) fn is_heeded_for_test(&self) -> bool {
         self.is_heeded()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn has_rung_for_test(&self) -> bool {
+        self.has_rung()
     }
 }
 
@@ -191,7 +210,7 @@ impl Watch<'_> {
 }
 
 /// Completes once `at` has come: on the timer of the statement that heeds `alarm` if one does
-/// (which wakes the task then; this only reads the clock), else on `own_timer`, armed on demand.
+/// (which wakes the task then and says it rang), else on `own_timer`, armed on demand.
 async fn slow_check(
     own_timer: &mut Option<Pin<Box<Sleep>>>,
     at: Option<Instant>,
@@ -201,9 +220,9 @@ async fn slow_check(
         return std::future::pending().await;
     };
     std::future::poll_fn(|cx| {
-        if alarm.is_some_and(Alarm::is_heeded) {
+        if let Some(alarm) = alarm.filter(|alarm| alarm.is_heeded()) {
             *own_timer = None;
-            return if Instant::now() >= at {
+            return if alarm.has_rung() {
                 Poll::Ready(())
             } else {
                 Poll::Pending

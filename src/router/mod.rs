@@ -684,7 +684,9 @@ impl Inner {
             // Boxed: the statement's future is large (tokio-postgres's query and the checkout), and
             // the watch would otherwise copy it several times per read as it moves into place.
             let work = Box::pin(async {
-                let mut checkout = slot.open(|closed| node.report_closed(closed)).await?;
+                let mut checkout = slot
+                    .open(started, |closed| node.report_closed(closed))
+                    .await?;
                 checkout.query_alarmed(sql, params, &alarm).await
             });
             let result = watch.run(node, started, Some(&alarm), work).await;
@@ -723,7 +725,9 @@ impl Inner {
         let attempt_started = Instant::now();
         let work = async move {
             let started = async {
-                let mut checkout = slot.open(|closed| node.report_closed(closed)).await?;
+                let mut checkout = slot
+                    .open(attempt_started, |closed| node.report_closed(closed))
+                    .await?;
                 let rows = checkout.query_stream(sql, params).await?;
                 Ok((checkout, rows))
             }

@@ -117,6 +117,9 @@ async fn within<F: Future>(
             Poll::Ready(()) => {
                 // The alarm rang: the watch checks when this returns and moves the alarm on. Until
                 // it does, the timer keeps at least the statement's own limit.
+                if let Some(alarm) = alarm {
+                    alarm.ring();
+                }
                 timer.as_mut().reset(deadline);
                 armed = Some(deadline);
                 match timer.as_mut().poll(cx) {
@@ -450,13 +453,15 @@ pub(crate) struct Slot {
 impl Slot {
     /// Hands out an idle connection, or opens a new one within `connect_timeout`. Idle connections
     /// found closed by the other end (a sign that the node went away) are counted to `closed_found`
-    /// before any connect starts, so that a caller can act on them without waiting for it.
+    /// before any connect starts, so that a caller can act on them without waiting for it. `now` is
+    /// the caller's clock reading, taken just before: the idle connections' age is judged by it.
     pub(crate) async fn open(
         self,
+        now: Instant,
         closed_found: impl FnOnce(u32),
     ) -> Result<Checkout, RouterError> {
         let pool = self.pool;
-        let (idle, closed) = pool.take_idle(Instant::now());
+        let (idle, closed) = pool.take_idle(now);
         if closed > 0 {
             closed_found(closed);
         }
@@ -738,6 +743,10 @@ mod tests {
             assert_eq!(outcome, None);
             assert!(started.elapsed() >= limit, "the alarm did not end it");
             assert!(alarm.is_heeded_for_test());
+            assert!(
+                alarm.has_rung_for_test(),
+                "the watch is told the alarm rang"
+            );
             // Once at the start, once when the alarm rang, once at the limit (twice without it).
             assert!(
                 polls.load(Ordering::Relaxed) >= 3,

@@ -187,7 +187,9 @@ impl Inner {
             let slot = watch.queue(node, node.pool.acquire()).await?;
             let started = Instant::now();
             let work = async {
-                let mut checkout = slot.open(|closed| node.report_closed(closed)).await?;
+                let mut checkout = slot
+                    .open(started, |closed| node.report_closed(closed))
+                    .await?;
                 // Before BEGIN is sent: if it times out or is given up, it may still run on the
                 // server, so the connection must never go back to the pool.
                 checkout.set_in_transaction(true);
