@@ -136,6 +136,26 @@ fn table(cells: &[Cell]) -> String {
     out
 }
 
+/// How a ratio varied over the rounds, each round comparing the two paths measured minutes apart
+/// at most: the middle half of the rounds' ratios, and the lowest and highest.
+fn round_spread(sorted: &[f64]) -> String {
+    let (Some(low), Some(high)) = (sorted.first(), sorted.last()) else {
+        return String::new();
+    };
+    if sorted.len() < 2 {
+        return String::new();
+    }
+    let at = |q: f64| {
+        let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+        sorted.get(index).copied().unwrap_or(*high)
+    };
+    format!(
+        "; by round {:.2}-{:.2}x, lowest {low:.2}x, highest {high:.2}x",
+        at(0.25),
+        at(0.75)
+    )
+}
+
 /// The router's two targets, each met or missed, per workload.
 fn verdicts(cells: &[Cell]) -> Vec<String> {
     let mut lines = Vec::new();
@@ -158,7 +178,10 @@ fn verdicts(cells: &[Cell]) -> Vec<String> {
             16 => {
                 let r = cell.ops_per_second() / direct.ops_per_second().max(f64::MIN_POSITIVE);
                 (
-                    format!("throughput {r:.3}x direct (target >= {THROUGHPUT_TARGET}x)"),
+                    format!(
+                        "throughput {r:.3}x direct{} (target >= {THROUGHPUT_TARGET}x)",
+                        round_spread(&cell.round_ratios(direct))
+                    ),
                     r >= THROUGHPUT_TARGET,
                 )
             }
@@ -215,7 +238,10 @@ fn markdown(command: &str, options: &OverheadOptions, table: &str, verdicts: &[S
          - machine CPU µs/op and machine busy: CPU time of the whole machine (clients, servers, \
          pgpool-II, kernel, anything else running) per answered statement, and the share of the \
          machine's CPU time that was busy, from `/proc/stat` in 10 ms ticks: a path that leaves \
-         cores idle loses throughput without costing more CPU.\n",
+         cores idle loses throughput without costing more CPU.\n\
+         - by round (in the verdicts): the throughput ratio of each round, the two paths measured \
+         within seconds of each other; the middle half of the rounds and the extremes show how \
+         much of a ratio is the machine's noise.\n",
         options.slice.as_secs_f64(),
         options.rounds
     );
@@ -232,4 +258,20 @@ fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("md.tmp");
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spread_gives_the_middle_half_and_the_extremes_of_the_rounds() {
+        let ratios = [0.80, 0.88, 0.90, 0.91, 0.93, 0.99];
+        assert_eq!(
+            round_spread(&ratios),
+            "; by round 0.88-0.93x, lowest 0.80x, highest 0.99x"
+        );
+        assert_eq!(round_spread(&[0.9]), "", "one round has no spread");
+        assert_eq!(round_spread(&[]), "");
+    }
 }

@@ -127,6 +127,9 @@ pub struct Cell {
     pub errors: u64,
     /// Time the clients ran, summed over rounds.
     pub elapsed: Duration,
+    /// Statements answered per second in each round, in round order: the spread of a ratio over
+    /// rounds shows how much of it is the machine's noise.
+    pub round_rates: Vec<f64>,
     /// CPU time this process spent meanwhile (clients, router, drivers; not the servers).
     pub cpu: Duration,
     /// CPU time the whole machine spent meanwhile (this process, the servers, pgpool-II, the kernel
@@ -144,6 +147,19 @@ impl Cell {
         } else {
             0.0
         }
+    }
+
+    /// This cell's throughput over `base`'s, round by round (rounds measured both), sorted.
+    pub fn round_ratios(&self, base: &Cell) -> Vec<f64> {
+        let mut ratios: Vec<f64> = self
+            .round_rates
+            .iter()
+            .zip(&base.round_rates)
+            .filter(|(_, base)| **base > 0.0)
+            .map(|(rate, base)| rate / base)
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        ratios
     }
 
     /// This process's CPU time per answered statement, in microseconds.
@@ -295,6 +311,7 @@ async fn measure_on(
                     ops: 0,
                     errors: 0,
                     elapsed: Duration::ZERO,
+                    round_rates: Vec::new(),
                     cpu: Duration::ZERO,
                     machine: MachineCpu::default(),
                 })
@@ -435,13 +452,21 @@ impl ClientSet {
         if let Some(cell) = cell {
             cell.cpu += cpu;
             cell.machine.add(machine);
+            let mut answered = 0;
             for (histogram, errors) in results {
-                cell.ops += histogram.len();
+                answered += histogram.len();
                 cell.errors += errors;
                 // Same bounds on both sides, so the merge cannot fail.
                 let _ = cell.latency_ns.add(&histogram);
             }
+            cell.ops += answered;
             cell.elapsed += elapsed;
+            let seconds = elapsed.as_secs_f64();
+            cell.round_rates.push(if seconds > 0.0 {
+                answered as f64 / seconds
+            } else {
+                0.0
+            });
         }
     }
 }
@@ -695,6 +720,25 @@ mod tests {
         let spent = later.since(cpu);
         assert_eq!(spent.busy, Duration::from_millis(110 * 10));
         assert_eq!(spent.total, Duration::from_millis(210 * 10));
+    }
+
+    #[test]
+    fn round_ratios_pair_the_rounds_and_skip_a_round_the_base_did_not_measure() {
+        let cell = |rates: &[f64]| Cell {
+            mix: Mix::Read,
+            clients: 16,
+            path: Path::Direct,
+            latency_ns: new_histogram(),
+            ops: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+            round_rates: rates.to_vec(),
+            cpu: Duration::ZERO,
+            machine: MachineCpu::default(),
+        };
+        let direct = cell(&[100.0, 0.0, 200.0]);
+        let router = cell(&[90.0, 50.0, 190.0]);
+        assert_eq!(router.round_ratios(&direct), vec![0.9, 0.95]);
     }
 
     #[test]
