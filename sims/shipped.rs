@@ -152,16 +152,26 @@ fn a_replica_crash_no_read_sees_is_found_by_its_dropped_connections() {
 }
 
 /// What `replisim explore` drew and the fault evidence or `failover_within` once misjudged: each
-/// must pass, with every fault seen to take effect, over the suite's seeds.
+/// must pass, with every fault seen to take effect, over the suite's seeds and on the seed it was
+/// caught with (the file's own).
 #[test]
 fn what_explore_caught_in_the_evidence_passes() {
     for name in [
         "latency-beyond-query-timeout",
         "partition-after-pipelined-probe",
-        "slow-shorter-than-its-statements",
         "slow-seen-only-by-health-checks",
+        "slow-shorter-than-its-statements",
+        "shard-out-by-latency-mid-read",
         "whole-shard-out-then-back",
     ] {
-        passes_over_seeds(&load(name));
+        let scenario = load(name);
+        passes_over_seeds(&scenario);
+        let caught = simulate(&scenario, scenario.seed, &RunOptions::default(), "");
+        assert!(
+            caught.passed && caught.faults.iter().all(|f| f.took_effect),
+            "{name} on its own seed {}:\n{}",
+            scenario.seed,
+            describe(&caught)
+        );
     }
 }

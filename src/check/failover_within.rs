@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use crate::check::{Evidence, InvariantResult, duration_us, format_ms, node_name, promotion};
 use crate::record::events::{FaultRecord, Micros, NetKind, NodeIdx, OpKind, Purpose};
+use crate::scenario::FaultKind;
 
 const KIND: &str = "failover_within";
 
@@ -125,18 +126,20 @@ fn violations(
     }
     let shard = evidence.scenario.nodes.get(fault.target).map(|n| n.shard);
     let failed: Vec<&(Micros, usize)> = match shard {
-        // A read that started while every node of its shard was crashed or partitioned had
-        // nowhere to go, and the router gets `max` to find a node that came back, as it gets
+        // A read in flight while every node of its shard was out (crashed, partitioned, or too
+        // far away for any statement to answer within the query timeout) needed a node when
+        // there was none, and the router gets `max` to find a node that came back, as it gets
         // `max` to leave one that went: such a read says nothing of this fault's failover.
         Some(shard) => {
             let whole_shard_out = whole_shard_outages(evidence, shard);
             failed_reads
                 .between(shard, window_start_us, window_end_us)
                 .iter()
-                .filter(|(start_us, _)| {
-                    !whole_shard_out.iter().any(|&(from, to)| {
-                        from <= *start_us && start_us.saturating_sub(max_us) < to
-                    })
+                .filter(|(start_us, op)| {
+                    let end_us = evidence.events.ops.get(*op).map_or(*start_us, |o| o.end_us);
+                    !whole_shard_out
+                        .iter()
+                        .any(|&(from, to)| from <= end_us && start_us.saturating_sub(max_us) < to)
                 })
                 .collect()
         }
@@ -187,9 +190,34 @@ fn outage_faults<'a>(evidence: &Evidence<'a>) -> Vec<&'a FaultRecord> {
     faults
 }
 
-/// The spans `[from, to)` during which every node of `shard` was crashed or partitioned.
+/// The faults during which a node can answer no read: crashes, partitions, and added latency that
+/// leaves no statement's round trip (both directions of the link) inside the router's
+/// `query_timeout`.
+fn unanswering_faults<'a>(evidence: &Evidence<'a>) -> Vec<&'a FaultRecord> {
+    let query_timeout = evidence.scenario.router.query_timeout;
+    let answers_too_late = |fault: &FaultRecord| {
+        let Some(FaultKind::Latency { latency }) =
+            evidence.scenario.faults.get(fault.index).map(|f| &f.kind)
+        else {
+            return false;
+        };
+        let link = evidence
+            .scenario
+            .nodes
+            .get(fault.target)
+            .map_or(Duration::ZERO, |node| node.link_latency);
+        link.saturating_add(*latency).saturating_mul(2) >= query_timeout
+    };
+    evidence
+        .faults
+        .iter()
+        .filter(|f| f.kind == "crash" || f.kind == "partition" || answers_too_late(f))
+        .collect()
+}
+
+/// The spans `[from, to)` during which every node of `shard` was out (see [`unanswering_faults`]).
 fn whole_shard_outages(evidence: &Evidence, shard: usize) -> Vec<(Micros, Micros)> {
-    let outages = outage_faults(evidence);
+    let outages = unanswering_faults(evidence);
     let nodes: Vec<NodeIdx> = (0..evidence.scenario.nodes.len())
         .filter(|&index| evidence.scenario.nodes[index].shard == shard)
         .collect();
@@ -421,6 +449,67 @@ mod tests {
                 "partition of primary-1 at 10000 ms: 1 replica reads started from 12000 ms \
                  failed, first at 18500 ms"
             ),
+            "{}",
+            result.detail
+        );
+    }
+
+    /// A latency fault on `target` from `at` to `until`, in the scenario and as applied.
+    fn latency(run: &mut TestRun, target: NodeIdx, latency_ms: u64, at: Micros, until: Micros) {
+        let index = run.scenario.faults.len();
+        run.scenario.faults.push(crate::scenario::Fault {
+            at: Duration::from_micros(at),
+            kind: FaultKind::Latency {
+                latency: Duration::from_millis(latency_ms),
+            },
+            target,
+            duration: Some(Duration::from_micros(until - at)),
+        });
+        run.fault("latency", target, at, Some(until)).index = index;
+    }
+
+    #[test]
+    fn a_node_too_far_to_answer_within_the_query_timeout_is_out() {
+        let mut run = TestRun::new();
+        run.scenario.router.query_timeout = Duration::from_millis(200);
+        run.fault("crash", PRIMARY_1, ms(10_000), Some(ms(30_000)));
+        run.fault("crash", REPLICA_2, ms(12_000), Some(ms(30_000)));
+        // replica-1's round trip: 2 x (1 ms link + 99 ms) = 200 ms, no answer within 200 ms.
+        latency(&mut run, REPLICA_1, 99, ms(14_000), ms(20_000));
+        run.op(1, OpKind::Read, ms(15_000), ms(15_400)).ok = false;
+        let result = check(&run.evidence(), MAX);
+        assert!(result.passed, "{}", result.detail);
+        // 98 ms: 198 ms round trips fit, so replica-1 could answer and the read had somewhere to go.
+        let mut near = TestRun::new();
+        near.scenario.router.query_timeout = Duration::from_millis(200);
+        near.fault("crash", PRIMARY_1, ms(10_000), Some(ms(30_000)));
+        near.fault("crash", REPLICA_2, ms(12_000), Some(ms(30_000)));
+        latency(&mut near, REPLICA_1, 98, ms(14_000), ms(20_000));
+        near.op(1, OpKind::Read, ms(15_000), ms(15_400)).ok = false;
+        let result = check(&near.evidence(), MAX);
+        assert!(!result.passed);
+        assert!(
+            result.detail.contains("first at 15000 ms"),
+            "{}",
+            result.detail
+        );
+    }
+
+    #[test]
+    fn a_read_in_flight_when_the_last_node_goes_out_says_nothing_of_the_failover() {
+        let mut run = TestRun::new();
+        run.fault("crash", PRIMARY_1, ms(10_000), Some(ms(30_000)));
+        run.fault("crash", REPLICA_2, ms(11_000), Some(ms(30_000)));
+        run.fault("crash", REPLICA_1, ms(14_000), Some(ms(20_000)));
+        // Started 1 ms before replica-1 went too, failed after: it needed a node when none was up.
+        run.op(1, OpKind::Read, ms(13_999), ms(14_300)).ok = false;
+        assert!(check(&run.evidence(), MAX).passed);
+        // Failed before replica-1 went: it had replica-1.
+        run.op(2, OpKind::Read, ms(13_500), ms(13_900)).ok = false;
+        let result = check(&run.evidence(), MAX);
+        assert!(!result.passed);
+        assert!(
+            result.detail.contains("first at 13500 ms"),
             "{}",
             result.detail
         );

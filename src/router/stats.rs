@@ -41,7 +41,7 @@ pub struct NodeStats {
     pub lag: NodeLag,
     reported_role: AtomicU8,
     /// Whether attempts leave `ewma` alone: only `p2c_ewma` reads it, and an update costs an `exp`
-    /// per attempt.
+    /// per attempt. Put negatively so that `NodeStats::default()` feeds it.
     ewma_unread: bool,
 }
 

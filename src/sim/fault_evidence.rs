@@ -800,6 +800,26 @@ mod tests {
             .unwrap_or_else(|| Verdict::not_seen("no such fault".to_string()))
     }
 
+    /// Asserts that the only fault of `run` was judged not to take effect, with evidence that says
+    /// `says`.
+    fn not_seen_saying(run: &TestRun, says: &str) {
+        let verdict = only(run);
+        assert!(!verdict.took_effect, "{}", verdict.evidence);
+        assert!(verdict.evidence.contains(says), "{}", verdict.evidence);
+    }
+
+    /// Asserts that the only fault of `run` was judged not to take effect because nothing could
+    /// show it.
+    fn shows_nothing(run: &TestRun) {
+        let verdict = only(run);
+        assert!(!verdict.took_effect, "{}", verdict.evidence);
+        assert!(
+            verdict.evidence.starts_with("nothing could show it"),
+            "{}",
+            verdict.evidence
+        );
+    }
+
     fn apply(run: &mut TestRun, node: NodeIdx, commit_ms: u64, applied_ms: u64) {
         run.events.wal_applies.push(WalApplyEvent {
             node,
@@ -850,26 +870,14 @@ mod tests {
         let mut run = crash_run();
         run.conn(REPLICA_1, 1, ms(10_000), false);
         run.statement(REPLICA_1, StatementKind::Read, ms(15_000));
-        let verdict = only(&run);
-        assert!(!verdict.took_effect);
-        assert!(
-            verdict.evidence.contains("started 1 statements"),
-            "{}",
-            verdict.evidence
-        );
+        not_seen_saying(&run, "started 1 statements");
     }
 
     #[test]
     fn a_crash_of_a_node_nobody_talked_to_shows_nothing() {
         let mut run = TestRun::new();
         schedule(&mut run, FaultKind::Crash, REPLICA_1, 10_000, Some(10_000));
-        let verdict = only(&run);
-        assert!(!verdict.took_effect);
-        assert!(
-            verdict.evidence.starts_with("nothing could show it"),
-            "{}",
-            verdict.evidence
-        );
+        shows_nothing(&run);
     }
 
     #[test]
@@ -924,13 +932,7 @@ mod tests {
     #[test]
     fn a_partition_nothing_was_sent_across_shows_nothing() {
         let run = partition_run();
-        let verdict = only(&run);
-        assert!(!verdict.took_effect);
-        assert!(
-            verdict.evidence.starts_with("nothing could show it"),
-            "{}",
-            verdict.evidence
-        );
+        shows_nothing(&run);
     }
 
     #[test]
@@ -1058,13 +1060,7 @@ mod tests {
         );
         // Nothing sent during the fault: nothing could show it.
         run.events.net.clear();
-        let verdict = only(&run);
-        assert!(!verdict.took_effect, "{}", verdict.evidence);
-        assert!(
-            verdict.evidence.starts_with("nothing could show it"),
-            "{}",
-            verdict.evidence
-        );
+        shows_nothing(&run);
     }
 
     #[test]
@@ -1079,13 +1075,7 @@ mod tests {
         assert!(verdict.took_effect, "{}", verdict.evidence);
         // Sent during the partition and started: a breach.
         sent_and_started(&mut run, 12_000, 2);
-        let verdict = only(&run);
-        assert!(!verdict.took_effect, "{}", verdict.evidence);
-        assert!(
-            verdict.evidence.contains("1 reached it"),
-            "{}",
-            verdict.evidence
-        );
+        not_seen_saying(&run, "1 reached it");
     }
 
     #[test]
