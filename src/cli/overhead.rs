@@ -108,8 +108,8 @@ fn ratio(value: f64, base: f64) -> String {
 /// One Markdown table: a row per (workload, clients, path).
 fn table(cells: &[Cell]) -> String {
     let mut out = String::from(
-        "| workload | clients | path | p50 µs | p99 µs | ops/s | p50 vs direct | p99 vs direct | ops/s vs direct | client CPU µs/op | machine CPU µs/op | machine busy | failed |\n\
-         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| workload | clients | path | p50 µs | p99 µs | ops/s | p50 vs direct | p99 vs direct | ops/s vs direct | client CPU µs/op | machine CPU µs/op | machine busy | context switches /op | failed |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for cell in cells {
         let direct = same_row(cells, cell, Path::Direct);
@@ -120,7 +120,7 @@ fn table(cells: &[Cell]) -> String {
         );
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {p50:.1} | {p99:.1} | {ops:.0} | {} | {} | {} | {:.2} | {:.1} | {:.0}% | {} |",
+            "| {} | {} | {} | {p50:.1} | {p99:.1} | {ops:.0} | {} | {} | {} | {:.2} | {:.1} | {:.0}% | {:.2} | {} |",
             cell.mix.label(),
             cell.clients,
             cell.path.label(),
@@ -130,6 +130,7 @@ fn table(cells: &[Cell]) -> String {
             cell.cpu_per_op_us(),
             cell.machine_cpu_per_op_us(),
             cell.machine_busy_percent(),
+            cell.switches_per_op(),
             cell.errors,
         );
     }
@@ -239,6 +240,10 @@ fn markdown(command: &str, options: &OverheadOptions, table: &str, verdicts: &[S
          pgpool-II, kernel, anything else running) per answered statement, and the share of the \
          machine's CPU time that was busy, from `/proc/stat` in 10 ms ticks: a path that leaves \
          cores idle loses throughput without costing more CPU.\n\
+         - context switches /op: the machine's context switches (`ctxt` in `/proc/stat`) per \
+         answered statement: each wake-up of a sleeping server process or client thread is one, \
+         and on a virtual machine waking a process on another core is dear, so a path that wakes \
+         more pays for it in CPU.\n\
          - by round (in the verdicts): the throughput ratio of each round, the two paths measured \
          within seconds of each other; the middle half of the rounds and the extremes show how \
          much of a ratio is the machine's noise.\n",

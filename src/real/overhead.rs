@@ -180,6 +180,15 @@ impl Cell {
         }
     }
 
+    /// The machine's context switches per answered statement.
+    pub fn switches_per_op(&self) -> f64 {
+        if self.ops > 0 {
+            self.machine.switches as f64 / self.ops as f64
+        } else {
+            0.0
+        }
+    }
+
     /// The share of the machine's CPU time that was busy, in percent.
     pub fn machine_busy_percent(&self) -> f64 {
         let total = self.machine.total.as_secs_f64();
@@ -586,21 +595,35 @@ fn process_cpu() -> Duration {
 }
 
 /// CPU time of the whole machine, from `/proc/stat`'s first line: busy (everything but idle and
-/// I/O wait) and in all; zero where that is unreadable.
+/// I/O wait) and in all; and its context switches, from the `ctxt` line. Zero where unreadable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MachineCpu {
     /// CPU time spent on anything.
     pub busy: Duration,
     /// CPU time there was (cores times wall time, as the kernel counted it).
     pub total: Duration,
+    /// Context switches on any core: each wake-up of a sleeping server, client thread or pgpool-II
+    /// process costs one or two, and on a virtual machine a wake-up across cores is dear.
+    pub switches: u64,
 }
 
 impl MachineCpu {
     fn now() -> MachineCpu {
         std::fs::read_to_string("/proc/stat")
             .ok()
-            .and_then(|stat| MachineCpu::parse(stat.lines().next()?))
+            .and_then(|stat| MachineCpu::parse_stat(&stat))
             .unwrap_or_default()
+    }
+
+    /// The whole of `/proc/stat`: the `cpu` line, and the `ctxt` line if there is one.
+    fn parse_stat(stat: &str) -> Option<MachineCpu> {
+        let mut cpu = MachineCpu::parse(stat.lines().next()?)?;
+        cpu.switches = stat
+            .lines()
+            .find_map(|line| line.strip_prefix("ctxt "))
+            .and_then(|count| count.trim().parse().ok())
+            .unwrap_or(0);
+        Some(cpu)
     }
 
     /// `cpu  user nice system idle iowait irq softirq steal ...`, in clock ticks.
@@ -623,6 +646,7 @@ impl MachineCpu {
         Some(MachineCpu {
             busy: ticks(total.saturating_sub(waiting)),
             total: ticks(total),
+            switches: 0,
         })
     }
 
@@ -630,12 +654,14 @@ impl MachineCpu {
         MachineCpu {
             busy: self.busy.saturating_sub(before.busy),
             total: self.total.saturating_sub(before.total),
+            switches: self.switches.saturating_sub(before.switches),
         }
     }
 
     fn add(&mut self, other: MachineCpu) {
         self.busy += other.busy;
         self.total += other.total;
+        self.switches += other.switches;
     }
 }
 
@@ -720,6 +746,21 @@ mod tests {
         let spent = later.since(cpu);
         assert_eq!(spent.busy, Duration::from_millis(110 * 10));
         assert_eq!(spent.total, Duration::from_millis(210 * 10));
+    }
+
+    #[test]
+    fn context_switches_come_from_the_ctxt_line_and_count_zero_without_it() {
+        let stat = "cpu  100 5 50 800 40 3 2 0 7 0\ncpu0 50 2 25 400 20 1 1 0 3 0\nintr 99\nctxt 4242\nbtime 1\n";
+        let cpu = MachineCpu::parse_stat(stat).expect("a /proc/stat");
+        assert_eq!(cpu.switches, 4242);
+        assert_eq!(cpu.busy, Duration::from_millis(160 * 10));
+        let later = MachineCpu::parse_stat("cpu  100 5 50 800 40 3 2 0 7 0\nctxt 5000\n")
+            .expect("a /proc/stat");
+        assert_eq!(later.since(cpu).switches, 758);
+        let without =
+            MachineCpu::parse_stat("cpu  100 5 50 800 40 3 2 0 7 0\n").expect("a cpu line");
+        assert_eq!(without.switches, 0);
+        assert_eq!(MachineCpu::parse_stat("ctxt 5\n"), None);
     }
 
     #[test]

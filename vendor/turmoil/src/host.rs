@@ -179,6 +179,13 @@ impl HostTimer {
         self.now.replace(now);
     }
 
+    /// The simulation time at which the host's current run began, and its
+    /// runtime's `Instant` then: with them, [`crate::sim_elapsed`] reads
+    /// `base + now.elapsed()` while the run lasts without looking the host up.
+    pub(crate) fn run_start(&self) -> Option<(Duration, Instant)> {
+        self.now.map(|now| (self.start_offset + self.elapsed, now))
+    }
+
     /// Returns how long the host has been executing for in virtual time.
     pub(crate) fn elapsed(&self) -> Duration {
         let run_duration = self.now.expect("host instant not set").elapsed();

@@ -183,7 +183,7 @@ pub(crate) type IndexMap<K, V> = indexmap::IndexMap<K, V, rustc_hash::FxBuildHas
 
 mod builder;
 
-use std::{net::IpAddr, time::Duration};
+use std::{cell::Cell, net::IpAddr, time::Duration};
 
 pub use builder::Builder;
 
@@ -263,6 +263,9 @@ pub fn elapsed() -> Duration {
 /// Will return None if the duration is not available, typically because
 /// there is no currently executing host or world.
 pub fn sim_elapsed() -> Option<Duration> {
+    if let Some((base, start)) = RUNNING_HOST_CLOCK.with(Cell::get) {
+        return Some(base + start.elapsed());
+    }
     World::try_current(|world| {
         world
             .try_current_host()
@@ -271,6 +274,36 @@ pub fn sim_elapsed() -> Option<Duration> {
     })
     .ok()
     .flatten()
+}
+
+thread_local! {
+    /// While a host's software runs in [`Sim::step`], the simulation time its
+    /// run began at and its runtime's `Instant` then (see
+    /// `HostTimer::run_start`). `sim_elapsed` is read many times per simulated
+    /// message; this spares each read borrowing the world and looking the host
+    /// up by address, for the same value.
+    static RUNNING_HOST_CLOCK: Cell<Option<(Duration, tokio::time::Instant)>> =
+        const { Cell::new(None) };
+}
+
+/// Sets [`RUNNING_HOST_CLOCK`] for as long as the guard lives, and puts back
+/// what was there before when dropped (also on unwinding).
+pub(crate) struct RunningHostClock {
+    previous: Option<(Duration, tokio::time::Instant)>,
+}
+
+impl RunningHostClock {
+    pub(crate) fn set(run_start: Option<(Duration, tokio::time::Instant)>) -> Self {
+        RunningHostClock {
+            previous: RUNNING_HOST_CLOCK.with(|clock| clock.replace(run_start)),
+        }
+    }
+}
+
+impl Drop for RunningHostClock {
+    fn drop(&mut self) {
+        RUNNING_HOST_CLOCK.with(|clock| clock.set(self.previous));
+    }
 }
 
 /// The logical duration from [`UNIX_EPOCH`] until now.

@@ -452,8 +452,12 @@ impl<'a> Sim<'a> {
 
                 world.current_host_mut().timer.now(rt.now());
             }
+            let run_start = self.world.borrow().current_host().timer.run_start();
 
-            let is_software_finished = World::enter(&self.world, || rt.tick(tick))?;
+            let is_software_finished = World::enter(&self.world, || {
+                let _clock = crate::RunningHostClock::set(run_start);
+                rt.tick(tick)
+            })?;
 
             if rt.is_client() {
                 is_finished = is_finished && is_software_finished;
