@@ -435,7 +435,7 @@ impl<'a> Sim<'a> {
 
         for (&addr, rt) in running {
             let _span_guard = tracing::span!(Level::INFO, "node", name = &*rt.nodename,).entered();
-            {
+            let run_start = {
                 let mut world = self.world.borrow_mut();
                 // We need to move deliverable messages off the network and
                 // into the dst host. This requires two mutable borrows.
@@ -450,9 +450,10 @@ impl<'a> Sim<'a> {
                 // Set the current host (see method docs)
                 world.current = Some(addr);
 
-                world.current_host_mut().timer.now(rt.now());
-            }
-            let run_start = self.world.borrow().current_host().timer.run_start();
+                let timer = &mut world.current_host_mut().timer;
+                timer.now(rt.now());
+                timer.run_start()
+            };
 
             let is_software_finished = World::enter(&self.world, || {
                 let _clock = crate::RunningHostClock::set(run_start);
