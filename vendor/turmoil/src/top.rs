@@ -106,6 +106,8 @@ impl<'a> Iterator for LinksIter<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let (pair, link) = self.iter.next()?;
+        // Its messages may be delivered by hand (`SentRef::deliver`): scan them all next time.
+        link.scanned_at = None;
 
         Some(LinkIter {
             a: pair.0,
@@ -155,6 +157,11 @@ struct Link {
     /// How many messages `deliverable` holds, for either end: when none, a host's step skips
     /// the lookup of its queue.
     waiting: usize,
+
+    /// The `now` of the last scan of `sent` for messages due, if nothing has made one due since
+    /// (a release, a manual delivery): a message sent at that same instant then only needs itself
+    /// checked, not every message on the link.
+    scanned_at: Option<Instant>,
 
     /// The current network time, moved forward with [`Link::tick`].
     now: Instant,
@@ -342,6 +349,7 @@ impl Link {
             sent: VecDeque::new(),
             deliverable: IndexMap::default(),
             waiting: 0,
+            scanned_at: None,
             now,
         }
     }
@@ -357,9 +365,45 @@ impl Link {
         tracing::trace!(target: TRACING_TARGET, ?src, ?dst, protocol = %message, "Send");
 
         self.rand_partition_or_repair(global_config, rand);
+        let queued = self.sent.len();
         let result = self.enqueue(global_config, rand, src, dst, message);
-        self.process_deliverables();
+        if self.scanned_at == Some(self.now) {
+            // Nothing already on the link was due at the last scan, and nothing has changed since
+            // but this message, if it was queued at all.
+            if self.sent.len() > queued {
+                self.deliver_last_if_due();
+            }
+        } else {
+            self.process_deliverables();
+        }
         result
+    }
+
+    /// Moves the message sent last to `deliverable` if it is due now, as a full scan would.
+    fn deliver_last_if_due(&mut self) {
+        let due = matches!(
+            self.sent.back(),
+            Some(Sent { status: DeliveryStatus::DeliverAfter(time), .. }) if *time <= self.now
+        );
+        if !due {
+            return;
+        }
+        if let Some(sent) = self.sent.pop_back() {
+            self.push_deliverable(sent);
+        }
+    }
+
+    fn push_deliverable(&mut self, sent: Sent) {
+        let envelope = Envelope {
+            src: sent.src,
+            dst: sent.dst,
+            message: sent.protocol,
+        };
+        self.deliverable
+            .entry(sent.dst.ip())
+            .or_default()
+            .push_back(envelope);
+        self.waiting += 1;
     }
 
     fn get_state_for_message(&self, src: IpAddr, dst: IpAddr) -> State {
@@ -433,20 +477,12 @@ impl Link {
             if let DeliveryStatus::DeliverAfter(time) = sent.status {
                 if time <= self.now {
                     let sent = self.sent.remove(index).unwrap();
-                    let envelope = Envelope {
-                        src: sent.src,
-                        dst: sent.dst,
-                        message: sent.protocol,
-                    };
-                    self.deliverable
-                        .entry(sent.dst.ip())
-                        .or_default()
-                        .push_back(envelope);
-                    self.waiting += 1;
+                    self.push_deliverable(sent);
                     deliverable += 1;
                 }
             }
         }
+        self.scanned_at = Some(self.now);
     }
 
     // FIXME: This implementation does not respect message delivery order. If
@@ -517,6 +553,7 @@ impl Link {
     fn release(&mut self) {
         self.state_a_b = State::Healthy;
         self.state_b_a = State::Healthy;
+        self.scanned_at = None;
         for sent in &mut self.sent {
             if let DeliveryStatus::Hold = sent.status {
                 sent.deliver(self.now);
