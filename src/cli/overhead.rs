@@ -32,6 +32,10 @@ pub struct OverheadArgs {
     /// Also write the table, with the command and setup, as Markdown to this file.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Pin this process's threads (clients, router, drivers) to one core once the servers are up,
+    /// the servers keeping every core: shows how much of a path's cost is traffic between cores.
+    #[arg(long, value_name = "CORE")]
+    pin_to_core: Option<u32>,
 }
 
 pub(super) fn overhead(args: &OverheadArgs) -> Outcome {
@@ -44,6 +48,15 @@ pub(super) fn overhead(args: &OverheadArgs) -> Outcome {
     if args.clients.is_empty() || args.clients.iter().any(|&c| c == 0 || c > 256) {
         return Outcome::BadInput("--clients: give counts from 1 to 256".to_string());
     }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    if let Some(core) = args.pin_to_core
+        && usize::try_from(core).map_or(true, |core| core >= cores)
+    {
+        return Outcome::BadInput(format!(
+            "--pin-to-core {core}: this machine has cores 0 to {}",
+            cores - 1
+        ));
+    }
     let pgpool = args.paths.iter().any(|p| p == "pgpool");
     if pgpool && let Err(e) = crate::real::pgpool::installed() {
         return Outcome::BadInput(format!("{e} (or leave it out with --paths router)"));
@@ -54,6 +67,7 @@ pub(super) fn overhead(args: &OverheadArgs) -> Outcome {
         clients: args.clients.clone(),
         router: args.paths.iter().any(|p| p == "router"),
         pgpool,
+        pin_to_core: args.pin_to_core,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -208,6 +222,9 @@ fn command_line(args: &OverheadArgs) -> String {
         clients.join(",")
     );
     let _ = write!(command, " --paths {}", args.paths.join(","));
+    if let Some(core) = args.pin_to_core {
+        let _ = write!(command, " --pin-to-core {core}");
+    }
     if let Some(out) = &args.out {
         let _ = write!(command, " --out {}", out.display());
     }
@@ -250,6 +267,13 @@ fn markdown(command: &str, options: &OverheadOptions, table: &str, verdicts: &[S
         options.slice.as_secs_f64(),
         options.rounds
     );
+    if let Some(core) = options.pin_to_core {
+        let _ = writeln!(
+            out,
+            "- Pinned: once the servers were up, every thread of the measuring process ran on core \
+             {core} only (`taskset -a -p`), the servers on every core.\n"
+        );
+    }
     out.push_str(table);
     out.push('\n');
     for line in verdicts {
@@ -268,6 +292,35 @@ fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn args(pin_to_core: Option<u32>) -> OverheadArgs {
+        OverheadArgs {
+            slice: 0.4,
+            rounds: 1,
+            clients: vec![16],
+            paths: vec!["router".to_string()],
+            out: None,
+            pin_to_core,
+        }
+    }
+
+    #[test]
+    fn a_core_the_machine_lacks_is_refused_before_anything_starts() {
+        let outcome = overhead(&args(Some(u32::MAX)));
+        assert!(
+            matches!(&outcome, Outcome::BadInput(message) if message.starts_with("--pin-to-core 4294967295: this machine has cores 0 to")),
+            "{outcome:?}"
+        );
+    }
+
+    #[test]
+    fn the_recorded_command_says_which_core_it_was_pinned_to() {
+        assert_eq!(
+            command_line(&args(Some(0))),
+            "replisim overhead --slice 0.4 --rounds 1 --clients 16 --paths router --pin-to-core 0"
+        );
+        assert!(!command_line(&args(None)).contains("--pin-to-core"));
+    }
 
     #[test]
     fn the_spread_gives_the_middle_half_and_the_extremes_of_the_rounds() {

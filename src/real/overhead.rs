@@ -52,6 +52,10 @@ pub struct OverheadOptions {
     pub router: bool,
     /// Measure pgpool-II too (it must be installed).
     pub pgpool: bool,
+    /// Pin every thread of this process to this core once the servers are up (they keep every
+    /// core): with the clients and the router on one core, no cache line of theirs travels between
+    /// cores, which shows how much of the router's cost is that traffic.
+    pub pin_to_core: Option<u32>,
 }
 
 /// The statements a client runs.
@@ -292,6 +296,10 @@ async fn measure_on(
     } else {
         None
     };
+    if let Some(core) = options.pin_to_core {
+        progress(&format!("pinning this process's threads to core {core}"));
+        pin_threads_to_core(core).await?;
+    }
     let mut paths = vec![Path::Direct];
     if options.router {
         paths.extend([Path::Router, Path::RouterOneReplica]);
@@ -703,6 +711,32 @@ async fn wait_replicated(replica: u16) -> Result<(), OverheadError> {
             ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Pins every thread of this process to `core` with `taskset -a -p` (util-linux): the servers,
+/// started before as processes of their own, keep every core. Threads started later (none are:
+/// the runtime's workers and blocking threads exist already, and the benchmark starts no runtime)
+/// would inherit the mask.
+async fn pin_threads_to_core(core: u32) -> Result<(), OverheadError> {
+    let mask = 1u64.checked_shl(core).unwrap_or(0);
+    let output = tokio::process::Command::new("taskset")
+        .args([
+            "-a",
+            "-p",
+            &format!("{mask:x}"),
+            &std::process::id().to_string(),
+        ])
+        .output()
+        .await
+        .map_err(|e| client_error("taskset -a -p (util-linux)", e.to_string()))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(client_error(
+            &format!("pinning to core {core} with taskset"),
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        ))
     }
 }
 
