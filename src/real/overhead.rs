@@ -715,9 +715,8 @@ async fn wait_replicated(replica: u16) -> Result<(), OverheadError> {
 }
 
 /// Pins every thread of this process to `core` with `taskset -a -p` (util-linux): the servers,
-/// started before as processes of their own, keep every core. Threads started later (none are:
-/// the runtime's workers and blocking threads exist already, and the benchmark starts no runtime)
-/// would inherit the mask.
+/// started before as processes of their own, keep every core. A thread started later (tokio starts
+/// its blocking threads on demand) inherits the mask of the pinned thread that starts it.
 async fn pin_threads_to_core(core: u32) -> Result<(), OverheadError> {
     let mask = 1u64.checked_shl(core).unwrap_or(0);
     let output = tokio::process::Command::new("taskset")
