@@ -470,23 +470,22 @@ mod tests {
 
     #[test]
     fn a_node_too_far_to_answer_within_the_query_timeout_is_out() {
-        let mut run = TestRun::new();
-        run.scenario.router.query_timeout = Duration::from_millis(200);
-        run.fault("crash", PRIMARY_1, ms(10_000), Some(ms(30_000)));
-        run.fault("crash", REPLICA_2, ms(12_000), Some(ms(30_000)));
-        // replica-1's round trip: 2 x (1 ms link + 99 ms) = 200 ms, no answer within 200 ms.
-        latency(&mut run, REPLICA_1, 99, ms(14_000), ms(20_000));
-        run.op(1, OpKind::Read, ms(15_000), ms(15_400)).ok = false;
-        let result = check(&run.evidence(), MAX);
+        // The primary and replica-2 down, replica-1 slowed by `extra_ms` each way, and a read that
+        // failed meanwhile; the query timeout is 200 ms.
+        let shard_left_with_replica_1_slowed_by = |extra_ms| {
+            let mut run = TestRun::new();
+            run.scenario.router.query_timeout = Duration::from_millis(200);
+            run.fault("crash", PRIMARY_1, ms(10_000), Some(ms(30_000)));
+            run.fault("crash", REPLICA_2, ms(12_000), Some(ms(30_000)));
+            latency(&mut run, REPLICA_1, extra_ms, ms(14_000), ms(20_000));
+            run.op(1, OpKind::Read, ms(15_000), ms(15_400)).ok = false;
+            run
+        };
+        // 99 ms: a round trip of 2 x (1 ms link + 99 ms) = 200 ms, no answer within 200 ms.
+        let result = check(&shard_left_with_replica_1_slowed_by(99).evidence(), MAX);
         assert!(result.passed, "{}", result.detail);
         // 98 ms: 198 ms round trips fit, so replica-1 could answer and the read had somewhere to go.
-        let mut near = TestRun::new();
-        near.scenario.router.query_timeout = Duration::from_millis(200);
-        near.fault("crash", PRIMARY_1, ms(10_000), Some(ms(30_000)));
-        near.fault("crash", REPLICA_2, ms(12_000), Some(ms(30_000)));
-        latency(&mut near, REPLICA_1, 98, ms(14_000), ms(20_000));
-        near.op(1, OpKind::Read, ms(15_000), ms(15_400)).ok = false;
-        let result = check(&near.evidence(), MAX);
+        let result = check(&shard_left_with_replica_1_slowed_by(98).evidence(), MAX);
         assert!(!result.passed);
         assert!(
             result.detail.contains("first at 15000 ms"),

@@ -168,26 +168,23 @@ impl Cell {
 
     /// This process's CPU time per answered statement, in microseconds.
     pub fn cpu_per_op_us(&self) -> f64 {
-        if self.ops > 0 {
-            self.cpu.as_secs_f64() * 1e6 / self.ops as f64
-        } else {
-            0.0
-        }
+        self.per_op(self.cpu.as_secs_f64() * 1e6)
     }
 
     /// The whole machine's CPU time per answered statement, in microseconds.
     pub fn machine_cpu_per_op_us(&self) -> f64 {
-        if self.ops > 0 {
-            self.machine.busy.as_secs_f64() * 1e6 / self.ops as f64
-        } else {
-            0.0
-        }
+        self.per_op(self.machine.busy.as_secs_f64() * 1e6)
     }
 
     /// The machine's context switches per answered statement.
     pub fn switches_per_op(&self) -> f64 {
+        self.per_op(self.machine.switches as f64)
+    }
+
+    /// `total` per answered statement (0 if none was answered).
+    fn per_op(&self, total: f64) -> f64 {
         if self.ops > 0 {
-            self.machine.switches as f64 / self.ops as f64
+            total / self.ops as f64
         } else {
             0.0
         }

@@ -800,24 +800,25 @@ mod tests {
             .unwrap_or_else(|| Verdict::not_seen("no such fault".to_string()))
     }
 
+    /// Asserts that the only fault of `run` was judged not to take effect; returns what it says.
+    fn not_seen(run: &TestRun) -> String {
+        let verdict = only(run);
+        assert!(!verdict.took_effect, "{}", verdict.evidence);
+        verdict.evidence
+    }
+
     /// Asserts that the only fault of `run` was judged not to take effect, with evidence that says
     /// `says`.
     fn not_seen_saying(run: &TestRun, says: &str) {
-        let verdict = only(run);
-        assert!(!verdict.took_effect, "{}", verdict.evidence);
-        assert!(verdict.evidence.contains(says), "{}", verdict.evidence);
+        let evidence = not_seen(run);
+        assert!(evidence.contains(says), "{evidence}");
     }
 
     /// Asserts that the only fault of `run` was judged not to take effect because nothing could
     /// show it.
     fn shows_nothing(run: &TestRun) {
-        let verdict = only(run);
-        assert!(!verdict.took_effect, "{}", verdict.evidence);
-        assert!(
-            verdict.evidence.starts_with("nothing could show it"),
-            "{}",
-            verdict.evidence
-        );
+        let evidence = not_seen(run);
+        assert!(evidence.starts_with("nothing could show it"), "{evidence}");
     }
 
     fn apply(run: &mut TestRun, node: NodeIdx, commit_ms: u64, applied_ms: u64) {
