@@ -6,6 +6,7 @@ use std::fmt::Debug;
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::{Sink, SinkExt};
 use pgwire::api::auth::{
     StartupHandler, protocol_negotiation, save_startup_parameters_to_metadata,
@@ -28,6 +29,7 @@ use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus,
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage, ProtocolVersion};
 
 use super::HEALTH_APPLICATION_NAME;
+use super::answer::Answer;
 use super::cancel::CancelSlot;
 use super::execute::{self, Identity, Params};
 use super::sql;
@@ -254,7 +256,7 @@ impl SimpleQueryHandler for Backend {
     {
         let statement = sql::parse(query);
         let formats = vec![FieldFormat::Text; statement.column_count()];
-        let response = execute::run(
+        let answer = execute::run(
             &self.node,
             self.identity_or_default(),
             &statement,
@@ -263,7 +265,7 @@ impl SimpleQueryHandler for Backend {
             self.cancel_slot(),
         )
         .await?;
-        Ok(vec![response])
+        Ok(vec![answer.into_response(&statement, &formats)])
     }
 }
 
@@ -341,8 +343,8 @@ impl ExtendedQueryHandler for Backend {
 }
 
 impl Backend {
-    /// Runs the statement bound in `portal` to completion (pgwire's `Execute`, and the node's own
-    /// answer to the unnamed portal's, see `unnamed_portal`).
+    /// Runs the statement bound in `portal` to completion (pgwire's `Execute` of a named portal, or
+    /// of one executed in parts), answered as pgwire takes it.
     pub(crate) async fn execute_portal(
         &self,
         portal: &Portal<Statement>,
@@ -350,16 +352,32 @@ impl Backend {
         let statement = &portal.statement.statement;
         let formats =
             execute::result_formats(&portal.result_column_format, statement.column_count())?;
-        let params = Params::Bound {
-            values: &portal.parameters,
-            format: &portal.parameter_format,
-        };
+        let answer = self
+            .execute(
+                statement,
+                &portal.parameters,
+                &portal.parameter_format,
+                &formats,
+            )
+            .await?;
+        Ok(answer.into_response(statement, &formats))
+    }
+
+    /// Runs `statement` with the bound parameter `values` (in `format`) to completion, its row in
+    /// the result `formats` (the node's own answer to the unnamed portal, see `unnamed_portal`).
+    pub(crate) async fn execute(
+        &self,
+        statement: &Statement,
+        values: &[Option<Bytes>],
+        format: &Format,
+        formats: &[FieldFormat],
+    ) -> PgWireResult<Answer> {
         execute::run(
             &self.node,
             self.identity_or_default(),
             statement,
-            params,
-            &formats,
+            Params::Bound { values, format },
+            formats,
             self.cancel_slot(),
         )
         .await

@@ -1,14 +1,15 @@
 //! Runs one statement against a node: waits the node's service time (and, for a write or a
 //! locking read, the row's lock), executes it in the connection's transaction or on its own,
-//! logs the statement to the event log (executed or refused), and builds the result for pgwire.
+//! logs the statement to the event log (executed or refused), and says what it answers.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use pgwire::api::portal::Format;
-use pgwire::api::results::{FieldFormat, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{FieldFormat, FieldInfo};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 
+use super::answer::Answer;
 use super::cancel::{CancelSlot, Running};
 use super::clock::{now_us, wall_us};
 use super::state::{CommitEnd, LockAttempt, Positions, SimNode, TxnStatus};
@@ -174,7 +175,7 @@ pub(crate) async fn run(
     params: Params<'_>,
     formats: &[FieldFormat],
     cancel: Option<&Arc<CancelSlot>>,
-) -> PgWireResult<Response> {
+) -> PgWireResult<Answer> {
     let start_us = now_us();
     let (role, fenced) = node.role_and_fence();
     let service_time = node.service_time();
@@ -274,23 +275,21 @@ pub(crate) async fn run(
         lsn: outcome.lsn,
     });
     match outcome.control {
-        Some((Control::Start(tag), _)) => return Ok(Response::TransactionStart(Tag::new(tag))),
-        Some((Control::End(tag), _)) => return Ok(Response::TransactionEnd(Tag::new(tag))),
+        Some((Control::Start(tag), _)) => return Ok(Answer::Start(tag)),
+        Some((Control::End(tag), _)) => return Ok(Answer::End(tag)),
         None => {}
     }
     let row = outcome.row?;
-    let columns = statement.columns();
-    let fields = Arc::new(fields(&columns, formats));
-    let rows: Vec<PgWireResult<_>> = row
-        .into_iter()
-        .map(|values| Ok(encode_row(&values, formats)))
-        .collect();
-    let mut response = QueryResponse::new(fields, futures::stream::iter(rows));
-    if matches!(statement, Statement::Write(_)) {
-        // PostgreSQL's tag is `INSERT <oid> <rows>`; pgwire appends the row count.
-        response.set_command_tag("INSERT 0");
-    }
-    Ok(Response::Query(response))
+    // PostgreSQL's tag for an insert is `INSERT <oid> <rows>`; the row count is appended later.
+    let tag = if matches!(statement, Statement::Write(_)) {
+        "INSERT 0"
+    } else {
+        "SELECT"
+    };
+    Ok(Answer::Rows {
+        row: row.map(|values| encode_row(&values, formats)),
+        tag,
+    })
 }
 
 /// How a write or a locking read waits for its row's lock.

@@ -10,11 +10,13 @@
 //! - `reply_buffer`: holds a connection's answers until `Sync`, as PostgreSQL's output buffer does.
 //! - `backend`: the pgwire handlers of one connection (startup, simple and extended protocol).
 //! - `unnamed_portal`: `Bind` to and full `Execute` of the unnamed portal, answered without
-//!   pgwire's portal machinery (nearly every statement takes this path).
+//!   pgwire's portal machinery, and the `Sync` after them (nearly every statement takes this path).
 //! - `cancel`: CancelRequest: which connection runs a statement a cancel may end.
 //! - `sql`: recognition of the supported statements in SQL text.
 //! - `statement`: the statements, their parameter types and result columns.
 //! - `execute`: runs a statement against the node and logs it to the event log.
+//! - `answer`: what a statement answers (its row and command tag), and that answer as pgwire's
+//!   handlers take it.
 //! - `value`: result values and their text and binary wire encodings.
 //! - `wal_frame`: the framing of the WAL stream between nodes.
 //! - `wal_sender` / `wal_receiver` / `replay`: the upstream side, the downstream side, and the
@@ -25,6 +27,7 @@
 //! LSNs are byte-like positions: the WAL starts at [`LSN_START`] and every commit advances it by
 //! [`LSN_STEP`], so `pg_wal_lsn_diff` between two nodes is a byte count as in PostgreSQL.
 
+mod answer;
 mod backend;
 mod cancel;
 mod clock;
