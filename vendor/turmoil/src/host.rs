@@ -407,6 +407,21 @@ impl StreamSocket {
     fn buffer(&mut self, seq: u64, segment: SequencedSegment) -> Result<(), Protocol> {
         use mpsc::error::TrySendError::*;
 
+        // The next segment in order with none waiting ahead of it, which is nearly
+        // every segment: it goes straight to the receiver, without passing through
+        // the reorder buffer. A full receiver leaves it to the buffer below.
+        if seq == self.recv_seq + 1 && self.buf.is_empty() {
+            match self.sender.try_reserve() {
+                Ok(permit) => {
+                    self.recv_seq = seq;
+                    permit.send(segment);
+                    return Ok(());
+                }
+                Err(Closed(())) => return Err(Protocol::Tcp(Segment::Rst)),
+                Err(Full(())) => {}
+            }
+        }
+
         let exists = self.buf.insert(seq, segment);
 
         assert!(exists.is_none(), "duplicate segment {seq}");

@@ -264,7 +264,14 @@ pub fn elapsed() -> Duration {
 /// there is no currently executing host or world.
 pub fn sim_elapsed() -> Option<Duration> {
     if let Some((base, start)) = RUNNING_HOST_CLOCK.with(Cell::get) {
-        return Some(base + start.elapsed());
+        return Some(RUNNING_HOST_NOW.with(|now| match now.get() {
+            Some(elapsed) => elapsed,
+            None => {
+                let elapsed = base + start.elapsed();
+                now.set(Some(elapsed));
+                elapsed
+            }
+        }));
     }
     World::try_current(|world| {
         world
@@ -284,6 +291,18 @@ thread_local! {
     /// up by address, for the same value.
     static RUNNING_HOST_CLOCK: Cell<Option<(Duration, tokio::time::Instant)>> =
         const { Cell::new(None) };
+
+    /// The running host's `sim_elapsed`, once read, until its time may move.
+    /// A host's runtime keeps its clock paused: time moves only while the
+    /// runtime parks, when it advances to the next timer, so a reading stays
+    /// true until the next park (see `time_may_move`) or the next run.
+    static RUNNING_HOST_NOW: Cell<Option<Duration>> = const { Cell::new(None) };
+}
+
+/// Forgets the running host's time reading: its runtime parks, and its paused
+/// clock may advance (installed as the host runtimes' park and unpark hooks).
+pub(crate) fn time_may_move() {
+    RUNNING_HOST_NOW.with(|now| now.set(None));
 }
 
 /// Sets [`RUNNING_HOST_CLOCK`] for as long as the guard lives, and puts back
@@ -294,6 +313,7 @@ pub(crate) struct RunningHostClock {
 
 impl RunningHostClock {
     pub(crate) fn set(run_start: Option<(Duration, tokio::time::Instant)>) -> Self {
+        time_may_move();
         RunningHostClock {
             previous: RUNNING_HOST_CLOCK.with(|clock| clock.replace(run_start)),
         }
@@ -303,6 +323,7 @@ impl RunningHostClock {
 impl Drop for RunningHostClock {
     fn drop(&mut self) {
         RUNNING_HOST_CLOCK.with(|clock| clock.set(self.previous));
+        time_may_move();
     }
 }
 
