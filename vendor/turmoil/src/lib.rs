@@ -299,8 +299,8 @@ thread_local! {
     static RUNNING_HOST_NOW: Cell<Option<Duration>> = const { Cell::new(None) };
 }
 
-/// Forgets the running host's time reading: its runtime parks, and its paused
-/// clock may advance (installed as the host runtimes' park and unpark hooks).
+/// Forgets the running host's time reading: its runtime is about to park, and
+/// its paused clock may advance (installed as the host runtimes' park hook).
 pub(crate) fn time_may_move() {
     RUNNING_HOST_NOW.with(|now| now.set(None));
 }

@@ -228,10 +228,9 @@ fn init(config: &mut Config) -> (Runtime, LocalSet) {
         tokio_builder.rng_seed(seed);
     }
 
-    // Time moves only while the runtime parks (see `crate::time_may_move`).
-    tokio_builder
-        .on_thread_park(crate::time_may_move)
-        .on_thread_unpark(crate::time_may_move);
+    // Time moves only while the runtime parks, after this hook (see
+    // `crate::time_may_move`); no task runs between the hook and the park.
+    tokio_builder.on_thread_park(crate::time_may_move);
 
     let tokio = tokio_builder
         .enable_time()
