@@ -16,7 +16,7 @@ use super::WAL_PORT;
 use super::error::NodeError;
 use super::state::{SimNode, StartRefusal};
 use super::wal_frame::{WalCodec, WalMessage};
-use super::wal_sender::{WAL_KEEPALIVE_INTERVAL, WAL_STREAM_TIMEOUT, send_all};
+use super::wal_sender::{WAL_KEEPALIVE_INTERVAL, WAL_STREAM_TIMEOUT, rearm, send_all};
 
 /// Limit on opening the stream (connecting to a crashed host never completes).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -61,7 +61,13 @@ async fn stream_from(
     .await?;
     let mut heard_at = Instant::now();
     let mut feedback_at = Instant::now() + WAL_KEEPALIVE_INTERVAL;
+    // Kept for the stream's life (see `rearm`).
+    let silence = sleep_until(heard_at + WAL_STREAM_TIMEOUT);
+    let feedback_due = sleep_until(feedback_at);
+    tokio::pin!(silence, feedback_due);
     loop {
+        rearm(silence.as_mut(), heard_at + WAL_STREAM_TIMEOUT);
+        rearm(feedback_due.as_mut(), feedback_at);
         tokio::select! {
             biased;
             () = changed.as_mut() => return Ok(()),
@@ -71,10 +77,10 @@ async fn stream_from(
                 }
                 heard_at = Instant::now();
             }
-            () = sleep_until(heard_at + WAL_STREAM_TIMEOUT) => {
+            () = &mut silence => {
                 return Err(NodeError::WalTimeout(WAL_STREAM_TIMEOUT));
             }
-            () = sleep_until(feedback_at) => {
+            () = &mut feedback_due => {
                 let feedback = WalMessage::Feedback {
                     receive_lsn: node.receive_lsn(),
                     replay_lsn: node.replay_lsn(),

@@ -1,11 +1,12 @@
 //! The upstream side of the WAL stream: serves one downstream node every record after the
 //! position it asks for, old records first, then new ones as they commit; keepalives when idle.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, Sleep, sleep_until, timeout};
 use tokio_util::codec::Framed;
 use turmoil::net::TcpStream;
 
@@ -63,6 +64,10 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) -> Result<(), N
     let mut batch: Vec<WalRecord> = Vec::with_capacity(BATCH_MAX);
     let mut heard_at = Instant::now();
     let mut sent_at = Instant::now();
+    // Kept for the stream's life (see `rearm`).
+    let silence = sleep_until(heard_at + WAL_STREAM_TIMEOUT);
+    let keepalive = sleep_until(sent_at + WAL_KEEPALIVE_INTERVAL);
+    tokio::pin!(silence, keepalive);
     loop {
         let grown = node.wal_grown().notified();
         tokio::pin!(grown);
@@ -76,6 +81,8 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) -> Result<(), N
             send_all(&mut socket, batch.iter().map(|r| WalMessage::Record(*r))).await?;
             sent_at = Instant::now();
         }
+        rearm(silence.as_mut(), heard_at + WAL_STREAM_TIMEOUT);
+        rearm(keepalive.as_mut(), sent_at + WAL_KEEPALIVE_INTERVAL);
         tokio::select! {
             biased;
             message = socket.next() => {
@@ -84,17 +91,26 @@ pub(crate) async fn serve(node: Arc<SimNode>, stream: TcpStream) -> Result<(), N
                 }
                 heard_at = Instant::now();
             }
-            () = sleep_until(heard_at + WAL_STREAM_TIMEOUT) => {
+            () = &mut silence => {
                 return Err(NodeError::WalTimeout(WAL_STREAM_TIMEOUT));
             }
             () = std::future::ready(()), if more => {}
             () = &mut grown => {}
-            () = sleep_until(sent_at + WAL_KEEPALIVE_INTERVAL) => {
+            () = &mut keepalive => {
                 let end_lsn = node.wal_end();
                 send_all(&mut socket, std::iter::once(WalMessage::Keepalive { end_lsn })).await?;
                 sent_at = Instant::now();
             }
         }
+    }
+}
+
+/// Moves `timer` to `deadline` unless it is there already. Both ends of a stream keep their
+/// timers for the stream's life and move them only when their moment does: a timer made anew for
+/// every wait would join and leave tokio's timer wheel for every record.
+pub(crate) fn rearm(timer: Pin<&mut Sleep>, deadline: Instant) {
+    if timer.deadline() != deadline {
+        timer.reset(deadline);
     }
 }
 
