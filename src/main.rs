@@ -37,8 +37,9 @@ fn is_natural(size: usize, align: usize) -> bool {
 }
 
 // SAFETY: every block comes from mimalloc and goes back to it (`mi_free` takes blocks of either
-// entry point); a plain entry point is used only where its block meets the layout's alignment (see
-// above), and a reallocation keeps to the entry point its block came from.
+// entry point, and `mi_realloc_aligned` reallocates either kind); a plain entry point is used only
+// where its block meets the layout's alignment (see above), `mi_realloc` only on a block that came
+// from one and for a new size that is natural too.
 unsafe impl std::alloc::GlobalAlloc for NaturalMiMalloc {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         if is_natural(layout.size(), layout.align()) {
@@ -95,6 +96,12 @@ mod tests {
                 };
                 // SAFETY: the layout has a non-zero size; every block is freed with its layout.
                 unsafe {
+                    // Blocks at other places of their pages than the first: each must be aligned.
+                    let others: Vec<*mut u8> =
+                        (0..24).map(|_| NaturalMiMalloc.alloc(layout)).collect();
+                    for other in &others {
+                        assert_eq!(other.align_offset(align), 0, "{size} aligned to {align}");
+                    }
                     let block = NaturalMiMalloc.alloc(layout);
                     assert!(!block.is_null(), "{size} bytes aligned to {align}");
                     assert_eq!(block.align_offset(align), 0, "{size} aligned to {align}");
@@ -119,6 +126,9 @@ mod tests {
                         "{size} zeroed, {align}"
                     );
                     NaturalMiMalloc.dealloc(zeroed, layout);
+                    for other in others {
+                        NaturalMiMalloc.dealloc(other, layout);
+                    }
                 }
             }
         }

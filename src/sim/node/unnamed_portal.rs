@@ -173,6 +173,7 @@ where
             &formats,
         )
         .await?;
+    let opens_block = matches!(answer, Answer::Start(_));
     match answer {
         Answer::Rows { row, tag } => {
             let rows = usize::from(row.is_some());
@@ -185,21 +186,17 @@ where
                 ))
                 .await?;
         }
-        Answer::Start(tag) => {
+        Answer::Start(tag) | Answer::End(tag) => {
             client
                 .feed(PgWireBackendMessage::CommandComplete(CommandComplete::new(
                     tag.to_owned(),
                 )))
                 .await?;
-            transaction_status = transaction_status.to_in_transaction_state();
-        }
-        Answer::End(tag) => {
-            client
-                .feed(PgWireBackendMessage::CommandComplete(CommandComplete::new(
-                    tag.to_owned(),
-                )))
-                .await?;
-            transaction_status = transaction_status.to_idle_state();
+            transaction_status = if opens_block {
+                transaction_status.to_in_transaction_state()
+            } else {
+                transaction_status.to_idle_state()
+            };
         }
     }
     client.set_state(PgWireConnectionState::ReadyForQuery);
