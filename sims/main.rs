@@ -5,7 +5,7 @@
 //! `target/sim-reports/` for the independent report checker. The router's own metrics are checked against the servers in `metrics`; the balancing policies
 //! against each other in `balance`; lag-aware routing and read-your-writes in `lag`; promotions and a
 //! primary crash in `promotion`; the router under ordinary stress (slow queries, saturated pools,
-//! sessions across a promotion, an outlier replica) in `stress`; fault evidence in `evidence`.
+//! sessions across a promotion, an outlier replica, drawn replica faults) in `stress`; fault evidence in `evidence`.
 //!
 //! A failure prints the command that replays the run: the shipped file when the run used it as it
 //! is, else the variant (lighter, shorter, edited) written as scenario TOML beside its report under
