@@ -2,10 +2,12 @@
 //! passive ejection (`ejection`), runs that must fail, each invariant caught on a deliberately broken
 //! router or with a feature switched off (`must_fail`), determinism (`determinism`), and replay
 //! commands (`replay`). This file holds the helpers they share. Reports land in
-//! `target/sim-reports/` for the independent report checker. The router's own metrics are checked against the servers in `metrics`; the balancing policies
-//! against each other in `balance`; lag-aware routing and read-your-writes in `lag`; promotions and a
-//! primary crash in `promotion`; the router under ordinary stress (slow queries, saturated pools,
-//! sessions across a promotion, an outlier replica, drawn replica faults) in `stress`; fault evidence in `evidence`.
+//! `target/sim-reports/` for the independent report checker. The router's own metrics are checked
+//! against the servers in `metrics`; the balancing policies against each other in `balance`;
+//! lag-aware routing and read-your-writes in `lag`; promotions and a primary crash in `promotion`;
+//! the router under ordinary stress (slow queries, saturated pools, sessions across a promotion, an
+//! outlier replica, two replicas failing in turn) in `stress`; fault evidence in `evidence`;
+//! schedules drawn by `replisim explore` in `explored`.
 //!
 //! A failure prints the command that replays the run: the shipped file when the run used it as it
 //! is, else the variant (lighter, shorter, edited) written as scenario TOML beside its report under
@@ -16,6 +18,7 @@ mod balance;
 mod determinism;
 mod ejection;
 mod evidence;
+mod explored;
 mod lag;
 mod metrics;
 mod must_fail;
