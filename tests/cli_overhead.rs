@@ -69,3 +69,36 @@ fn overhead_prints_one_row_per_path_and_writes_the_table() {
         "{written}"
     );
 }
+
+#[test]
+fn overhead_only_measures_the_one_path_it_names() {
+    if skip_without_postgres(Needs::Server) {
+        return;
+    }
+    let output = replisim(&[
+        "overhead",
+        "--only",
+        "router-one",
+        "--slice",
+        "0.2",
+        "--rounds",
+        "1",
+        "--clients",
+        "2",
+    ]);
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {}",
+        text(&output.stderr)
+    );
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| workload"))
+        .collect();
+    assert_eq!(rows.len(), 2, "one row per workload:\n{stdout}");
+    for row in rows {
+        assert!(row.contains("| 2 | router, replica-1 only |"), "{row}");
+    }
+}

@@ -29,6 +29,10 @@ pub struct OverheadArgs {
     /// must be installed (`apt-get install -y pgpool2`).
     #[arg(long, value_delimiter = ',', value_parser = ["direct", "router", "pgpool"], default_values_t = ["router".to_string(), "pgpool".to_string()])]
     paths: Vec<String>,
+    /// Measure this one path alone (no ratios), for a profiler that must see only its work, e.g.
+    /// `valgrind --tool=callgrind` (see `scripts/router-instructions`).
+    #[arg(long, value_name = "PATH", value_parser = ["direct", "router", "router-one", "pgpool"], conflicts_with = "paths")]
+    only: Option<String>,
     /// Also write the table, with the command and setup, as Markdown to this file.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -57,7 +61,16 @@ pub(super) fn overhead(args: &OverheadArgs) -> Outcome {
             cores - 1
         ));
     }
-    let pgpool = args.paths.iter().any(|p| p == "pgpool");
+    let only = args.only.as_deref().map(|path| match path {
+        "direct" => Path::Direct,
+        "router" => Path::Router,
+        "router-one" => Path::RouterOneReplica,
+        _ => Path::Pgpool,
+    });
+    let pgpool = match only {
+        Some(path) => path == Path::Pgpool,
+        None => args.paths.iter().any(|p| p == "pgpool"),
+    };
     if pgpool && let Err(e) = crate::real::pgpool::installed() {
         return Outcome::BadInput(format!("{e} (or leave it out with --paths router)"));
     }
@@ -67,6 +80,7 @@ pub(super) fn overhead(args: &OverheadArgs) -> Outcome {
         clients: args.clients.clone(),
         router: args.paths.iter().any(|p| p == "router"),
         pgpool,
+        only,
         pin_to_core: args.pin_to_core,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -221,7 +235,14 @@ fn command_line(args: &OverheadArgs) -> String {
         args.rounds,
         clients.join(",")
     );
-    let _ = write!(command, " --paths {}", args.paths.join(","));
+    match &args.only {
+        Some(only) => {
+            let _ = write!(command, " --only {only}");
+        }
+        None => {
+            let _ = write!(command, " --paths {}", args.paths.join(","));
+        }
+    }
     if let Some(core) = args.pin_to_core {
         let _ = write!(command, " --pin-to-core {core}");
     }
@@ -299,9 +320,22 @@ mod tests {
             rounds: 1,
             clients: vec![16],
             paths: vec!["router".to_string()],
+            only: None,
             out: None,
             pin_to_core,
         }
+    }
+
+    #[test]
+    fn the_recorded_command_names_a_path_measured_alone() {
+        let alone = OverheadArgs {
+            only: Some("router-one".to_string()),
+            ..args(None)
+        };
+        assert_eq!(
+            command_line(&alone),
+            "replisim overhead --slice 0.4 --rounds 1 --clients 16 --only router-one"
+        );
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct OverheadOptions {
     pub router: bool,
     /// Measure pgpool-II too (it must be installed).
     pub pgpool: bool,
+    /// Measure this path alone (no ratios): for a profiler, which must see one path's work only.
+    pub only: Option<Path>,
     /// Pin every thread of this process to this core once the servers are up (they keep every
     /// core): with the clients and the router on one core, no cache line of theirs travels between
     /// cores, which shows how much of the router's cost is that traffic.
@@ -303,6 +305,9 @@ async fn measure_on(
     }
     if pgpool.is_some() {
         paths.push(Path::Pgpool);
+    }
+    if let Some(only) = options.only {
+        paths = vec![only];
     }
     let target = Target {
         primary,
