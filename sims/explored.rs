@@ -1,18 +1,35 @@
 //! Fault schedules drawn by `replisim explore`, run in the suite: each shipped explore scenario
 //! states what must hold under any schedule it draws, and the first draws of each must keep it.
-//! A failure prints the command that replays the draw (its scenario file is written beside the
-//! report).
+//! Their reports are not written (hundreds of them, made by the code the other themes' reports
+//! already show to the independent checker); a failure prints the `replisim explore` command that
+//! draws the same schedule again and writes it as a scenario file.
 
-use replisim::search::explore::draw::{Draw, draw};
+use replisim::search::explore::draw::draw;
 
 use super::*;
 
-/// The draw of `base` on `seed`.
-fn drawn(base: &Scenario, seed: u64) -> Draw {
-    match draw(base, seed) {
+/// The run of the draw of `base` on `seed`, and what it did, with how to draw it again.
+fn run_drawn(base: &Scenario, seed: u64) -> (RunOutcome, Report, String) {
+    let d = match draw(base, seed) {
         Ok(d) => d,
         Err(e) => panic!("{} seed {seed}: no draw: {e}", base.name),
-    }
+    };
+    let outcome = match run_with(&d.scenario, seed, &RunOptions::default()) {
+        Ok(o) => o,
+        Err(e) => panic!("{} seed {seed}: {e}", d.scenario.name),
+    };
+    let r = report::evaluate(&d.scenario, &outcome);
+    // `explore` writes the draw as `DIR/<name>-explore-seed<N>.toml` when it fails.
+    let replay = format!(
+        "replisim explore scenarios/{}.toml --seeds {seed}..{seed} --out DIR",
+        base.name
+    );
+    let again = format!(
+        "seed {seed}, {}\n{}",
+        d.summary,
+        report::summary::render(&r, &replay)
+    );
+    (outcome, r, again)
 }
 
 // ---- replica faults of every kind: the primary answers, so nothing may fail ----
@@ -27,15 +44,12 @@ fn no_drawn_replica_fault_fails_an_operation() {
     let base = load("explore-replica-faults");
     let mut ops = 0;
     for seed in 1..=REPLICA_FAULT_DRAWS {
-        let d = drawn(&base, seed);
-        let r = simulate(&d.scenario, seed, &RunOptions::default(), "explored");
+        let (_, r, again) = run_drawn(&base, seed);
         assert!(
             r.passed && r.faults.iter().all(|f| f.took_effect),
-            "seed {seed}, {}:\n{}",
-            d.summary,
-            describe(&r)
+            "{again}"
         );
-        assert_eq!(r.ops.failed, 0, "seed {seed}:\n{}", describe(&r));
+        assert_eq!(r.ops.failed, 0, "{again}");
         ops += r.ops.total;
     }
     println!("explore-replica-faults: {REPLICA_FAULT_DRAWS} draws, {ops} operations, none failed");
@@ -52,14 +66,8 @@ fn no_drawn_fault_breaks_routing_transactions_or_sessions() {
     let base = load("explore-safety");
     let (mut promotions, mut transactions, mut failed, mut unseen) = (0, 0, 0, Vec::new());
     for seed in 1..=SAFETY_DRAWS {
-        let d = drawn(&base, seed);
-        let (outcome, r) = simulate_outcome(&d.scenario, seed, &RunOptions::default(), "explored");
-        assert!(
-            r.invariants.iter().all(|i| i.passed),
-            "seed {seed}, {}:\n{}",
-            d.summary,
-            describe(&r)
-        );
+        let (outcome, r, again) = run_drawn(&base, seed);
+        assert!(r.invariants.iter().all(|i| i.passed), "{again}");
         promotions += r.faults.iter().filter(|f| f.kind == "promote").count();
         transactions += outcome
             .events
