@@ -37,7 +37,7 @@ fn run_drawn(base: &Scenario, seed: u64) -> (RunOutcome, Report, String) {
 /// Draws of `explore-replica-faults` checked here; `replisim explore` over seeds 1..5000 found
 /// only three draws whose fault nothing could show (no write during a short pause, no statement
 /// towards a replica during its latency fault), none below this.
-const REPLICA_FAULT_DRAWS: u64 = 200;
+const REPLICA_FAULT_DRAWS: u64 = 120;
 
 #[test]
 fn no_drawn_replica_fault_fails_an_operation() {
@@ -59,7 +59,7 @@ fn no_drawn_replica_fault_fails_an_operation() {
 
 /// Draws of `explore-safety` checked here; over seeds 1..3000 the explorer found no broken
 /// invariant, and 27 draws (0.9%) whose fault nothing could show, which this test counts apart.
-const SAFETY_DRAWS: u64 = 150;
+const SAFETY_DRAWS: u64 = 100;
 
 #[test]
 fn no_drawn_fault_breaks_routing_transactions_or_sessions() {
