@@ -62,7 +62,7 @@ fn no_drawn_replica_fault_fails_an_operation() {
 const SAFETY_DRAWS: u64 = 100;
 
 #[test]
-fn no_drawn_fault_breaks_routing_transactions_or_sessions() {
+fn no_drawn_fault_breaks_routing_transactions_sessions_or_staleness() {
     let base = load("explore-safety");
     let (mut promotions, mut transactions, mut failed, mut unseen) = (0, 0, 0, Vec::new());
     for seed in 1..=SAFETY_DRAWS {

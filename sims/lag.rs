@@ -142,6 +142,33 @@ fn a_replica_paused_for_longer_than_the_bound_is_left_out_of_reads() {
     );
 }
 
+#[test]
+fn a_replica_restarted_while_its_primary_is_down_stays_out_until_measured() {
+    // replica-1 comes back at 1.8 s with the data it had at 0.5 s while primary-1 is down until
+    // 2.4 s: its lag from before the crash no longer holds, and it could not catch up.
+    let s = load("replica-restarted-while-its-primary-is-down");
+    for seed in 1..=16 {
+        let r = simulate(&s, seed, &RunOptions::default(), "");
+        assert!(r.passed, "expected a pass:\n{}", describe(&r));
+        println!(
+            "{} seed {seed}: worst staleness {} ms; replica-1 read share {:.3}",
+            s.name,
+            figure(&r, "max_staleness"),
+            r.nodes
+                .iter()
+                .find(|n| n.name == "replica-1")
+                .map_or(0.0, |n| n.read_share)
+        );
+    }
+    // Without lag-aware routing nothing keeps it out.
+    let off = simulate(&lag_routing_off(s), 1, &RunOptions::default(), "variant");
+    assert!(
+        !invariant(&off, "max_staleness").passed,
+        "{}",
+        describe(&off)
+    );
+}
+
 /// The scenario with read-your-writes sessions turned off (the checkers judge the same invariants).
 fn sessions_off(mut s: Scenario) -> Scenario {
     s.router.read_your_writes = false;

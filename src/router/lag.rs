@@ -49,6 +49,9 @@ pub struct ReplicaLag {
     pub time: Duration,
 }
 
+/// The time lag of a replica known to be behind that has replayed nothing since it started.
+pub const UNKNOWN_LAG: Duration = Duration::from_secs(3600);
+
 /// The lag of a replica from its `sample` and the primary's last known WAL position.
 pub fn replica_lag(sample: &ReplicaSample, primary_lsn: Option<Lsn>) -> ReplicaLag {
     let replayed = sample.replay_lsn.unwrap_or_default();
@@ -58,8 +61,13 @@ pub fn replica_lag(sample: &ReplicaSample, primary_lsn: Option<Lsn>) -> ReplicaL
     let caught_up =
         sample.receive_lsn.is_some() && sample.receive_lsn <= sample.replay_lsn && bytes == 0;
     let time = match sample.replayed_commit_at {
-        Some(commit) if !caught_up => sample.now.duration_since(commit).unwrap_or_default(),
-        _ => Duration::ZERO,
+        _ if caught_up => Duration::ZERO,
+        Some(commit) => sample.now.duration_since(commit).unwrap_or_default(),
+        // Behind, and no transaction replayed since the replica started (PostgreSQL's replay
+        // timestamp is NULL until then, e.g. after a restart while its primary is down): how far
+        // behind is unknown, so it counts as past any bound until a replay dates it.
+        None if bytes > 0 => UNKNOWN_LAG,
+        None => Duration::ZERO,
     };
     ReplicaLag { bytes, time }
 }
@@ -94,7 +102,10 @@ impl NodeLag {
             self.observe_replay(lsn);
         }
         self.measured.store(true, Ordering::Relaxed);
-        self.history.record(lag.time);
+        // An unknown lag is a marker, not a measure: it stays out of the history.
+        if lag.time < UNKNOWN_LAG {
+            self.history.record(lag.time);
+        }
     }
 
     /// Notes that the replica had replayed up to `lsn` (seen by a probe or around a read).
@@ -183,6 +194,19 @@ pub(crate) struct LagProbe {
 }
 
 impl LagProbe {
+    /// Forgets that the node was fresh, once its health checks find it down: whatever it replayed
+    /// before, it may come back behind (restarted while its primary was away, say), and only a new
+    /// measure after a good check lets it serve reads again. A primary is never kept out.
+    pub(crate) fn forget(&self) {
+        let Some(shard) = self.routes.shards().get(self.shard) else {
+            return;
+        };
+        if shard.writer_position() != Some(self.position) && shard.is_fresh(self.position) {
+            shard.set_fresh(self.position, false);
+            tracing::info!(position = self.position, shard = %shard.name, "replica found down: its lag is unknown until measured again");
+        }
+    }
+
     /// Measures the node on `conn` (the probe connection of a check that found it in `role`) and
     /// publishes whether it is fresh. A failed measure changes nothing: the health check of the same
     /// connection is what judges a node that does not answer.
@@ -289,20 +313,41 @@ mod tests {
     }
 
     #[test]
-    fn missing_values_and_clock_skew_mean_no_time_lag() {
+    fn missing_values_with_nothing_behind_and_clock_skew_mean_no_time_lag() {
         let never_replayed = ReplicaSample {
             receive_lsn: None,
             replay_lsn: None,
             replayed_commit_at: None,
             now: at(5_000),
         };
+        assert_eq!(replica_lag(&never_replayed, None).time, Duration::ZERO);
         assert_eq!(
-            replica_lag(&never_replayed, Some(Lsn(10))).time,
+            replica_lag(&never_replayed, Some(Lsn(0))).time,
             Duration::ZERO
         );
-        assert_eq!(replica_lag(&never_replayed, Some(Lsn(10))).bytes, 10);
         let future_commit = sample(900, 800, Some(6_000), 5_000);
         assert_eq!(replica_lag(&future_commit, None).time, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_replica_behind_with_nothing_replayed_since_it_started_is_not_fresh() {
+        // Restarted while its primary is down: it applied up to 800 before the crash, the primary
+        // was last seen at 1,800, and no transaction has replayed since the restart.
+        let restarted = sample(800, 800, None, 5_000);
+        let lag = replica_lag(&restarted, Some(Lsn(1_800)));
+        assert_eq!((lag.bytes, lag.time), (1_000, UNKNOWN_LAG));
+        assert!(!is_fresh(lag, Some(Duration::from_secs(60))));
+        assert!(is_fresh(lag, None), "no bound: always fresh");
+        let record = NodeLag::default();
+        record.record(lag, Some(Lsn(800)));
+        assert_eq!(
+            record.snapshot().history.count,
+            0,
+            "a marker, not a measure"
+        );
+        // Once a replay dates it, its lag is measured again.
+        let replayed = replica_lag(&sample(1_000, 900, Some(4_000), 5_000), Some(Lsn(1_800)));
+        assert_eq!(replayed.time, Duration::from_secs(1));
     }
 
     #[test]

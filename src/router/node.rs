@@ -556,6 +556,12 @@ pub(crate) async fn watch(
         let result = probe.check().await;
         let now = Instant::now();
         node.record_check(&result, started, now, thresholds);
+        if let Some(lag) = &lag
+            && result.is_err()
+            && !node.is_healthy()
+        {
+            lag.forget();
+        }
         if let (Some(lag), Ok(role), Some(conn)) = (&lag, &result, probe.connection())
             && node.measures_lag_as(*role)
         {
