@@ -32,13 +32,7 @@ fn overhead_prints_one_row_per_path_and_writes_the_table() {
         "--out",
         &out.display().to_string(),
     ]);
-    let stdout = text(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "stdout: {stdout}\nstderr: {}",
-        text(&output.stderr)
-    );
+    let stdout = stdout_of_success(&output);
     let mut expected = vec!["direct", "router", "router, replica-1 only"];
     if pgpool {
         expected.push("pgpool-II");
@@ -86,13 +80,7 @@ fn overhead_only_measures_the_one_path_it_names() {
         "--clients",
         "2",
     ]);
-    let stdout = text(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "stdout: {stdout}\nstderr: {}",
-        text(&output.stderr)
-    );
+    let stdout = stdout_of_success(&output);
     let rows: Vec<&str> = stdout
         .lines()
         .filter(|l| l.starts_with("| ") && !l.starts_with("| workload"))

@@ -106,13 +106,7 @@ fn the_real_smoke_scenario_holds_against_a_real_cluster() {
         &dir.display().to_string(),
         "--quiet",
     ]);
-    let stdout = text(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "stdout: {stdout}\nstderr: {}",
-        text(&output.stderr)
-    );
+    let stdout = stdout_of_success(&output);
     assert!(
         stdout.starts_with("PASS real-smoke seed 1 real"),
         "{stdout}"

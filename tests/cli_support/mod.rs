@@ -35,6 +35,18 @@ pub fn write(dir: &Path, file: &str, text: &str) -> String {
     path.display().to_string()
 }
 
+/// The standard output of a run that must have exited 0; both outputs are shown if it did not.
+pub fn stdout_of_success(output: &Output) -> String {
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {}",
+        text(&output.stderr)
+    );
+    stdout
+}
+
 /// Output bytes as text.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
