@@ -88,6 +88,9 @@ fn no_drawn_fault_breaks_routing_transactions_sessions_or_staleness() {
          transactions, {failed} failed operations; faults nothing showed: {unseen:?}"
     );
     // The draws must have exercised what the invariants judge.
-    assert!(promotions >= 10 && transactions > 1000 && failed > 0);
+    assert!(
+        promotions >= 10 && transactions > 1000 && failed > 0,
+        "the draws must exercise what the invariants judge"
+    );
     assert!(unseen.len() <= 3, "{unseen:?}");
 }

@@ -321,6 +321,12 @@ mod tests {
             now: at(5_000),
         };
         assert_eq!(replica_lag(&never_replayed, None).time, Duration::ZERO);
+        // Behind the primary in bytes with nothing replayed: its time lag is unknown, not zero.
+        assert_eq!(replica_lag(&never_replayed, Some(Lsn(10))).bytes, 10);
+        assert_eq!(
+            replica_lag(&never_replayed, Some(Lsn(10))).time,
+            UNKNOWN_LAG
+        );
         assert_eq!(
             replica_lag(&never_replayed, Some(Lsn(0))).time,
             Duration::ZERO
