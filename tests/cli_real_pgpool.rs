@@ -72,8 +72,30 @@ fn the_smoke_scenario_runs_through_pgpool_and_its_replicas_serve_reads() {
         0
     );
     assert!(count("primary-1", "writes") > 0);
-    // Every operation that succeeded was matched to the node whose answer served it.
-    assert_eq!(json["real"]["unmatched_statements"], 0);
+    // Every statement was matched to the operation that sent it, but for those of operations the
+    // client gave up on: pgpool may still forward a statement it held (while it detached the
+    // crashed replica) after its client's timeout closed the connection, which puts it after the
+    // operation's end. The evidence counts such a statement as executed, unmatched.
+    let timed_out: u64 = json["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter(|e| {
+                    e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("did not finish within"))
+                })
+                .filter_map(|e| e["count"].as_u64())
+                .sum()
+        })
+        .unwrap_or(0);
+    let unmatched = json["real"]["unmatched_statements"].as_u64();
+    assert!(
+        unmatched.is_some_and(|n| n <= timed_out),
+        "{unmatched:?} unmatched statements, {timed_out} operations timed out; errors: {}",
+        json["errors"]
+    );
     // The evidence agrees with the servers' own statement counts.
     assert_eq!(
         json["real"]["cross_check"]["passed"], true,
