@@ -114,7 +114,7 @@ fn asks_for_tls(url: &str) -> Option<String> {
     Some(format!(
         "{asked}: real mode connects in plain text, because its fault proxy in front of each \
          node records the statements it judges the run by and cannot read them inside TLS (the \
-         router's own TLS is DB_SSLMODE / RouterConfig::sslmode; tests/real_tls.rs tests it)"
+         router's own TLS is DB_SSLMODE / RouterConfig::sslmode; tests/real/tls.rs tests it)"
     ))
 }
 

@@ -1,7 +1,7 @@
 //! The router's metrics end to end against in-process fake nodes (see `router_support`): each routing
 //! reason, cap and pool waits, latency and the Prometheus text, after activity whose counts are known.
 
-mod router_support;
+use crate::router_support;
 
 use std::time::Duration;
 

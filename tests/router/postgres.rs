@@ -1,7 +1,7 @@
 //! Smoke test against real PostgreSQL over TCP. Ignored by default: it needs running servers.
 //!
 //! `REPLISIM_PG_PRIMARY=127.0.0.1:5433 REPLISIM_PG_REPLICAS=127.0.0.1:5434 \
-//!  cargo test --test router_postgres -- --ignored`
+//!  cargo test --release --test router postgres:: -- --ignored`
 //!
 //! The replicas must stream from the primary; the user `postgres` must be trusted (database `postgres`).
 
@@ -34,7 +34,7 @@ fn address(name: &str, host_port: &str) -> NodeAddress {
 fn env(name: &str) -> String {
     match std::env::var(name) {
         Ok(value) => value,
-        Err(_) => panic!("set {name} (see the top of tests/router_postgres.rs)"),
+        Err(_) => panic!("set {name} (see the top of tests/router/postgres.rs)"),
     }
 }
 

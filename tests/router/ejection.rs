@@ -2,7 +2,7 @@
 //! which a read fails or hangs leaves rotation at once, reads waiting on it move on, its probe lets it
 //! back, and the primary is never ejected by a failed write.
 
-mod router_support;
+use crate::router_support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

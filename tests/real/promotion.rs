@@ -7,7 +7,7 @@
 
 // Shared with `real_router`, which uses the parts this file does not.
 #[allow(dead_code)]
-mod real_support;
+use crate::real_support;
 
 use std::time::Duration;
 

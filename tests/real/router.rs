@@ -4,7 +4,7 @@
 //! under load, a replica partitioned, latency on one replica's link. Without PostgreSQL 15 each test
 //! prints a line and passes (under `CI=true` it fails instead). Clusters run one at a time.
 
-mod real_support;
+use crate::real_support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The router end to end against in-process fake nodes (see `router_support`): routing, health,
 //! retries, timeouts, errors and shutdown, without a PostgreSQL server.
 
-mod router_support;
+use crate::router_support;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -1,7 +1,7 @@
 //! The router's connections end to end against in-process fake nodes (see `router_support`): pooling,
 //! prepared statements, caps, idle closing and streaming reads, without a PostgreSQL server.
 
-mod router_support;
+use crate::router_support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

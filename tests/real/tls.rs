@@ -6,7 +6,7 @@
 
 // Shared with the other real-cluster tests; this file uses only part of it.
 #[allow(dead_code)]
-mod real_support;
+use crate::real_support;
 
 use std::io;
 use std::path::{Path, PathBuf};

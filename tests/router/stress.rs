@@ -3,7 +3,7 @@
 //! a node nor spills onto the primary, and a statement that timed out is retried elsewhere once at
 //! most.
 
-mod router_support;
+use crate::router_support;
 
 use std::time::Duration;
 

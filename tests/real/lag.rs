@@ -5,7 +5,7 @@
 
 // Shared with the other real-cluster tests; this file uses only part of it.
 #[allow(dead_code)]
-mod real_support;
+use crate::real_support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
