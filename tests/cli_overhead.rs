@@ -89,4 +89,12 @@ fn overhead_only_measures_the_one_path_it_names() {
     for row in rows {
         assert!(row.contains("| 2 | router, replica-1 only |"), "{row}");
     }
+    // The exact statement counts `scripts/router-instructions` divides by, one per row.
+    let counts: Vec<u64> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("statements answered: "))
+        .filter_map(|l| l.rsplit(": ").next()?.parse().ok())
+        .collect();
+    assert_eq!(counts.len(), 2, "{stdout}");
+    assert!(counts.iter().all(|&n| n > 0), "{stdout}");
 }

@@ -101,6 +101,18 @@ pub(super) fn overhead(args: &OverheadArgs) -> Outcome {
     for line in &verdicts {
         println!("{line}");
     }
+    if args.only.is_some() {
+        // Exact counts for a profiler's figures per statement (the table's rates are rounded).
+        for cell in &cells {
+            println!(
+                "statements answered: {}, {} clients, {}: {}",
+                cell.mix.label(),
+                cell.clients,
+                cell.path.label(),
+                cell.ops
+            );
+        }
+    }
     if let Some(out) = &args.out {
         let command = command_line(args);
         let markdown = markdown(&command, &options, &table, &verdicts);
