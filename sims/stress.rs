@@ -1,6 +1,7 @@
 //! The router under ordinary stress, where it once broke: a query slow on every node, more clients
 //! than pool slots, read-your-writes sessions across a promotion, and one replica slow among fast
-//! ones; and two replicas failing in turn, which a read outlasts only with a retry for each. Each
+//! ones; two replicas failing in turn, which a read outlasts only with a retry for each; and tight
+//! caps while statements are given up on, which keep their slots until they end. Each
 //! shipped scenario passes over sixteen seeds; each mechanism that makes it pass, switched off,
 //! fails it. Every seed prints its figures.
 
@@ -188,6 +189,36 @@ fn abandoned_reads_run_on_at_the_server_without_cancel_requests() {
         "nothing stopped them:\n{}",
         describe(&r)
     );
+}
+
+// ---- statements given up on keep their user's and org's cap slots until they end ----
+
+#[test]
+fn caps_hold_at_the_servers_while_statements_given_up_on_still_run() {
+    for r in passes_over_16_seeds("caps-across-abandoned-statements") {
+        let replica = router_node(&r, "replica-1");
+        let primary = router_node(&r, "primary-1");
+        assert!(
+            replica.abandoned > 0 && replica.cancels_sent > 0,
+            "reads were abandoned on the slow replica and cancelled:\n{}",
+            describe(&r)
+        );
+        assert!(
+            primary.cancels_sent > 0,
+            "statements timed out on the slow primary and were cancelled:\n{}",
+            describe(&r)
+        );
+        let cap_waits: u64 = r.router.iter().map(|n| n.routes.cap_wait).sum();
+        assert!(cap_waits > 0, "the caps were contended:\n{}", describe(&r));
+    }
+}
+
+#[test]
+fn caps_break_at_the_servers_when_statements_given_up_on_are_left_running() {
+    let mut s = load("caps-across-abandoned-statements");
+    s.router.cancel_abandoned = false;
+    let r = failing_run(&s, &RunOptions::default(), "caps_respected");
+    println!("cancel off: {}", invariant(&r, "caps_respected").detail);
 }
 
 // ---- every replica blackholed: the cap must not keep a dead replica in ----

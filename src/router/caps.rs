@@ -84,6 +84,86 @@ impl CapPermits {
     pub(crate) fn waited(&self) -> bool {
         self.waited
     }
+
+    fn is_empty(&self) -> bool {
+        self._user.is_none() && self._org.is_none()
+    }
+}
+
+/// A request's cap slots where the connection of its current attempt can take them over: `None`
+/// when no cap is set (nothing to hold, nothing allocated).
+///
+/// A statement the request gives up on (abandoned for another node, or past its `query_timeout`)
+/// runs on at the server until its cancel lands, and its connection settles in the background (see
+/// `pool`). The settling takes the slots with it, so that the request's next attempt must wait for
+/// fresh ones: the servers never run more of a user's or an org's statements at once than its cap.
+#[derive(Clone, Default)]
+pub(crate) struct SharedCapSlots(Option<Arc<Mutex<Option<CapPermits>>>>);
+
+impl SharedCapSlots {
+    /// No slots: the request holds no cap.
+    pub(crate) const NONE: SharedCapSlots = SharedCapSlots(None);
+
+    fn lock(cell: &Mutex<Option<CapPermits>>) -> MutexGuard<'_, Option<CapPermits>> {
+        // Only the request's task and the drop of its connection touch it, never across an await.
+        cell.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the slots over (a settling connection); `None` if they were taken already.
+    pub(crate) fn take(&self) -> Option<CapPermits> {
+        self.0.as_ref().and_then(|cell| Self::lock(cell).take())
+    }
+
+    fn is_taken(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|cell| Self::lock(cell).is_none())
+    }
+
+    fn put(&self, permits: CapPermits) {
+        if let Some(cell) = &self.0 {
+            *Self::lock(cell) = Some(permits);
+        }
+    }
+}
+
+/// The cap slots of one request, over all its attempts (see [`SharedCapSlots`]).
+pub(crate) struct RequestCaps<'a> {
+    caps: &'a Caps,
+    user: i64,
+    org: i64,
+    slots: SharedCapSlots,
+    waited: bool,
+}
+
+impl RequestCaps<'_> {
+    /// Whether the request had to wait for its first slots.
+    pub(crate) fn waited(&self) -> bool {
+        self.waited
+    }
+
+    /// The slots, for the connection of an attempt to take over if it must settle.
+    pub(crate) fn slots(&self) -> SharedCapSlots {
+        self.slots.clone()
+    }
+
+    /// Before an attempt: if the last attempt's settling connection took the slots, waits for
+    /// fresh ones (within the caps' wait, as any request). Returns whether it waited.
+    pub(crate) async fn ensure(&self) -> Result<bool, RouterError> {
+        if !self.slots.is_taken() {
+            return Ok(false);
+        }
+        // Boxed: rare, and it would otherwise enlarge every read's future.
+        let permits = Box::pin(self.caps.acquire(self.user, self.org)).await?;
+        let waited = permits.waited();
+        self.slots.put(permits);
+        Ok(waited)
+    }
+
+    /// The slots for something that holds them as long as it lives (a stream).
+    pub(crate) fn into_slots(self) -> SharedCapSlots {
+        self.slots
+    }
 }
 
 impl Caps {
@@ -130,6 +210,28 @@ impl Caps {
         Ok(CapPermits {
             _user: user,
             _org: org,
+            waited,
+        })
+    }
+
+    /// [`Caps::acquire`] for a request that may make several attempts (see [`SharedCapSlots`]).
+    pub(crate) async fn acquire_for(
+        &self,
+        user: i64,
+        org: i64,
+    ) -> Result<RequestCaps<'_>, RouterError> {
+        let permits = self.acquire(user, org).await?;
+        let waited = permits.waited();
+        let slots = if permits.is_empty() {
+            SharedCapSlots::NONE
+        } else {
+            SharedCapSlots(Some(Arc::new(Mutex::new(Some(permits)))))
+        };
+        Ok(RequestCaps {
+            caps: self,
+            user,
+            org,
+            slots,
             waited,
         })
     }
@@ -304,6 +406,54 @@ mod tests {
                 "a full user cap: waited"
             );
             assert_eq!(caps.timeouts(), CapTimeouts::default());
+        });
+    }
+
+    #[test]
+    fn a_settling_connection_keeps_the_slots_and_the_next_attempt_waits_for_fresh_ones() {
+        runtime().block_on(async {
+            let caps = Caps::new(1, 0, Duration::from_millis(20));
+            let Ok(request) = caps.acquire_for(7, 1).await else {
+                panic!("a free cap refused");
+            };
+            assert_eq!(
+                request.ensure().await.ok(),
+                Some(false),
+                "it holds its slots: nothing to wait for"
+            );
+            let settling = request.slots().take();
+            assert!(settling.is_some(), "the connection takes the slots over");
+            assert!(
+                matches!(
+                    request.ensure().await,
+                    Err(RouterError::CapExceeded { id: 7, .. })
+                ),
+                "the settling statement still holds the user's only slot"
+            );
+            drop(settling);
+            assert_eq!(
+                request.ensure().await.ok(),
+                Some(false),
+                "freed: taken again at once"
+            );
+            assert!(
+                caps.acquire(7, 2).await.is_err(),
+                "the request holds the user's slot again"
+            );
+            drop(request);
+            assert!(caps.acquire(7, 2).await.is_ok());
+        });
+    }
+
+    #[test]
+    fn without_caps_a_request_shares_nothing() {
+        runtime().block_on(async {
+            let caps = Caps::new(0, 0, Duration::from_millis(20));
+            let Ok(request) = caps.acquire_for(7, 1).await else {
+                panic!("no cap refused");
+            };
+            assert!(request.slots().take().is_none());
+            assert_eq!(request.ensure().await.ok(), Some(false));
         });
     }
 

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tokio_postgres::Row;
 use tokio_postgres::types::{PgLsn, ToSql};
 
+use crate::router::caps::{RequestCaps, SharedCapSlots};
 use crate::router::causal_scope::{SCOPE_CAPACITY_DEFAULT, Scope, ShardTokens};
 use crate::router::conn::Between;
 use crate::router::error::RouterError;
@@ -223,6 +224,14 @@ impl Session {
     }
 }
 
+/// What one attempt of a causal read asks of its node, and the request's cap slots.
+struct CausalAttempt {
+    /// Ask a replica, before the read, whether it has replayed up to `token`.
+    check_before: bool,
+    token: Option<Lsn>,
+    caps: SharedCapSlots,
+}
+
 /// One read attempt of a causal read.
 struct CausalRead {
     rows: Vec<Row>,
@@ -265,9 +274,9 @@ impl Router {
     ) -> Result<(Routed<Vec<Row>>, CausalToken), RouterError> {
         let inner = self.running()?;
         let routed = inner
-            .write_with(request, |node| async move {
+            .write_with(request, |node, caps| async move {
                 let (_, rows, after) = inner
-                    .collect_between(node, Watch::OFF, None, sql, params, PRIMARY_LSN_SQL)
+                    .collect_between(node, Watch::OFF, caps, None, sql, params, PRIMARY_LSN_SQL)
                     .await?;
                 Ok((rows, inner.lsn_of(node, &after)?))
             })
@@ -296,7 +305,7 @@ impl Router {
     ) -> Result<(Routed<Vec<Row>>, CausalToken), RouterError> {
         let inner = self.running()?;
         let shard = inner.shard(request.org)?;
-        let caps = inner.caps.acquire(request.user, request.org).await?;
+        let caps = inner.caps.acquire_for(request.user, request.org).await?;
         let mut cap_waited = caps.waited();
         let token = after.map(CausalToken::lsn);
         let prefer_replica = request.prefer_replica && inner.config.use_read_replicas;
@@ -321,26 +330,37 @@ impl Router {
             } else if readable != 0 {
                 // Every usable replica is still short of a token it was found behind: the primary.
                 return inner
-                    .read_on_primary(shard, token, sql, params, &mut cap_waited)
+                    .read_on_primary(shard, token, &caps, sql, params, &mut cap_waited)
                     .await
                     .map(|routed| finish(routed, token));
             }
         }
         let first = inner
-            .read_with_retries(shard, request.prefer_replica, start, |node, watch| {
-                inner.count_cap_wait(node, &mut cap_waited);
-                if std::mem::take(&mut steered) {
-                    inner.count_route(node, RouteReason::ReadYourWrites);
-                }
-                inner.causal_attempt(shard, node, watch, check_before, token, sql, params)
-            })
+            .read_with_retries(
+                shard,
+                request.prefer_replica,
+                start,
+                &caps,
+                |node, watch| {
+                    inner.count_cap_wait(node, &mut cap_waited);
+                    if std::mem::take(&mut steered) {
+                        inner.count_route(node, RouteReason::ReadYourWrites);
+                    }
+                    let attempt = CausalAttempt {
+                        check_before,
+                        token,
+                        caps: caps.slots(),
+                    };
+                    inner.causal_attempt(shard, node, watch, attempt, sql, params)
+                },
+            )
             .await?;
         if first.value.reached {
             return Ok(finish(first, token));
         }
         // The replica was behind: the primary has every write.
         let second = inner
-            .read_on_primary(shard, token, sql, params, &mut cap_waited)
+            .read_on_primary(shard, token, &caps, sql, params, &mut cap_waited)
             .await?;
         let attempts = first.attempts.saturating_add(second.attempts);
         let (mut routed, next) = finish(second, token);
@@ -368,17 +388,23 @@ impl Inner {
         &self,
         shard: &ShardRoute,
         token: Option<Lsn>,
+        caps: &RequestCaps<'_>,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
         cap_waited: &mut bool,
     ) -> Result<Routed<CausalRead>, RouterError> {
         let mut redirected = true;
-        self.read_with_retries(shard, false, Tried::default(), |node, watch| {
+        self.read_with_retries(shard, false, Tried::default(), caps, |node, watch| {
             self.count_cap_wait(node, cap_waited);
             if std::mem::take(&mut redirected) {
                 self.count_route(node, RouteReason::ReadYourWrites);
             }
-            self.causal_attempt(shard, node, watch, false, token, sql, params)
+            let attempt = CausalAttempt {
+                check_before: false,
+                token,
+                caps: caps.slots(),
+            };
+            self.causal_attempt(shard, node, watch, attempt, sql, params)
         })
         .await
     }
@@ -420,17 +446,20 @@ impl Inner {
 
     /// One attempt of a causal read on `node`: the read with the node's position after it, and
     /// before it too when `check_before` asks a replica whether it reached `token`.
-    #[allow(clippy::too_many_arguments)]
     async fn causal_attempt(
         &self,
         shard: &ShardRoute,
         node: NodeIdx,
         watch: Watch<'_>,
-        check_before: bool,
-        token: Option<Lsn>,
+        attempt: CausalAttempt,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<CausalRead, RouterError> {
+        let CausalAttempt {
+            check_before,
+            token,
+            caps,
+        } = attempt;
         // The shard's writer now: a promoted replica answers its current WAL position, not the
         // replay position it stopped at when it left recovery.
         let writer_before = shard.writer_position();
@@ -443,7 +472,7 @@ impl Inner {
             REPLAY_LSN_SQL
         };
         let (before_rows, rows, after_rows) = self
-            .collect_between(node, watch, before, sql, params, after)
+            .collect_between(node, watch, caps, before, sql, params, after)
             .await?;
         if !primary && position.is_some() && shard.writer_position() == position {
             // The node was promoted while the read ran: it may have taken writes its frozen replay
@@ -493,11 +522,14 @@ impl Inner {
             })
     }
 
-    /// One attempt of `before`, a statement and `after` on `node` in one round trip.
+    /// One attempt of `before`, a statement and `after` on `node` in one round trip; `caps`: the
+    /// request's cap slots.
+    #[allow(clippy::too_many_arguments)]
     async fn collect_between(
         &self,
         node: NodeIdx,
         watch: Watch<'_>,
+        caps: SharedCapSlots,
         before: Option<&str>,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
@@ -512,6 +544,7 @@ impl Inner {
                 let mut checkout = slot
                     .open(started, |closed| node.report_closed(closed))
                     .await?;
+                checkout.settles_with(caps);
                 checkout.query_between(before, sql, params, after).await
             };
             let result = watch.run(node, started, None, work).await;

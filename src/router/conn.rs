@@ -25,6 +25,45 @@ const STATEMENTS_MAX: usize = 256;
 /// before its socket is dropped; a wedged socket must not keep a task alive.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// The key of a connection's server process, for a CancelRequest.
+pub(crate) struct Canceller(CancelToken);
+
+impl Canceller {
+    /// Sends PostgreSQL a CancelRequest for the statement running on the connection, over a
+    /// connection of its own opened by `connector` (with the connection's TLS: a server that
+    /// demands TLS refuses a plain CancelRequest), all within `timeout`. PostgreSQL says nothing
+    /// back: `Ok` means the request was delivered, not that a statement was stopped.
+    pub(crate) async fn send(
+        &self,
+        connector: &dyn Connector,
+        node: &NodeAddress,
+        tls: &NodeTls,
+        timeout: Duration,
+    ) -> Result<(), RouterError> {
+        let send = async {
+            let stream = connector
+                .connect(node, ConnectPurpose::Cancel)
+                .await
+                .map_err(ConnectFailure::Stream)?;
+            self.0
+                .cancel_query_raw(Socket(stream), tls.clone())
+                .await
+                .map_err(|error| tls.failure(error))
+        };
+        match tokio::time::timeout(timeout, send).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(RouterError::Connect {
+                node: node.name.clone(),
+                source,
+            }),
+            Err(_) => Err(RouterError::ConnectTimeout {
+                node: node.name.clone(),
+                timeout,
+            }),
+        }
+    }
+}
+
 /// The statement that tells when a connection whose statement was cancelled is idle again: any
 /// statement is answered after the ones before it; this one costs nothing and every server has it.
 pub(crate) const SETTLE_SQL: &str = "SELECT pg_is_in_recovery()";
@@ -138,38 +177,10 @@ impl Conn {
         })
     }
 
-    /// Sends PostgreSQL a CancelRequest for the statement running on this connection, over a
-    /// connection of its own opened by `connector` (with the connection's TLS: a server that
-    /// demands TLS refuses a plain CancelRequest), all within `timeout`. PostgreSQL says nothing
-    /// back: `Ok` means the request was delivered, not that a statement was stopped.
-    pub(crate) async fn cancel(
-        &self,
-        connector: &dyn Connector,
-        node: &NodeAddress,
-        tls: &NodeTls,
-        timeout: Duration,
-    ) -> Result<(), RouterError> {
-        let send = async {
-            let stream = connector
-                .connect(node, ConnectPurpose::Cancel)
-                .await
-                .map_err(ConnectFailure::Stream)?;
-            self.cancel
-                .cancel_query_raw(Socket(stream), tls.clone())
-                .await
-                .map_err(|error| tls.failure(error))
-        };
-        match tokio::time::timeout(timeout, send).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(source)) => Err(RouterError::Connect {
-                node: node.name.clone(),
-                source,
-            }),
-            Err(_) => Err(RouterError::ConnectTimeout {
-                node: node.name.clone(),
-                timeout,
-            }),
-        }
+    /// What cancelling this connection's statement takes, which outlives the connection: a
+    /// statement can be cancelled after its connection is closed.
+    pub(crate) fn canceller(&self) -> Canceller {
+        Canceller(self.cancel.clone())
     }
 
     /// Waits, within `timeout`, until every statement sent before has answered: a statement sent

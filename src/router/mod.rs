@@ -100,7 +100,7 @@ pub use tls::{RootCerts, SslMode};
 pub use topology::{ShardConfig, Topology};
 pub use transaction::Transaction;
 
-use caps::Caps;
+use caps::{Caps, RequestCaps, SharedCapSlots};
 use conn::Login;
 use eject::EjectionPolicy;
 use health::{HealthThresholds, PROBE_APPLICATION_NAME, Probe};
@@ -384,16 +384,17 @@ impl Router {
     ) -> Result<Routed<Vec<Row>>, RouterError> {
         let inner = self.running()?;
         let shard = inner.shard(request.org)?;
-        let caps = inner.caps.acquire(request.user, request.org).await?;
+        let caps = inner.caps.acquire_for(request.user, request.org).await?;
         let mut cap_waited = caps.waited();
         inner
             .read_with_retries(
                 shard,
                 request.prefer_replica,
                 Tried::default(),
+                &caps,
                 |node, watch| {
                     inner.count_cap_wait(node, &mut cap_waited);
-                    inner.collect(node, watch, sql, params)
+                    inner.collect(node, watch, caps.slots(), sql, params)
                 },
             )
             .await
@@ -409,20 +410,21 @@ impl Router {
     ) -> Result<Routed<ReadStream>, RouterError> {
         let inner = self.running()?;
         let shard = inner.shard(request.org)?;
-        let caps = inner.caps.acquire(request.user, request.org).await?;
+        let caps = inner.caps.acquire_for(request.user, request.org).await?;
         let mut cap_waited = caps.waited();
         let mut routed = inner
             .read_with_retries(
                 shard,
                 request.prefer_replica,
                 Tried::default(),
+                &caps,
                 |node, watch| {
                     inner.count_cap_wait(node, &mut cap_waited);
-                    inner.stream(node, watch, sql, params)
+                    inner.stream(node, watch, caps.slots(), sql, params)
                 },
             )
             .await?;
-        routed.value.hold(caps);
+        routed.value.hold(caps.into_slots());
         Ok(routed)
     }
 
@@ -436,7 +438,9 @@ impl Router {
     ) -> Result<Routed<Vec<Row>>, RouterError> {
         let inner = self.running()?;
         inner
-            .write_with(request, |node| inner.collect(node, Watch::OFF, sql, params))
+            .write_with(request, |node, caps| {
+                inner.collect(node, Watch::OFF, caps, sql, params)
+            })
             .await
     }
 
@@ -485,7 +489,8 @@ impl Inner {
     }
 
     /// The one write path (plain and session writes): waits for the user's and org's caps, runs
-    /// `attempt` once on the shard's writer, never anywhere else, and never again. A write that
+    /// `attempt` once on the shard's writer with the caps' slots (for its connection to take over
+    /// if the write times out), never anywhere else, and never again. A write that
     /// failed with its node, or was refused as read-only (25006), asks the shard to look for a new
     /// primary now: the writer may have died or been fenced by a promotion.
     async fn write_with<'a, T, F, Fut>(
@@ -494,11 +499,11 @@ impl Inner {
         attempt: F,
     ) -> Result<Routed<T>, RouterError>
     where
-        F: FnOnce(NodeIdx) -> Fut,
+        F: FnOnce(NodeIdx, SharedCapSlots) -> Fut,
         Fut: Future<Output = Result<T, RouterError>> + 'a,
     {
         let shard = self.shard(request.org)?;
-        let caps = self.caps.acquire(request.user, request.org).await?;
+        let caps = self.caps.acquire_for(request.user, request.org).await?;
         let Some(choice) = route::choose_write_node(shard) else {
             return Err(self.no_writer(shard));
         };
@@ -506,7 +511,7 @@ impl Inner {
         if caps.waited() {
             self.count_route(choice.node, RouteReason::CapWait);
         }
-        let result = attempt(choice.node).await;
+        let result = attempt(choice.node, caps.slots()).await;
         drop(caps);
         if let Err(error) = &result
             && (error.is_node_failure() || error.is_read_only())
@@ -520,12 +525,14 @@ impl Inner {
     /// node's and retries are left. Each failure of a replica ejects it, and each attempt on a replica
     /// is watched (see `hedge`). An attempt given up because its node was ejected does not use up a
     /// retry: nothing failed, and as no node is tried twice a read makes at most one attempt per node.
-    /// `start` may restrict the nodes the read may use.
+    /// `start` may restrict the nodes the read may use. An attempt after one whose connection took
+    /// the request's cap slots over (see [`SharedCapSlots`]) first waits for fresh ones.
     async fn read_with_retries<'a, T, F, Fut>(
         &'a self,
         shard: &'a ShardRoute,
         prefer_replica: bool,
         start: Tried,
+        caps: &RequestCaps<'_>,
         mut attempt: F,
     ) -> Result<Routed<T>, RouterError>
     where
@@ -560,6 +567,9 @@ impl Inner {
             self.count_route(choice.node, reason);
             if prefer_replica && route::skips_lagging(shard, tried) {
                 self.count_route(choice.node, RouteReason::LagExclusion);
+            }
+            if caps.ensure().await? {
+                self.count_route(choice.node, RouteReason::CapWait);
             }
             let node = &self.nodes[choice.node];
             let watch = self.watch(node, shard, prefer_replica, tried, choice);
@@ -666,11 +676,12 @@ impl Inner {
         }
     }
 
-    /// One attempt of a statement on `node`, rows collected.
+    /// One attempt of a statement on `node`, rows collected; `caps`: the request's cap slots.
     async fn collect(
         &self,
         node: NodeIdx,
         watch: Watch<'_>,
+        caps: SharedCapSlots,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, RouterError> {
@@ -687,6 +698,7 @@ impl Inner {
                 let mut checkout = slot
                     .open(started, |closed| node.report_closed(closed))
                     .await?;
+                checkout.settles_with(caps);
                 checkout.query_alarmed(sql, params, &alarm).await
             });
             let result = watch.run(node, started, Some(&alarm), work).await;
@@ -698,11 +710,13 @@ impl Inner {
         result
     }
 
-    /// One attempt of a streaming read on `node`, up to its first row.
+    /// One attempt of a streaming read on `node`, up to its first row; `caps`: the request's cap
+    /// slots.
     async fn stream(
         &self,
         node: NodeIdx,
         watch: Watch<'_>,
+        caps: SharedCapSlots,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<ReadStream, RouterError> {
@@ -728,6 +742,7 @@ impl Inner {
                 let mut checkout = slot
                     .open(attempt_started, |closed| node.report_closed(closed))
                     .await?;
+                checkout.settles_with(caps);
                 let rows = checkout.query_stream(sql, params).await?;
                 Ok((checkout, rows))
             }

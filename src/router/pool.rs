@@ -20,6 +20,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, RowStream};
 
+use crate::router::caps::{CapPermits, SharedCapSlots};
 use crate::router::conn::{Between, Conn, Login};
 use crate::router::connector::{ConnectPurpose, Connector, NodeAddress};
 use crate::router::error::{RouterError, breaks_connection};
@@ -396,25 +397,39 @@ impl Pool {
             .await
     }
 
-    /// Cancels the statement abandoned on `conn`, then waits for the connection to settle (the
-    /// cancelled statement answered): only then does it go back to the pool; otherwise it is
-    /// closed. `permit` keeps the connection counted as in use meanwhile.
+    /// Cancels the statement abandoned on `conn`. If `reuse`, then waits for the connection to
+    /// settle (the cancelled statement answered): only then does it go back to the pool; otherwise
+    /// it is closed. `permit` keeps the connection counted as in use meanwhile. Inside a transaction
+    /// (`reuse` false) the connection is closed at once instead, since it never serves again and
+    /// closing it is what rolls the transaction back (the server ends it as soon as the cancel
+    /// stops the statement). `caps`, its request's user and org slots, are held until the
+    /// statement has ended at the server or its cancel could not be delivered.
     async fn settle_abandoned(
         self: Arc<Self>,
-        mut conn: Box<Pooled>,
+        conn: Box<Pooled>,
         permit: OwnedSemaphorePermit,
+        caps: Option<CapPermits>,
+        reuse: bool,
     ) {
         let limit = self.limits.connect_timeout;
-        let delivered = conn
-            .cancel(self.connector.as_ref(), &self.node, &self.login.tls, limit)
-            .await;
-        let settled = match &delivered {
-            Ok(()) => {
-                self.cancels_sent.fetch_add(1, Ordering::Relaxed);
-                conn.settle(limit).await
-            }
-            Err(_) => false,
+        let canceller = conn.canceller();
+        let mut kept = if reuse {
+            Some((conn, permit))
+        } else {
+            self.check_in(conn, false);
+            drop(permit);
+            None
         };
+        let delivered = canceller
+            .send(self.connector.as_ref(), &self.node, &self.login.tls, limit)
+            .await;
+        let mut settled = false;
+        if delivered.is_ok() {
+            self.cancels_sent.fetch_add(1, Ordering::Relaxed);
+            if let Some((conn, _)) = kept.as_mut() {
+                settled = conn.settle(limit).await;
+            }
+        }
         match delivered {
             // Per statement, so below `info`: the counters carry the totals.
             Ok(()) => tracing::debug!(
@@ -428,8 +443,11 @@ impl Pool {
                 "could not cancel an abandoned statement; its connection is closed"
             ),
         }
-        self.check_in(conn, settled);
-        drop(permit);
+        if let Some((conn, permit)) = kept {
+            self.check_in(conn, settled);
+            drop(permit);
+        }
+        drop(caps);
     }
 
     fn discard(&self, conn: Box<Pooled>) {
@@ -493,6 +511,7 @@ impl Slot {
             busy: false,
             permit: Some(self.permit),
             in_transaction: false,
+            caps: SharedCapSlots::NONE,
         })
     }
 }
@@ -537,6 +556,9 @@ pub(crate) struct Checkout {
     /// happens, the connection is closed when dropped rather than handed to a caller who would
     /// find itself inside the transaction (cancelling a statement does not end one).
     in_transaction: bool,
+    /// The cap slots of the request using the connection, taken over if a statement it gave up
+    /// on must settle (see [`SharedCapSlots`]).
+    caps: SharedCapSlots,
 }
 
 impl Checkout {
@@ -649,6 +671,11 @@ impl Checkout {
         }
     }
 
+    /// A statement this checkout's request gives up on keeps `caps` until it has settled.
+    pub(crate) fn settles_with(&mut self, caps: SharedCapSlots) {
+        self.caps = caps;
+    }
+
     /// Closes the connection instead of returning it to the pool.
     pub(crate) fn discard(&mut self) {
         self.reusable = false;
@@ -675,22 +702,23 @@ impl Drop for Checkout {
         if self.busy {
             self.pool.abandoned.fetch_add(1, Ordering::Relaxed);
         }
-        if self.in_transaction {
-            // Closing it is what rolls the transaction back.
-            self.pool.check_in(conn, false);
-            return;
-        }
+        // Inside a transaction the connection is closed whatever happens: closing it is what rolls
+        // the transaction back. A statement still running is cancelled first all the same: a
+        // server notices a closed connection only once the statement ends, and until then it keeps
+        // running it for nobody.
+        let reuse = !self.in_transaction;
         if self.busy && self.reusable && self.pool.limits.cancel_abandoned {
             if let (Ok(runtime), Some(permit)) = (tokio::runtime::Handle::try_current(), permit) {
                 let pool = Arc::clone(&self.pool);
-                runtime.spawn(pool.settle_abandoned(conn, permit));
+                runtime.spawn(pool.settle_abandoned(conn, permit, self.caps.take(), reuse));
                 return;
             }
             // No runtime left to cancel from (the application is shutting down): close it.
             self.pool.check_in(conn, false);
             return;
         }
-        self.pool.check_in(conn, self.reusable && !self.busy);
+        self.pool
+            .check_in(conn, reuse && self.reusable && !self.busy);
     }
 }
 

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use futures::TryStreamExt;
 use tokio_postgres::{Row, RowStream};
 
-use crate::router::caps::CapPermits;
+use crate::router::caps::SharedCapSlots;
 use crate::router::error::RouterError;
 use crate::router::pool::Checkout;
 use crate::router::stats::{AttemptEnd, AttemptGuard};
@@ -21,10 +21,11 @@ pub struct ReadStream {
     rows: Pin<Box<RowStream>>,
     first: Option<Row>,
     ended: bool,
-    // Dropped in this order: the connection goes back to its pool before the caller's cap slots free.
+    // Dropped in this order: the connection goes back to its pool (or takes the cap slots over to
+    // settle a statement still running) before the caller's cap slots free.
     checkout: Checkout,
     attempt: Option<AttemptGuard>,
-    caps: Option<CapPermits>,
+    caps: SharedCapSlots,
 }
 
 impl ReadStream {
@@ -40,15 +41,15 @@ impl ReadStream {
             ended: false,
             checkout,
             attempt: Some(attempt),
-            caps: None,
+            caps: SharedCapSlots::NONE,
         };
         stream.first = stream.next_from_server().await?;
         Ok(stream)
     }
 
     /// Attaches the caller's cap slots, held until the stream is dropped.
-    pub(crate) fn hold(&mut self, caps: CapPermits) {
-        self.caps = Some(caps);
+    pub(crate) fn hold(&mut self, caps: SharedCapSlots) {
+        self.caps = caps;
     }
 
     /// The next row, `Ok(None)` at the end. After an error the stream yields nothing more.

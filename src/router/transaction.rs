@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tokio_postgres::types::{PgLsn, ToSql};
 use tokio_postgres::{Row, Statement};
 
-use crate::router::caps::CapPermits;
+use crate::router::caps::SharedCapSlots;
 use crate::router::causal::CausalToken;
 use crate::router::error::RouterError;
 use crate::router::hedge::Watch;
@@ -46,7 +46,7 @@ pub struct Transaction {
     // Dropped in this order: the connection goes back to its pool (or is closed) before the
     // caller's cap slots free.
     checkout: Checkout,
-    _caps: CapPermits,
+    _caps: SharedCapSlots,
     router: Router,
     node: NodeIdx,
     shard: usize,
@@ -76,7 +76,7 @@ impl Router {
     pub async fn begin(&self, request: WriteRequest) -> Result<Transaction, RouterError> {
         let inner = self.running()?;
         let shard = inner.shard(request.org)?;
-        let caps = inner.caps.acquire(request.user, request.org).await?;
+        let caps = inner.caps.acquire_for(request.user, request.org).await?;
         let Some(choice) = route::choose_write_node(shard) else {
             return Err(inner.no_writer(shard));
         };
@@ -88,7 +88,7 @@ impl Router {
             .open_transaction(choice.node, Watch::OFF, BEGIN_SQL)
             .await;
         match opened {
-            Ok(checkout) => Ok(self.transaction(checkout, caps, choice, true)),
+            Ok(checkout) => Ok(self.transaction(checkout, caps.into_slots(), choice, true)),
             Err(error) => {
                 if error.is_node_failure() || error.is_read_only() {
                     shard.roles.request_recheck();
@@ -115,7 +115,7 @@ impl Router {
     ) -> Result<Transaction, RouterError> {
         let inner = self.running()?;
         let shard = inner.shard(request.org)?;
-        let caps = inner.caps.acquire(request.user, request.org).await?;
+        let caps = inner.caps.acquire_for(request.user, request.org).await?;
         let mut cap_waited = caps.waited();
         let mut start = Tried::default();
         if let Some(token) = after {
@@ -126,11 +126,17 @@ impl Router {
         }
         let mut choice = None;
         let opened = inner
-            .read_with_retries(shard, request.prefer_replica, start, |node, watch| {
-                inner.count_cap_wait(node, &mut cap_waited);
-                choice = Some(node);
-                inner.open_transaction(node, watch, BEGIN_READ_SQL)
-            })
+            .read_with_retries(
+                shard,
+                request.prefer_replica,
+                start,
+                &caps,
+                |node, watch| {
+                    inner.count_cap_wait(node, &mut cap_waited);
+                    choice = Some(node);
+                    inner.open_transaction(node, watch, BEGIN_READ_SQL)
+                },
+            )
             .await?;
         let Some(node) = choice else {
             return Err(RouterError::Protocol {
@@ -143,13 +149,13 @@ impl Router {
             role: opened.role,
             position: shard.position_of(node).unwrap_or(0),
         };
-        Ok(self.transaction(opened.value, caps, choice, false))
+        Ok(self.transaction(opened.value, caps.into_slots(), choice, false))
     }
 
     fn transaction(
         &self,
-        checkout: Checkout,
-        caps: CapPermits,
+        mut checkout: Checkout,
+        caps: SharedCapSlots,
         choice: Choice,
         writes: bool,
     ) -> Transaction {
@@ -159,6 +165,8 @@ impl Router {
             .locate(choice.node)
             .map_or(0, |(index, _)| index);
         let writer = writes.then_some(choice.position);
+        // A statement of the transaction given up on takes the caps with it until it has settled.
+        checkout.settles_with(caps.clone());
         Transaction {
             checkout,
             _caps: caps,
@@ -432,7 +440,9 @@ impl Transaction {
     }
 
     fn lose(&mut self, reason: String) {
-        self.checkout.discard();
+        // Still inside the transaction as far as the connection knows, so it is closed when
+        // dropped; a statement still running on it (past its `query_timeout`) is cancelled first,
+        // with the caps held until it ends (see `pool`).
         self.state = State::Lost(reason);
     }
 
