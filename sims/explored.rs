@@ -32,6 +32,15 @@ fn run_drawn(base: &Scenario, seed: u64) -> (RunOutcome, Report, String) {
     (outcome, r, again)
 }
 
+/// The faults of the run of `seed` that nothing could show, named.
+fn unseen_faults(seed: u64, r: &Report) -> Vec<String> {
+    r.faults
+        .iter()
+        .filter(|f| !f.took_effect)
+        .map(|f| format!("seed {seed}: {} {}", f.kind, f.target))
+        .collect()
+}
+
 // ---- replica faults of every kind: the primary answers, so nothing may fail ----
 
 /// Draws of `explore-replica-faults` checked here; `replisim explore` over seeds 1..5000 found
@@ -76,12 +85,7 @@ fn no_drawn_fault_breaks_routing_transactions_sessions_or_staleness() {
             .filter(|st| st.kind == StatementKind::Commit && st.sqlstate.is_none())
             .count();
         failed += r.ops.failed;
-        unseen.extend(
-            r.faults
-                .iter()
-                .filter(|f| !f.took_effect)
-                .map(|f| format!("seed {seed}: {} {}", f.kind, f.target)),
-        );
+        unseen.extend(unseen_faults(seed, &r));
     }
     println!(
         "explore-safety: {SAFETY_DRAWS} draws, {promotions} promotions, {transactions} \
@@ -110,12 +114,7 @@ fn no_drawn_crash_slow_lag_pause_or_promotion_breaks_the_caps() {
         assert!(r.invariants.iter().all(|i| i.passed), "{again}");
         abandoned += r.router.iter().map(|n| n.abandoned).sum::<u64>();
         cap_waits += r.router.iter().map(|n| n.routes.cap_wait).sum::<u64>();
-        unseen.extend(
-            r.faults
-                .iter()
-                .filter(|f| !f.took_effect)
-                .map(|f| format!("seed {seed}: {} {}", f.kind, f.target)),
-        );
+        unseen.extend(unseen_faults(seed, &r));
     }
     println!(
         "explore-caps: {CAPS_DRAWS} draws, {abandoned} statements given up on, {cap_waits} cap \
