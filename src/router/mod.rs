@@ -552,6 +552,8 @@ impl Inner {
         // "no healthy node".
         let mut failure: Option<RouterError> = None;
         loop {
+            // Before the node is chosen: a wait for fresh cap slots may outlast what routing knew.
+            let cap_waited = caps.ensure().await?;
             let Some(choice) = balance::select::choose_read_node(
                 self.config.balance,
                 shard,
@@ -568,7 +570,7 @@ impl Inner {
             if prefer_replica && route::skips_lagging(shard, tried) {
                 self.count_route(choice.node, RouteReason::LagExclusion);
             }
-            if caps.ensure().await? {
+            if cap_waited {
                 self.count_route(choice.node, RouteReason::CapWait);
             }
             let node = &self.nodes[choice.node];
