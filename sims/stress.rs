@@ -221,6 +221,22 @@ fn caps_break_at_the_servers_when_statements_given_up_on_are_left_running() {
     println!("cancel off: {}", invariant(&r, "caps_respected").detail);
 }
 
+#[test]
+fn a_user_at_its_cap_waits_at_most_a_health_check_for_a_read_abandoned_on_a_blackhole() {
+    for r in passes_over_16_seeds("caps-across-a-blackholed-replica") {
+        assert!(
+            router_node(&r, "replica-1").abandoned > 0,
+            "reads were abandoned on the blackholed replica:\n{}",
+            describe(&r)
+        );
+        assert!(
+            r.latency_ms.read.max > 1_900.0,
+            "their retries waited for their users' slots:\n{}",
+            describe(&r)
+        );
+    }
+}
+
 // ---- every replica blackholed: the cap must not keep a dead replica in ----
 
 #[test]

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::router::error::{CapScope, RouterError};
@@ -53,6 +53,9 @@ pub(crate) struct Caps {
     users: Option<Arc<CapTable>>,
     orgs: Option<Arc<CapTable>>,
     wait: Duration,
+    /// How long a connection settling a statement its request gave up on holds the request's
+    /// slots at most (see [`SharedCapSlots`]).
+    settle_hold: Duration,
 }
 
 /// A held cap slot; frees it (and forgets the semaphore if unused) when dropped.
@@ -95,39 +98,77 @@ impl CapPermits {
 ///
 /// A statement the request gives up on (abandoned for another node, or past its `query_timeout`)
 /// runs on at the server until its cancel lands, and its connection settles in the background (see
-/// `pool`). The settling takes the slots with it, so that the request's next attempt must wait for
-/// fresh ones: the servers never run more of a user's or an org's statements at once than its cap.
+/// `pool`). The settling takes the slots over ([`SharedCapSlots::settle`]) and the request's next
+/// attempt waits for fresh ones ([`RequestCaps::ensure`]), so that the servers never run more of a
+/// user's or an org's statements at once than its cap. The settling holds them at most the hold
+/// time (`health_timeout`, what a health check gives a node to answer): a node that has not taken
+/// the cancel by then is treated as unreachable, as its checks would, and holding the slots longer
+/// would protect no server that anyone can reach while its user waits.
 #[derive(Clone, Default)]
-pub(crate) struct SharedCapSlots(Option<Arc<Mutex<Option<CapPermits>>>>);
+pub(crate) struct SharedCapSlots(Option<Arc<CapCell>>);
+
+/// Where a request's slots are.
+struct CapCell {
+    slots: Mutex<Slots>,
+    /// Woken when a settling connection lets its slots go.
+    released: Notify,
+    /// How long a settling connection holds them at most.
+    hold: Duration,
+}
+
+#[derive(Default)]
+struct Slots {
+    /// The request's own.
+    held: Option<CapPermits>,
+    /// Those a settling connection took over.
+    settling: Option<CapPermits>,
+}
+
+impl CapCell {
+    fn lock(&self) -> MutexGuard<'_, Slots> {
+        // Never held across an await; every critical section moves one set of permits.
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 impl SharedCapSlots {
     /// No slots: the request holds no cap.
     pub(crate) const NONE: SharedCapSlots = SharedCapSlots(None);
 
-    fn lock(cell: &Mutex<Option<CapPermits>>) -> MutexGuard<'_, Option<CapPermits>> {
-        // Only the request's task and the drop of its connection touch it, never across an await.
-        cell.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Takes the slots over (a settling connection); `None` if they were taken already.
-    pub(crate) fn take(&self) -> Option<CapPermits> {
-        self.0.as_ref().and_then(|cell| Self::lock(cell).take())
-    }
-
-    fn is_taken(&self) -> bool {
-        self.0
-            .as_ref()
-            .is_some_and(|cell| Self::lock(cell).is_none())
-    }
-
-    fn put(&self, permits: CapPermits) {
-        if let Some(cell) = &self.0 {
-            *Self::lock(cell) = Some(permits);
+    /// Hands the request's slots over to a connection settling a statement it gave up on; they
+    /// free when the returned guard drops.
+    pub(crate) fn settle(&self) -> Option<SettlingCaps> {
+        let cell = self.0.as_ref()?;
+        let mut slots = cell.lock();
+        if slots.settling.is_some() {
+            return None;
         }
+        slots.settling = Some(slots.held.take()?);
+        Some(SettlingCaps(Arc::clone(cell)))
     }
 }
 
-/// The cap slots of one request, over all its attempts (see [`SharedCapSlots`]).
+/// A request's slots, held by a connection settling a statement the request gave up on (see
+/// [`SharedCapSlots`]).
+pub(crate) struct SettlingCaps(Arc<CapCell>);
+
+impl SettlingCaps {
+    /// How long the settling may hold them at most.
+    pub(crate) fn hold(&self) -> Duration {
+        self.0.hold
+    }
+}
+
+impl Drop for SettlingCaps {
+    fn drop(&mut self) {
+        let released = self.0.lock().settling.take();
+        drop(released);
+        self.0.released.notify_waiters();
+    }
+}
+
+/// The cap slots of one request, over all its attempts (see [`SharedCapSlots`]); freed when it
+/// is dropped, but for those a settling connection holds.
 pub(crate) struct RequestCaps<'a> {
     caps: &'a Caps,
     user: i64,
@@ -147,22 +188,47 @@ impl RequestCaps<'_> {
         self.slots.clone()
     }
 
-    /// Before an attempt: if the last attempt's settling connection took the slots, waits for
-    /// fresh ones (within the caps' wait, as any request). Returns whether it waited.
+    /// Before an attempt: if the last attempt's connection took the slots over, waits for fresh
+    /// ones (first for the settling to let go, then within the caps' wait, as any request).
+    /// Returns whether it waited.
     pub(crate) async fn ensure(&self) -> Result<bool, RouterError> {
-        if !self.slots.is_taken() {
+        let Some(cell) = &self.slots.0 else {
+            return Ok(false);
+        };
+        if cell.lock().held.is_some() {
             return Ok(false);
         }
         // Boxed: rare, and it would otherwise enlarge every read's future.
-        let permits = Box::pin(self.caps.acquire(self.user, self.org)).await?;
-        let waited = permits.waited();
-        self.slots.put(permits);
-        Ok(waited)
+        Box::pin(self.take_fresh(cell)).await?;
+        Ok(true)
     }
 
-    /// The slots for something that holds them as long as it lives (a stream).
-    pub(crate) fn into_slots(self) -> SharedCapSlots {
-        self.slots
+    async fn take_fresh(&self, cell: &CapCell) -> Result<(), RouterError> {
+        // Created before the state is read, so that a release in between is not missed
+        // (`notify_waiters` reaches every `Notified` created before it).
+        let released = cell.released.notified();
+        if cell.lock().settling.is_some() {
+            // The settling lets go within its hold time; the semaphore's own wait bounds the rest.
+            let _ = tokio::time::timeout(cell.hold, released).await;
+        }
+        let permits = self.caps.acquire(self.user, self.org).await?;
+        cell.lock().held = Some(permits);
+        Ok(())
+    }
+
+    /// The slots for something that holds them as long as it lives (a stream, a transaction).
+    pub(crate) fn into_slots(mut self) -> SharedCapSlots {
+        std::mem::take(&mut self.slots)
+    }
+}
+
+impl Drop for RequestCaps<'_> {
+    fn drop(&mut self) {
+        // Whatever else still points at the cell (a settling connection), the request is done.
+        if let Some(cell) = &self.slots.0 {
+            let released = cell.lock().held.take();
+            drop(released);
+        }
     }
 }
 
@@ -183,6 +249,16 @@ impl Caps {
             users: table(CapScope::User, max_per_user),
             orgs: table(CapScope::Org, max_per_org),
             wait,
+            settle_hold: wait,
+        }
+    }
+
+    /// The same caps, whose slots a settling connection holds `settle_hold` at most (see
+    /// [`SharedCapSlots`]).
+    pub(crate) fn settle_hold(self, settle_hold: Duration) -> Caps {
+        Caps {
+            settle_hold,
+            ..self
         }
     }
 
@@ -225,7 +301,14 @@ impl Caps {
         let slots = if permits.is_empty() {
             SharedCapSlots::NONE
         } else {
-            SharedCapSlots(Some(Arc::new(Mutex::new(Some(permits)))))
+            SharedCapSlots(Some(Arc::new(CapCell {
+                slots: Mutex::new(Slots {
+                    held: Some(permits),
+                    settling: None,
+                }),
+                released: Notify::new(),
+                hold: self.settle_hold,
+            })))
         };
         Ok(RequestCaps {
             caps: self,
@@ -410,9 +493,10 @@ mod tests {
     }
 
     #[test]
-    fn a_settling_connection_keeps_the_slots_and_the_next_attempt_waits_for_fresh_ones() {
+    fn a_settling_connection_keeps_the_slots_until_its_statement_ends() {
         runtime().block_on(async {
-            let caps = Caps::new(1, 0, Duration::from_millis(20));
+            let caps =
+                Caps::new(1, 0, Duration::from_millis(20)).settle_hold(Duration::from_secs(5));
             let Ok(request) = caps.acquire_for(7, 1).await else {
                 panic!("a free cap refused");
             };
@@ -421,20 +505,27 @@ mod tests {
                 Some(false),
                 "it holds its slots: nothing to wait for"
             );
-            let settling = request.slots().take();
+            let settling = request.slots().settle();
             assert!(settling.is_some(), "the connection takes the slots over");
             assert!(
-                matches!(
-                    request.ensure().await,
-                    Err(RouterError::CapExceeded { id: 7, .. })
-                ),
-                "the settling statement still holds the user's only slot"
+                request.slots().settle().is_none(),
+                "a second settling takes nothing"
             );
-            drop(settling);
-            assert_eq!(
-                request.ensure().await.ok(),
-                Some(false),
-                "freed: taken again at once"
+            assert!(
+                caps.acquire(7, 2).await.is_err(),
+                "the settling statement holds the user's only slot"
+            );
+            // The next attempt waits for the statement to end, then takes a fresh slot.
+            let started = Instant::now();
+            let (ensured, ()) = tokio::join!(request.ensure(), async {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                drop(settling);
+            });
+            assert_eq!(ensured.ok(), Some(true), "it waited, then took a slot");
+            assert!(started.elapsed() >= Duration::from_millis(30));
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "not the hold time"
             );
             assert!(
                 caps.acquire(7, 2).await.is_err(),
@@ -446,13 +537,33 @@ mod tests {
     }
 
     #[test]
+    fn a_request_ends_holding_nothing_whatever_still_points_at_its_slots() {
+        runtime().block_on(async {
+            let caps = Caps::new(1, 1, Duration::from_millis(20));
+            let Ok(request) = caps.acquire_for(7, 1).await else {
+                panic!("a free cap refused");
+            };
+            let kept_by_a_checkout = request.slots();
+            drop(request);
+            assert!(
+                caps.acquire(7, 1).await.is_ok(),
+                "the user's and the org's slots are free"
+            );
+            assert!(
+                kept_by_a_checkout.settle().is_none(),
+                "nothing left to settle with"
+            );
+        });
+    }
+
+    #[test]
     fn without_caps_a_request_shares_nothing() {
         runtime().block_on(async {
             let caps = Caps::new(0, 0, Duration::from_millis(20));
             let Ok(request) = caps.acquire_for(7, 1).await else {
                 panic!("no cap refused");
             };
-            assert!(request.slots().take().is_none());
+            assert!(request.slots().settle().is_none());
             assert_eq!(request.ensure().await.ok(), Some(false));
         });
     }

@@ -355,11 +355,14 @@ impl Router {
                 ))
             })
             .collect();
+        // A statement given up on keeps its request's slots while its node answers the cancel, at
+        // most a health check's time: a node that takes longer is treated as unreachable.
         let caps = Caps::new(
             config.max_connections_per_user,
             config.max_connections_per_org,
             config.connect_timeout,
-        );
+        )
+        .settle_hold(config.health_timeout);
         Ok(Router {
             inner: Arc::new(Inner {
                 config,

@@ -20,7 +20,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, RowStream};
 
-use crate::router::caps::{CapPermits, SharedCapSlots};
+use crate::router::caps::{SettlingCaps, SharedCapSlots};
 use crate::router::conn::{Between, Conn, Login};
 use crate::router::connector::{ConnectPurpose, Connector, NodeAddress};
 use crate::router::error::{RouterError, breaks_connection};
@@ -403,12 +403,35 @@ impl Pool {
     /// (`reuse` false) the connection is closed at once instead, since it never serves again and
     /// closing it is what rolls the transaction back (the server ends it as soon as the cancel
     /// stops the statement). `caps`, its request's user and org slots, are held until the
-    /// statement has ended at the server or its cancel could not be delivered.
+    /// statement has ended at the server or its cancel could not be delivered, at most their hold
+    /// time (see [`SharedCapSlots`]).
     async fn settle_abandoned(
         self: Arc<Self>,
         conn: Box<Pooled>,
         permit: OwnedSemaphorePermit,
-        caps: Option<CapPermits>,
+        caps: Option<SettlingCaps>,
+        reuse: bool,
+    ) {
+        let Some(caps) = caps else {
+            return self.cancel_abandoned(conn, permit, reuse).await;
+        };
+        let hold = caps.hold();
+        let mut cancel = pin!(self.cancel_abandoned(conn, permit, reuse));
+        tokio::select! {
+            biased;
+            () = &mut cancel => drop(caps),
+            () = tokio::time::sleep(hold) => {
+                drop(caps);
+                cancel.await;
+            }
+        }
+    }
+
+    /// [`Pool::settle_abandoned`] but for the caps.
+    async fn cancel_abandoned(
+        self: Arc<Self>,
+        conn: Box<Pooled>,
+        permit: OwnedSemaphorePermit,
         reuse: bool,
     ) {
         let limit = self.limits.connect_timeout;
@@ -447,7 +470,6 @@ impl Pool {
             self.check_in(conn, settled);
             drop(permit);
         }
-        drop(caps);
     }
 
     fn discard(&self, conn: Box<Pooled>) {
@@ -710,7 +732,7 @@ impl Drop for Checkout {
         if self.busy && self.reusable && self.pool.limits.cancel_abandoned {
             if let (Ok(runtime), Some(permit)) = (tokio::runtime::Handle::try_current(), permit) {
                 let pool = Arc::clone(&self.pool);
-                runtime.spawn(pool.settle_abandoned(conn, permit, self.caps.take(), reuse));
+                runtime.spawn(pool.settle_abandoned(conn, permit, self.caps.settle(), reuse));
                 return;
             }
             // No runtime left to cancel from (the application is shutting down): close it.
