@@ -427,7 +427,7 @@ impl Pool {
         }
     }
 
-    /// [`Pool::settle_abandoned`] but for the caps.
+    /// The cancel and the settling of [`Pool::settle_abandoned`], without the caps.
     async fn cancel_abandoned(
         self: Arc<Self>,
         conn: Box<Pooled>,
@@ -693,7 +693,8 @@ impl Checkout {
         }
     }
 
-    /// A statement this checkout's request gives up on keeps `caps` until it has settled.
+    /// A statement this checkout's request gives up on keeps `caps` until it has settled (at most
+    /// their hold time).
     pub(crate) fn settles_with(&mut self, caps: SharedCapSlots) {
         self.caps = caps;
     }
@@ -725,9 +726,8 @@ impl Drop for Checkout {
             self.pool.abandoned.fetch_add(1, Ordering::Relaxed);
         }
         // Inside a transaction the connection is closed whatever happens: closing it is what rolls
-        // the transaction back. A statement still running is cancelled first all the same: a
-        // server notices a closed connection only once the statement ends, and until then it keeps
-        // running it for nobody.
+        // the transaction back. A statement still running is cancelled as well: a server notices
+        // a closed connection only once the statement ends, and until then it runs it for nobody.
         let reuse = !self.in_transaction;
         if self.busy && self.reusable && self.pool.limits.cancel_abandoned {
             if let (Ok(runtime), Some(permit)) = (tokio::runtime::Handle::try_current(), permit) {
