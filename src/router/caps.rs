@@ -5,11 +5,11 @@
 //! waits for it, so memory follows the number of active users and orgs, not every id ever seen.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::router::error::{CapScope, RouterError};
@@ -99,35 +99,28 @@ impl CapPermits {
 /// A statement the request gives up on (abandoned for another node, or past its `query_timeout`)
 /// runs on at the server until its cancel lands, and its connection settles in the background (see
 /// `pool`). The settling takes the slots over ([`SharedCapSlots::settle`]) and the request's next
-/// attempt waits for fresh ones ([`RequestCaps::ensure`]), so that the servers never run more of a
-/// user's or an org's statements at once than its cap. The settling holds them at most the hold
-/// time (`health_timeout`, what a health check gives a node to answer): a node that has not taken
-/// the cancel by then is treated as unreachable, as its checks would, and holding the slots longer
+/// attempt takes fresh ones ([`RequestCaps::ensure`]), waiting like any request if its user or org
+/// is at its cap, so that the servers never run more of a user's or an org's statements at once
+/// than its cap. The settling holds them at most the hold time (`health_timeout`, what a health
+/// check gives a node to answer, and never past the caps' own wait): a node that has not taken the
+/// cancel by then is treated as unreachable, as its checks would, and holding the slots longer
 /// would protect no server that anyone can reach while its user waits.
 #[derive(Clone, Default)]
 pub(crate) struct SharedCapSlots(Option<Arc<CapCell>>);
 
-/// Where a request's slots are.
+/// The request's slots, while it holds them.
 struct CapCell {
-    slots: Mutex<Slots>,
-    /// Woken when a settling connection lets its slots go.
-    released: Notify,
+    held: Mutex<Option<CapPermits>>,
+    /// A wait for them not yet counted where the request went (see [`RequestCaps::take_wait`]).
+    unreported_wait: AtomicBool,
     /// How long a settling connection holds them at most.
     hold: Duration,
 }
 
-#[derive(Default)]
-struct Slots {
-    /// The request's own.
-    held: Option<CapPermits>,
-    /// Those a settling connection took over.
-    settling: Option<CapPermits>,
-}
-
 impl CapCell {
-    fn lock(&self) -> MutexGuard<'_, Slots> {
+    fn lock(&self) -> MutexGuard<'_, Option<CapPermits>> {
         // Never held across an await; every critical section moves one set of permits.
-        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -135,35 +128,28 @@ impl SharedCapSlots {
     /// No slots: the request holds no cap.
     pub(crate) const NONE: SharedCapSlots = SharedCapSlots(None);
 
-    /// Hands the request's slots over to a connection settling a statement it gave up on; they
-    /// free when the returned guard drops.
+    /// Hands the request's slots over to a connection settling a statement it gave up on.
     pub(crate) fn settle(&self) -> Option<SettlingCaps> {
         let cell = self.0.as_ref()?;
-        let mut slots = cell.lock();
-        if slots.settling.is_some() {
-            return None;
-        }
-        slots.settling = Some(slots.held.take()?);
-        Some(SettlingCaps(Arc::clone(cell)))
+        let permits = cell.lock().take()?;
+        Some(SettlingCaps {
+            _permits: permits,
+            hold: cell.hold,
+        })
     }
 }
 
 /// A request's slots, held by a connection settling a statement the request gave up on (see
-/// [`SharedCapSlots`]).
-pub(crate) struct SettlingCaps(Arc<CapCell>);
+/// [`SharedCapSlots`]); freed when dropped.
+pub(crate) struct SettlingCaps {
+    _permits: CapPermits,
+    hold: Duration,
+}
 
 impl SettlingCaps {
     /// How long the settling may hold them at most.
     pub(crate) fn hold(&self) -> Duration {
-        self.0.hold
-    }
-}
-
-impl Drop for SettlingCaps {
-    fn drop(&mut self) {
-        let released = self.0.lock().settling.take();
-        drop(released);
-        self.0.released.notify_waiters();
+        self.hold
     }
 }
 
@@ -174,45 +160,38 @@ pub(crate) struct RequestCaps<'a> {
     user: i64,
     org: i64,
     slots: SharedCapSlots,
-    waited: bool,
 }
 
 impl RequestCaps<'_> {
-    /// Whether the request had to wait for its first slots.
-    pub(crate) fn waited(&self) -> bool {
-        self.waited
-    }
-
     /// The slots, for the connection of an attempt to take over if it must settle.
     pub(crate) fn slots(&self) -> SharedCapSlots {
         self.slots.clone()
     }
 
-    /// Before an attempt: if the last attempt's connection took the slots over, waits for fresh
-    /// ones (first for the settling to let go, then within the caps' wait, as any request).
-    /// Returns whether it waited.
-    pub(crate) async fn ensure(&self) -> Result<bool, RouterError> {
-        let Some(cell) = &self.slots.0 else {
-            return Ok(false);
-        };
-        if cell.lock().held.is_some() {
-            return Ok(false);
-        }
-        // Boxed: rare, and it would otherwise enlarge every read's future.
-        Box::pin(self.take_fresh(cell)).await?;
-        Ok(true)
+    /// Whether the request waited for slots since this was last asked: each wait is counted
+    /// once, on the node the attempt after it went to.
+    pub(crate) fn take_wait(&self) -> bool {
+        self.slots
+            .0
+            .as_ref()
+            .is_some_and(|cell| cell.unreported_wait.swap(false, Ordering::Relaxed))
     }
 
-    async fn take_fresh(&self, cell: &CapCell) -> Result<(), RouterError> {
-        // Created before the state is read, so that a release in between is not missed
-        // (`notify_waiters` reaches every `Notified` created before it).
-        let released = cell.released.notified();
-        if cell.lock().settling.is_some() {
-            // The settling lets go within its hold time; the semaphore's own wait bounds the rest.
-            let _ = tokio::time::timeout(cell.hold, released).await;
+    /// Before an attempt: if the last attempt's connection took the slots over, takes fresh ones
+    /// (waiting, within the caps' wait, while the user or org is at its cap).
+    pub(crate) async fn ensure(&self) -> Result<(), RouterError> {
+        let Some(cell) = &self.slots.0 else {
+            return Ok(());
+        };
+        if cell.lock().is_some() {
+            return Ok(());
         }
-        let permits = self.caps.acquire(self.user, self.org).await?;
-        cell.lock().held = Some(permits);
+        // Boxed: rare, and it would otherwise enlarge every read's future.
+        let permits = Box::pin(self.caps.acquire(self.user, self.org)).await?;
+        if permits.waited() {
+            cell.unreported_wait.store(true, Ordering::Relaxed);
+        }
+        *cell.lock() = Some(permits);
         Ok(())
     }
 
@@ -224,9 +203,9 @@ impl RequestCaps<'_> {
 
 impl Drop for RequestCaps<'_> {
     fn drop(&mut self) {
-        // Whatever else still points at the cell (a settling connection), the request is done.
+        // Whatever else still points at the cell (a checkout), the request is done.
         if let Some(cell) = &self.slots.0 {
-            let released = cell.lock().held.take();
+            let released = cell.lock().take();
             drop(released);
         }
     }
@@ -253,11 +232,12 @@ impl Caps {
         }
     }
 
-    /// The same caps, whose slots a settling connection holds `settle_hold` at most (see
+    /// The same caps, whose slots a settling connection holds `settle_hold` at most, and never
+    /// past their wait, so that a request waiting for them outlasts the hold (see
     /// [`SharedCapSlots`]).
     pub(crate) fn settle_hold(self, settle_hold: Duration) -> Caps {
         Caps {
-            settle_hold,
+            settle_hold: settle_hold.min(self.wait),
             ..self
         }
     }
@@ -297,16 +277,12 @@ impl Caps {
         org: i64,
     ) -> Result<RequestCaps<'_>, RouterError> {
         let permits = self.acquire(user, org).await?;
-        let waited = permits.waited();
         let slots = if permits.is_empty() {
             SharedCapSlots::NONE
         } else {
             SharedCapSlots(Some(Arc::new(CapCell {
-                slots: Mutex::new(Slots {
-                    held: Some(permits),
-                    settling: None,
-                }),
-                released: Notify::new(),
+                unreported_wait: AtomicBool::new(permits.waited()),
+                held: Mutex::new(Some(permits)),
                 hold: self.settle_hold,
             })))
         };
@@ -315,7 +291,6 @@ impl Caps {
             user,
             org,
             slots,
-            waited,
         })
     }
 
@@ -495,24 +470,30 @@ mod tests {
     #[test]
     fn a_settling_connection_keeps_the_slots_until_its_statement_ends() {
         runtime().block_on(async {
-            let caps =
-                Caps::new(1, 0, Duration::from_millis(20)).settle_hold(Duration::from_secs(5));
+            let caps = Caps::new(1, 0, Duration::from_secs(5)).settle_hold(Duration::from_secs(1));
             let Ok(request) = caps.acquire_for(7, 1).await else {
                 panic!("a free cap refused");
             };
-            assert_eq!(
-                request.ensure().await.ok(),
-                Some(false),
+            assert!(!request.take_wait(), "a free cap: no wait");
+            assert!(request.ensure().await.is_ok());
+            assert!(
+                !request.take_wait(),
                 "it holds its slots: nothing to wait for"
             );
             let settling = request.slots().settle();
-            assert!(settling.is_some(), "the connection takes the slots over");
+            assert_eq!(
+                settling.as_ref().map(SettlingCaps::hold),
+                Some(Duration::from_secs(1)),
+                "the connection takes the slots over, for the hold time at most"
+            );
             assert!(
                 request.slots().settle().is_none(),
                 "a second settling takes nothing"
             );
             assert!(
-                caps.acquire(7, 2).await.is_err(),
+                tokio::time::timeout(Duration::from_millis(20), caps.acquire(7, 2))
+                    .await
+                    .is_err(),
                 "the settling statement holds the user's only slot"
             );
             // The next attempt waits for the statement to end, then takes a fresh slot.
@@ -521,19 +502,25 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(30)).await;
                 drop(settling);
             });
-            assert_eq!(ensured.ok(), Some(true), "it waited, then took a slot");
+            assert!(ensured.is_ok(), "it took a slot");
             assert!(started.elapsed() >= Duration::from_millis(30));
+            assert!(request.take_wait(), "the wait is counted");
+            assert!(!request.take_wait(), "once");
             assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "not the hold time"
-            );
-            assert!(
-                caps.acquire(7, 2).await.is_err(),
+                tokio::time::timeout(Duration::from_millis(20), caps.acquire(7, 2))
+                    .await
+                    .is_err(),
                 "the request holds the user's slot again"
             );
             drop(request);
             assert!(caps.acquire(7, 2).await.is_ok());
         });
+    }
+
+    #[test]
+    fn the_hold_never_outlasts_the_caps_wait() {
+        let caps = Caps::new(1, 0, Duration::from_millis(500)).settle_hold(Duration::from_secs(5));
+        assert_eq!(caps.settle_hold, Duration::from_millis(500));
     }
 
     #[test]
@@ -564,7 +551,8 @@ mod tests {
                 panic!("no cap refused");
             };
             assert!(request.slots().settle().is_none());
-            assert_eq!(request.ensure().await.ok(), Some(false));
+            assert!(request.ensure().await.is_ok());
+            assert!(!request.take_wait());
         });
     }
 

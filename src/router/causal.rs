@@ -306,7 +306,6 @@ impl Router {
         let inner = self.running()?;
         let shard = inner.shard(request.org)?;
         let caps = inner.caps.acquire_for(request.user, request.org).await?;
-        let mut cap_waited = caps.waited();
         let token = after.map(CausalToken::lsn);
         let prefer_replica = request.prefer_replica && inner.config.use_read_replicas;
         let mut start = Tried::default();
@@ -330,7 +329,7 @@ impl Router {
             } else if readable != 0 {
                 // Every usable replica is still short of a token it was found behind: the primary.
                 return inner
-                    .read_on_primary(shard, token, &caps, sql, params, &mut cap_waited)
+                    .read_on_primary(shard, token, &caps, sql, params)
                     .await
                     .map(|routed| finish(routed, token));
             }
@@ -342,7 +341,6 @@ impl Router {
                 start,
                 &caps,
                 |node, watch| {
-                    inner.count_cap_wait(node, &mut cap_waited);
                     if std::mem::take(&mut steered) {
                         inner.count_route(node, RouteReason::ReadYourWrites);
                     }
@@ -360,7 +358,7 @@ impl Router {
         }
         // The replica was behind: the primary has every write.
         let second = inner
-            .read_on_primary(shard, token, &caps, sql, params, &mut cap_waited)
+            .read_on_primary(shard, token, &caps, sql, params)
             .await?;
         let attempts = first.attempts.saturating_add(second.attempts);
         let (mut routed, next) = finish(second, token);
@@ -391,11 +389,9 @@ impl Inner {
         caps: &RequestCaps<'_>,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
-        cap_waited: &mut bool,
     ) -> Result<Routed<CausalRead>, RouterError> {
         let mut redirected = true;
         self.read_with_retries(shard, false, Tried::default(), caps, |node, watch| {
-            self.count_cap_wait(node, cap_waited);
             if std::mem::take(&mut redirected) {
                 self.count_route(node, RouteReason::ReadYourWrites);
             }

@@ -388,17 +388,13 @@ impl Router {
         let inner = self.running()?;
         let shard = inner.shard(request.org)?;
         let caps = inner.caps.acquire_for(request.user, request.org).await?;
-        let mut cap_waited = caps.waited();
         inner
             .read_with_retries(
                 shard,
                 request.prefer_replica,
                 Tried::default(),
                 &caps,
-                |node, watch| {
-                    inner.count_cap_wait(node, &mut cap_waited);
-                    inner.collect(node, watch, caps.slots(), sql, params)
-                },
+                |node, watch| inner.collect(node, watch, caps.slots(), sql, params),
             )
             .await
     }
@@ -414,17 +410,13 @@ impl Router {
         let inner = self.running()?;
         let shard = inner.shard(request.org)?;
         let caps = inner.caps.acquire_for(request.user, request.org).await?;
-        let mut cap_waited = caps.waited();
         let mut routed = inner
             .read_with_retries(
                 shard,
                 request.prefer_replica,
                 Tried::default(),
                 &caps,
-                |node, watch| {
-                    inner.count_cap_wait(node, &mut cap_waited);
-                    inner.stream(node, watch, caps.slots(), sql, params)
-                },
+                |node, watch| inner.stream(node, watch, caps.slots(), sql, params),
             )
             .await?;
         routed.value.hold(caps.into_slots());
@@ -511,7 +503,7 @@ impl Inner {
             return Err(self.no_writer(shard));
         };
         self.count_route(choice.node, RouteReason::Write);
-        if caps.waited() {
+        if caps.take_wait() {
             self.count_route(choice.node, RouteReason::CapWait);
         }
         let result = attempt(choice.node, caps.slots()).await;
@@ -529,7 +521,8 @@ impl Inner {
     /// is watched (see `hedge`). An attempt given up because its node was ejected does not use up a
     /// retry: nothing failed, and as no node is tried twice a read makes at most one attempt per node.
     /// `start` may restrict the nodes the read may use. An attempt after one whose connection took
-    /// the request's cap slots over (see [`SharedCapSlots`]) first waits for fresh ones.
+    /// the request's cap slots over (see [`SharedCapSlots`]) first takes fresh ones; a wait for
+    /// them (or for the request's first ones) counts on the node of the attempt that follows it.
     async fn read_with_retries<'a, T, F, Fut>(
         &'a self,
         shard: &'a ShardRoute,
@@ -556,7 +549,7 @@ impl Inner {
         let mut failure: Option<RouterError> = None;
         loop {
             // Before the node is chosen: a wait for fresh cap slots may outlast what routing knew.
-            let cap_waited = caps.ensure().await?;
+            caps.ensure().await?;
             let Some(choice) = balance::select::choose_read_node(
                 self.config.balance,
                 shard,
@@ -573,7 +566,7 @@ impl Inner {
             if prefer_replica && route::skips_lagging(shard, tried) {
                 self.count_route(choice.node, RouteReason::LagExclusion);
             }
-            if cap_waited {
+            if caps.take_wait() {
                 self.count_route(choice.node, RouteReason::CapWait);
             }
             let node = &self.nodes[choice.node];
@@ -647,13 +640,6 @@ impl Inner {
     /// Counts why `node` was chosen for one attempt.
     fn count_route(&self, node: NodeIdx, reason: RouteReason) {
         self.nodes[node].stats.routes.count(reason);
-    }
-
-    /// Counts a request's wait for its user or org cap on `node`, the node of its first attempt.
-    fn count_cap_wait(&self, node: NodeIdx, waited: &mut bool) {
-        if std::mem::take(waited) {
-            self.count_route(node, RouteReason::CapWait);
-        }
     }
 
     /// How an attempt on `node` (`choice` of a read of `shard` that already `tried` some nodes) is

@@ -81,7 +81,7 @@ impl Router {
             return Err(inner.no_writer(shard));
         };
         inner.count_route(choice.node, RouteReason::Write);
-        if caps.waited() {
+        if caps.take_wait() {
             inner.count_route(choice.node, RouteReason::CapWait);
         }
         let opened = inner
@@ -116,7 +116,6 @@ impl Router {
         let inner = self.running()?;
         let shard = inner.shard(request.org)?;
         let caps = inner.caps.acquire_for(request.user, request.org).await?;
-        let mut cap_waited = caps.waited();
         let mut start = Tried::default();
         if let Some(token) = after {
             let writer = shard
@@ -132,7 +131,6 @@ impl Router {
                 start,
                 &caps,
                 |node, watch| {
-                    inner.count_cap_wait(node, &mut cap_waited);
                     choice = Some(node);
                     inner.open_transaction(node, watch, BEGIN_READ_SQL)
                 },
