@@ -237,6 +237,17 @@ fn a_user_at_its_cap_waits_at_most_a_health_check_for_a_read_abandoned_on_a_blac
     }
 }
 
+#[test]
+fn a_retry_gets_its_users_slot_within_its_wait_when_connect_timeout_is_short() {
+    for r in passes_over_16_seeds("caps-hold-within-a-short-connect-timeout") {
+        assert!(
+            router_node(&r, "replica-1").abandoned > 0,
+            "reads were abandoned on the blackholed replica:\n{}",
+            describe(&r)
+        );
+    }
+}
+
 // ---- every replica blackholed: the cap must not keep a dead replica in ----
 
 #[test]

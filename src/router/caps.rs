@@ -101,8 +101,9 @@ impl CapPermits {
 /// `pool`). The settling takes the slots over ([`SharedCapSlots::settle`]) and the request's next
 /// attempt takes fresh ones ([`RequestCaps::ensure`]), waiting like any request if its user or org
 /// is at its cap, so that the servers never run more of a user's or an org's statements at once
-/// than its cap. The settling holds them at most the hold time (`health_timeout`, what a health
-/// check gives a node to answer, and never past the caps' own wait): a node that has not taken the
+/// than its cap. The settling holds them at most the hold time from the moment it took them
+/// (`health_timeout`, what a health check gives a node to answer, and at most half the caps' own
+/// wait, so that the attempt waiting for them gets them in time): a node that has not taken the
 /// cancel by then is treated as unreachable, as its checks would, and holding the slots longer
 /// would protect no server that anyone can reach while its user waits.
 #[derive(Clone, Default)]
@@ -134,7 +135,7 @@ impl SharedCapSlots {
         let permits = cell.lock().take()?;
         Some(SettlingCaps {
             _permits: permits,
-            hold: cell.hold,
+            until: Instant::now() + cell.hold,
         })
     }
 }
@@ -143,13 +144,13 @@ impl SharedCapSlots {
 /// [`SharedCapSlots`]); freed when dropped.
 pub(crate) struct SettlingCaps {
     _permits: CapPermits,
-    hold: Duration,
+    until: Instant,
 }
 
 impl SettlingCaps {
-    /// How long the settling may hold them at most.
-    pub(crate) fn hold(&self) -> Duration {
-        self.hold
+    /// When the settling must let them go at the latest.
+    pub(crate) fn until(&self) -> Instant {
+        self.until
     }
 }
 
@@ -232,12 +233,12 @@ impl Caps {
         }
     }
 
-    /// The same caps, whose slots a settling connection holds `settle_hold` at most, and never
-    /// past their wait, so that a request waiting for them outlasts the hold (see
-    /// [`SharedCapSlots`]).
+    /// The same caps, whose slots a settling connection holds `settle_hold` at most, and at most
+    /// half their wait, so that the request's next attempt, which starts waiting for them once
+    /// the settling has taken them, gets them well within its own wait (see [`SharedCapSlots`]).
     pub(crate) fn settle_hold(self, settle_hold: Duration) -> Caps {
         Caps {
-            settle_hold: settle_hold.min(self.wait),
+            settle_hold: settle_hold.min(self.wait / 2),
             ..self
         }
     }
@@ -471,6 +472,7 @@ mod tests {
     fn a_settling_connection_keeps_the_slots_until_its_statement_ends() {
         runtime().block_on(async {
             let caps = Caps::new(1, 0, Duration::from_secs(5)).settle_hold(Duration::from_secs(1));
+            let taken_at = Instant::now();
             let Ok(request) = caps.acquire_for(7, 1).await else {
                 panic!("a free cap refused");
             };
@@ -481,9 +483,11 @@ mod tests {
                 "it holds its slots: nothing to wait for"
             );
             let settling = request.slots().settle();
-            assert_eq!(
-                settling.as_ref().map(SettlingCaps::hold),
-                Some(Duration::from_secs(1)),
+            assert!(
+                settling.as_ref().is_some_and(|s| {
+                    s.until() >= taken_at + Duration::from_secs(1)
+                        && s.until() <= Instant::now() + Duration::from_secs(1)
+                }),
                 "the connection takes the slots over, for the hold time at most"
             );
             assert!(
@@ -518,9 +522,11 @@ mod tests {
     }
 
     #[test]
-    fn the_hold_never_outlasts_the_caps_wait() {
+    fn the_hold_is_at_most_half_the_caps_wait() {
         let caps = Caps::new(1, 0, Duration::from_millis(500)).settle_hold(Duration::from_secs(5));
-        assert_eq!(caps.settle_hold, Duration::from_millis(500));
+        assert_eq!(caps.settle_hold, Duration::from_millis(250));
+        let caps = Caps::new(1, 0, Duration::from_secs(5)).settle_hold(Duration::from_secs(1));
+        assert_eq!(caps.settle_hold, Duration::from_secs(1));
     }
 
     #[test]

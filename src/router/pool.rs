@@ -415,12 +415,12 @@ impl Pool {
         let Some(caps) = caps else {
             return self.cancel_abandoned(conn, permit, reuse).await;
         };
-        let hold = caps.hold();
+        let until = caps.until();
         let mut cancel = pin!(self.cancel_abandoned(conn, permit, reuse));
         tokio::select! {
             biased;
             () = &mut cancel => drop(caps),
-            () = tokio::time::sleep(hold) => {
+            () = tokio::time::sleep_until(until) => {
                 drop(caps);
                 cancel.await;
             }
