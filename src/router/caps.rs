@@ -332,7 +332,9 @@ impl Caps {
         *waited = true;
         // `slot` already counts as a user of the semaphore, so an early return (timeout, cancelled
         // future) releases the map entry through its Drop.
-        match tokio::time::timeout_at(deadline, semaphore.acquire_owned()).await {
+        // Boxed: waiting is the exception, and its future (a timer and a semaphore waiter) would
+        // otherwise enlarge every request's.
+        match Box::pin(tokio::time::timeout_at(deadline, semaphore.acquire_owned())).await {
             Ok(Ok(permit)) => {
                 slot.permit = Some(permit);
                 Ok(slot)

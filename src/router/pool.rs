@@ -254,7 +254,9 @@ impl Pool {
                 }
                 permit
             }
-            Err(TryAcquireError::NoPermits) => self.wait_for_slot(wait).await?,
+            // Boxed: waiting is the exception, and its future (a timer and a semaphore waiter)
+            // would otherwise enlarge every checkout's, which the watch moves into place.
+            Err(TryAcquireError::NoPermits) => Box::pin(self.wait_for_slot(wait)).await?,
             Err(TryAcquireError::Closed) => return Err(RouterError::ShutDown),
         };
         Ok(Slot {
