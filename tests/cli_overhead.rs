@@ -49,6 +49,9 @@ fn overhead_prints_one_row_per_path_and_writes_the_table() {
                 let cells: Vec<&str> = line.split('|').map(str::trim).collect();
                 let ops: f64 = cells[6].parse().unwrap_or(0.0);
                 assert!(ops > 0.0, "{line}");
+                // The servers answered them: their processes were found and spent CPU on it.
+                let servers: f64 = cells[11].parse().unwrap_or(0.0);
+                assert!(servers > 0.0, "servers CPU µs/op: {line}");
                 assert_eq!(cells[cells.len() - 2], "0", "{line}");
             }
         }

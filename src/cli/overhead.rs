@@ -148,8 +148,8 @@ fn ratio(value: f64, base: f64) -> String {
 /// One Markdown table: a row per (workload, clients, path).
 fn table(cells: &[Cell]) -> String {
     let mut out = String::from(
-        "| workload | clients | path | p50 µs | p99 µs | ops/s | p50 vs direct | p99 vs direct | ops/s vs direct | client CPU µs/op | machine CPU µs/op | machine busy | context switches /op | failed |\n\
-         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| workload | clients | path | p50 µs | p99 µs | ops/s | p50 vs direct | p99 vs direct | ops/s vs direct | client CPU µs/op | servers CPU µs/op | machine CPU µs/op | machine busy | context switches /op | failed |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for cell in cells {
         let direct = same_row(cells, cell, Path::Direct);
@@ -160,7 +160,7 @@ fn table(cells: &[Cell]) -> String {
         );
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {p50:.1} | {p99:.1} | {ops:.0} | {} | {} | {} | {:.2} | {:.1} | {:.0}% | {:.2} | {} |",
+            "| {} | {} | {} | {p50:.1} | {p99:.1} | {ops:.0} | {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.0}% | {:.2} | {} |",
             cell.mix.label(),
             cell.clients,
             cell.path.label(),
@@ -168,6 +168,7 @@ fn table(cells: &[Cell]) -> String {
             direct.map_or("-".into(), |d| ratio(p99, d.percentile_us(99.0))),
             direct.map_or("-".into(), |d| ratio(ops, d.ops_per_second())),
             cell.cpu_per_op_us(),
+            cell.servers_cpu_per_op_us(),
             cell.machine_cpu_per_op_us(),
             cell.machine_busy_percent(),
             cell.switches_per_op(),
@@ -286,6 +287,11 @@ fn markdown(command: &str, options: &OverheadOptions, table: &str, verdicts: &[S
          - client CPU µs/op: CPU time of the measuring process (clients, router, tokio-postgres' \
          connection tasks; not the servers or pgpool) per answered statement, from \
          `/proc/self/task/*/schedstat`: the router's own cost, apart from the servers'.\n\
+         - servers CPU µs/op: CPU time of the server processes (every `postgres` and `pgpool` \
+         process: PostgreSQL's backends, WAL senders and receivers, replay; pgpool-II's) per \
+         answered statement, from `/proc/PID/schedstat`: whether a path makes the servers work \
+         more per statement. What the machine spent beyond the client and the servers is the \
+         kernel's (interrupts, the loopback network) and anything else running.\n\
          - machine CPU µs/op and machine busy: CPU time of the whole machine (clients, servers, \
          pgpool-II, kernel, anything else running) per answered statement, and the share of the \
          machine's CPU time that was busy, from `/proc/stat` in 10 ms ticks: a path that leaves \

@@ -138,6 +138,8 @@ pub struct Cell {
     pub round_rates: Vec<f64>,
     /// CPU time this process spent meanwhile (clients, router, drivers; not the servers).
     pub cpu: Duration,
+    /// CPU time the server processes (PostgreSQL's and pgpool-II's) spent meanwhile.
+    pub servers: Duration,
     /// CPU time the whole machine spent meanwhile (this process, the servers, pgpool-II, the kernel
     /// and anything else running), and the CPU time it had: how busy it was, and what a statement
     /// cost all told.
@@ -171,6 +173,11 @@ impl Cell {
     /// This process's CPU time per answered statement, in microseconds.
     pub fn cpu_per_op_us(&self) -> f64 {
         self.per_op(self.cpu.as_secs_f64() * 1e6)
+    }
+
+    /// The server processes' CPU time per answered statement, in microseconds.
+    pub fn servers_cpu_per_op_us(&self) -> f64 {
+        self.per_op(self.servers.as_secs_f64() * 1e6)
     }
 
     /// The whole machine's CPU time per answered statement, in microseconds.
@@ -332,6 +339,7 @@ async fn measure_on(
                     elapsed: Duration::ZERO,
                     round_rates: Vec::new(),
                     cpu: Duration::ZERO,
+                    servers: Duration::ZERO,
                     machine: MachineCpu::default(),
                 })
                 .collect();
@@ -444,6 +452,9 @@ impl ClientSet {
 
     /// Runs every client for `slice`; adds what they did to `cell`, if given.
     async fn run(&self, mix: Mix, slice: Duration, cell: Option<&mut Cell>) {
+        // The servers are read first and last: scanning `/proc` for them is this process's work,
+        // which should count neither as the clients' nor as the machine's during the slice.
+        let servers_before = servers_cpu();
         let cpu_before = process_cpu();
         let machine_before = MachineCpu::now();
         let started = Instant::now();
@@ -468,8 +479,10 @@ impl ClientSet {
         let elapsed = started.elapsed();
         let cpu = process_cpu().saturating_sub(cpu_before);
         let machine = MachineCpu::now().since(machine_before);
+        let servers = servers_cpu().saturating_sub(servers_before);
         if let Some(cell) = cell {
             cell.cpu += cpu;
+            cell.servers += servers;
             cell.machine.add(machine);
             let mut answered = 0;
             for (histogram, errors) in results {
@@ -588,6 +601,35 @@ impl BenchClient {
             }
         }
     }
+}
+
+/// CPU time the server processes have spent so far: every process named `postgres` or `pgpool`
+/// (each a single thread), from the scheduler's accounting (`/proc/PID/schedstat`, nanoseconds on
+/// CPU). A process that exits between two readings takes its time with it; the servers' processes
+/// live as long as the connections, which outlast every timed slice.
+fn servers_cpu() -> Duration {
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = processes
+        .flatten()
+        .filter(|process| {
+            std::fs::read_to_string(process.path().join("stat"))
+                .is_ok_and(|stat| is_server_process(&stat))
+        })
+        .filter_map(|process| std::fs::read_to_string(process.path().join("schedstat")).ok())
+        .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
+}
+
+/// Whether a `/proc/PID/stat` line is a server's: its command name (between the first `(` and the
+/// last `)`, which may hold spaces and parentheses) is `postgres` or `pgpool`.
+fn is_server_process(stat: &str) -> bool {
+    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        return false;
+    };
+    matches!(stat.get(open + 1..close), Some("postgres" | "pgpool"))
 }
 
 /// CPU time of this process's threads so far, from the scheduler's own accounting
@@ -784,6 +826,21 @@ mod tests {
     }
 
     #[test]
+    fn server_processes_are_told_by_their_command_name() {
+        assert!(is_server_process(
+            "4242 (postgres) S 4200 4242 4242 0 -1 4194560 310 0"
+        ));
+        assert!(is_server_process("77 (pgpool) S 1 77 77 0 -1 4194560 12 0"));
+        assert!(!is_server_process("99 (replisim) S 1 99 99 0 -1 0 0 0"));
+        assert!(
+            !is_server_process("5 (postgres (x)) S 1 5 5 0"),
+            "the name runs to the last parenthesis"
+        );
+        assert!(!is_server_process("6 (postgres-exporter) S 1 6 6 0"));
+        assert!(!is_server_process("garbage"));
+    }
+
+    #[test]
     fn context_switches_come_from_the_ctxt_line_and_count_zero_without_it() {
         let stat = "cpu  100 5 50 800 40 3 2 0 7 0\ncpu0 50 2 25 400 20 1 1 0 3 0\nintr 99\nctxt 4242\nbtime 1\n";
         let cpu = MachineCpu::parse_stat(stat).expect("a /proc/stat");
@@ -810,6 +867,7 @@ mod tests {
             elapsed: Duration::ZERO,
             round_rates: rates.to_vec(),
             cpu: Duration::ZERO,
+            servers: Duration::ZERO,
             machine: MachineCpu::default(),
         };
         let direct = cell(&[100.0, 0.0, 200.0]);
