@@ -384,9 +384,14 @@ impl Look<'_> {
     }
 
     /// latency, when no operation finished inside the fault: each statement sent towards the node
-    /// during it is paired with the node's start of it, the first statement started after the send
-    /// on the same connection (a connection carries one statement at a time); the quickest of them
-    /// must have taken the link's latency plus the added one to arrive.
+    /// during it is paired with the node's start of it, and the quickest of them must have taken
+    /// the link's latency plus the added one to arrive. A connection may carry more than one
+    /// statement at a time (a read pipelined with its replay-position probe, a health check sent
+    /// while the last one is still out), so a statement is paired only where the pairing is
+    /// certain: it was the k-th sent on its connection, the node had started exactly k before it
+    /// was sent and finished them all, and so the node's next start is this statement, at its
+    /// arrival. A statement sent while an earlier one was still queued or running is left out: the
+    /// node's next start may be the earlier one's, or wait for it.
     fn latency_by_arrival(&self, added_us: Micros) -> Verdict {
         let Window { from, to, .. } = self.window;
         let link = self
@@ -394,36 +399,56 @@ impl Look<'_> {
             .nodes
             .get(self.node)
             .map_or(0, |n| micros(n.link_latency));
-        let sent: Vec<_> = self
-            .events
-            .net
-            .iter()
-            .filter(|e| e.node == self.node && e.kind == NetKind::Statement && e.stream != 0)
-            .filter(|e| e.at_us >= from && e.at_us < to)
-            .collect();
-        // The node's statement starts by connection, sorted: one search per statement sent
-        // instead of a scan of the whole run's statements.
-        let mut starts: BTreeMap<u64, Vec<Micros>> = BTreeMap::new();
+        // Every statement sent towards the node up to the fault's end, by client port, in order.
+        let mut sends: BTreeMap<u64, Vec<Micros>> = BTreeMap::new();
+        for e in self.events.net.iter().filter(|e| {
+            e.node == self.node && e.kind == NetKind::Statement && e.stream != 0 && e.at_us < to
+        }) {
+            sends.entry(e.stream).or_default().push(e.at_us);
+        }
+        for times in sends.values_mut() {
+            // Recorded in time order already; stable, so statements sent together keep theirs.
+            times.sort();
+        }
+        // The node's statements by connection, as (start, end), in the order it started them.
+        let mut runs: BTreeMap<u64, Vec<(Micros, Micros)>> = BTreeMap::new();
         for s in self
             .events
             .statements
             .iter()
             .filter(|s| s.node == self.node)
         {
-            starts.entry(s.conn).or_default().push(s.start_us);
+            runs.entry(s.conn).or_default().push((s.start_us, s.end_us));
         }
-        for times in starts.values_mut() {
+        for times in runs.values_mut() {
             times.sort_unstable();
         }
-        let arrivals: Vec<Micros> = sent
-            .iter()
-            .filter_map(|e| {
-                let times = starts.get(&self.connection_of(e.stream, e.at_us)?)?;
-                let first = times.get(times.partition_point(|&t| t < e.at_us))?;
-                Some(first - e.at_us)
-            })
-            .collect();
-        if sent.is_empty() {
+        let mut sent = 0usize;
+        let mut queued = 0usize;
+        let mut arrivals: Vec<Micros> = Vec::new();
+        for (&stream, times) in &sends {
+            for (i, &at) in times.iter().enumerate().filter(|&(_, &at)| at >= from) {
+                sent += 1;
+                let Some((conn, opened)) = self.connection_opened(stream, at) else {
+                    continue;
+                };
+                let Some(run) = runs.get(&conn) else {
+                    continue;
+                };
+                // Statements sent on this connection before this one.
+                let k = i - times.partition_point(|&t| t < opened);
+                let started_before = run.partition_point(|&(start, _)| start < at);
+                let idle = k == 0 || run.get(k - 1).is_some_and(|&(_, end)| end <= at);
+                if started_before != k || !idle {
+                    queued += 1;
+                    continue;
+                }
+                if let Some(&(start, _)) = run.get(k) {
+                    arrivals.push(start - at);
+                }
+            }
+        }
+        if sent == 0 {
             return Verdict::not_seen(format!(
                 "nothing could show it: no operation was served by the node between {} ms and {} \
                  ms, and no statement was sent towards it then",
@@ -431,13 +456,20 @@ impl Look<'_> {
                 ms(to)
             ));
         }
+        // Left out as queued behind another statement of their connection: said, as it is why
+        // fewer reached it than were sent.
+        let queued_note = if queued > 0 {
+            format!(" ({queued} left out: sent while their connection was busy)")
+        } else {
+            String::new()
+        };
         let Some(&quickest) = arrivals.iter().min() else {
             return Verdict::not_seen(format!(
                 "no operation was served by the node between {} ms and {} ms, and none of the {} \
-                 statements sent towards it then reached it",
+                 statements sent towards it then reached it{queued_note}",
                 ms(from),
                 ms(to),
-                sent.len()
+                sent
             ));
         };
         let expected = link.saturating_add(added_us);
@@ -445,11 +477,11 @@ impl Look<'_> {
             quickest + TICK_US >= expected,
             format!(
                 "no operation was served by the node between {} ms and {} ms; of {} statements \
-                 sent towards it then, {} reached it, the quickest {} ms after it was sent (link {} \
-                 ms + latency {} ms = {} ms)",
+                 sent towards it then, {} reached it{queued_note}, the quickest {} ms after it was \
+                 sent (link {} ms + latency {} ms = {} ms)",
                 ms(from),
                 ms(to),
-                sent.len(),
+                sent,
                 arrivals.len(),
                 ms(quickest),
                 ms(link),
@@ -482,14 +514,15 @@ impl Look<'_> {
             .is_some_and(|sent| sent < at)
     }
 
-    /// The node's number for the connection the client knows as `stream`, open at `at_us`.
-    fn connection_of(&self, stream: u64, at_us: Micros) -> Option<u64> {
+    /// The node's number for the connection the client knows as `stream`, open at `at_us`, and
+    /// when the node opened it.
+    fn connection_opened(&self, stream: u64, at_us: Micros) -> Option<(u64, Micros)> {
         self.events
             .server_conns
             .iter()
             .filter(|c| c.node == self.node && c.open && c.stream == stream && c.at_us <= at_us)
             .max_by_key(|c| c.at_us)
-            .map(|c| c.conn)
+            .map(|c| (c.conn, c.at_us))
     }
 
     /// lag: a record committed during the fault was applied about `delay` after its commit.
@@ -1062,6 +1095,67 @@ mod tests {
         // Nothing sent during the fault: nothing could show it.
         run.events.net.clear();
         shows_nothing(&run);
+    }
+
+    /// Two statements out on one connection at once (a health check sent while the last one is
+    /// still on its way): the node's first start after the second was sent is the first's, which
+    /// says nothing of when the second arrived, so only the first is judged.
+    #[test]
+    fn latency_judges_no_statement_sent_while_its_connection_was_busy() {
+        let mut run = TestRun::new();
+        let latency = Duration::from_millis(400);
+        schedule(
+            &mut run,
+            FaultKind::Latency { latency },
+            REPLICA_1,
+            10_000,
+            Some(300),
+        );
+        paired_connection(&mut run);
+        let arrival = (micros(run.scenario.nodes[REPLICA_1].link_latency) + ms(400)) / 1_000;
+        sent_and_started(&mut run, 10_100, arrival);
+        sent_and_started(&mut run, 10_147, arrival);
+        let verdict = only(&run);
+        assert!(verdict.took_effect, "{}", verdict.evidence);
+        assert!(
+            verdict.evidence.contains(
+                "of 2 statements sent towards it then, 1 reached it (1 left out: sent while their \
+                 connection was busy)"
+            ),
+            "{}",
+            verdict.evidence
+        );
+        // The second alone, behind one sent before the fault that the node had not started when
+        // the second was sent: nothing can be told, and nothing passes.
+        run.events.net.clear();
+        run.events.statements.clear();
+        run.net(REPLICA_1, NetKind::Statement, ms(9_990)).stream = 4321;
+        run.net(REPLICA_1, NetKind::Statement, ms(10_147)).stream = 4321;
+        run.statement(REPLICA_1, StatementKind::Read, ms(10_200))
+            .conn = 7;
+        let verdict = only(&run);
+        assert!(!verdict.took_effect, "{}", verdict.evidence);
+        assert!(
+            verdict.evidence.contains("(1 left out"),
+            "{}",
+            verdict.evidence
+        );
+        // Had the node started and finished the earlier one before the second was sent, the
+        // second's start would be its arrival: one that arrived at once is seen as such.
+        run.events.statements.clear();
+        run.statement(REPLICA_1, StatementKind::Read, ms(10_000))
+            .conn = 7;
+        run.statement(REPLICA_1, StatementKind::Read, ms(10_148))
+            .conn = 7;
+        let verdict = only(&run);
+        assert!(!verdict.took_effect, "{}", verdict.evidence);
+        assert!(
+            verdict
+                .evidence
+                .contains("the quickest 1 ms after it was sent"),
+            "{}",
+            verdict.evidence
+        );
     }
 
     #[test]
