@@ -158,6 +158,7 @@ fn a_replica_crash_no_read_sees_is_found_by_its_dropped_connections() {
 fn what_explore_caught_in_the_evidence_passes() {
     for name in [
         "latency-beyond-query-timeout",
+        "latency-with-a-health-check-still-out",
         "partition-after-pipelined-probe",
         "slow-seen-only-by-health-checks",
         "slow-shorter-than-its-statements",

@@ -3,9 +3,11 @@
 //! invariants.
 //!
 //! The schedule is drawn so that every fault can show its effect (SPEC 6.2): faults on one node never
-//! overlap (a fault on a crashed node shows nothing), nor follow a crash or partition before the
-//! node is back in rotation, nor a `drop_connections` within the ejection time; a replica's `lag` or `pause_replay` never
-//! overlaps a crash or partition of its shard's primary (they need commits); a `latency`, `slow`,
+//! overlap (a fault on a crashed node shows nothing), nor follow a crash, partition, latency or
+//! slow fault before the node is back in rotation, nor a `drop_connections` within the ejection
+//! time; a replica's `lag` or `pause_replay` never overlaps a crash, partition, latency or slow
+//! fault of its shard's primary, nor the time after it until the primary is back in rotation (they
+//! need commits, and a slow or far primary may leave rotation); a `latency`, `slow`,
 //! `lag` or `pause_replay` never overlaps a partition in its shard, nor the query timeout after it
 //! (clients stalled on the blackhole send nothing); a `lag` outlasts its delay (its records must be
 //! applied while it lasts); `slow` acts only on nodes with a query time; an undo fault comes only
@@ -233,7 +235,7 @@ fn draw_faults(s: &Scenario, spec: &ExploreSpec, rng: &mut ChaCha8Rng) -> Vec<Fa
     if let Some(target) = promote {
         let after = placed
             .iter()
-            .map(|p| shadow_end(s, p) + gap)
+            .map(|p| promotion_after(s, p) + gap)
             .max()
             .unwrap_or_default();
         let at = after.max(at_range.0);
@@ -287,8 +289,14 @@ fn hides(s: &Scenario, x: &Placed, y: &Placed) -> bool {
         .nodes
         .get(x.target)
         .is_some_and(|n| n.initial_role == NodeRole::Primary);
-    // Replication faults need commits from the shard's primary while they last.
-    let stops_commits = primary && matches!(x.kind, ExploreKind::Crash | ExploreKind::Partition);
+    // Replication faults need commits from the shard's primary while they last. A crashed or
+    // partitioned primary makes none; one made slow or far may fail its health checks and leave
+    // rotation, and its clients' writes stall on it.
+    let stops_commits = primary
+        && matches!(
+            x.kind,
+            ExploreKind::Crash | ExploreKind::Partition | ExploreKind::Latency | ExploreKind::Slow
+        );
     let needs_commits = matches!(y.kind, ExploreKind::Lag | ExploreKind::PauseReplay);
     // A partition is a blackhole: closed-loop clients waiting on it send nothing else, so a fault
     // judged by the operations a node served (or the commits it made) may see none.
@@ -303,11 +311,15 @@ fn hides(s: &Scenario, x: &Placed, y: &Placed) -> bool {
 /// Until when fault `x` can hide another. A crashed or partitioned node is back in rotation only
 /// once a health check finds it well; a statement sent into a partition's blackhole is never
 /// answered and holds its client until the query timeout; connections dropped on a node make the
-/// router eject it for a while.
+/// router eject it for a while; a node made slow or far may have been ejected (for the ejection
+/// time) or found unhealthy (until a health check finds it well), and gets no statement meanwhile.
 fn shadow_end(s: &Scenario, x: &Placed) -> Duration {
     let router = &s.router;
     let readmitted = router.health_interval.saturating_add(router.health_timeout);
     match x.kind {
+        ExploreKind::Latency | ExploreKind::Slow => {
+            x.end.saturating_add(readmitted.max(router.ejection_time))
+        }
         ExploreKind::Crash => x.end.saturating_add(readmitted),
         ExploreKind::Partition => x
             .end
@@ -315,6 +327,16 @@ fn shadow_end(s: &Scenario, x: &Placed) -> Duration {
             .saturating_add(router.query_timeout),
         ExploreKind::DropConnections => x.end.saturating_add(router.ejection_time),
         _ => x.end,
+    }
+}
+
+/// Until when fault `x` can hide a promotion: as [`shadow_end`], but a node made slow or far is no
+/// longer so once its fault ends, and its ejection from reads, if any, keeps no write from a
+/// promoted node (a writer is never ejected), so the promotion need not wait for it.
+fn promotion_after(s: &Scenario, x: &Placed) -> Duration {
+    match x.kind {
+        ExploreKind::Latency | ExploreKind::Slow => x.end,
+        _ => shadow_end(s, x),
     }
 }
 
@@ -433,7 +455,7 @@ replicas = ["replica-1", "replica-2"]
 health_interval = "250ms"
 [explore]
 faults = [2, 6]
-kinds = ["crash", "partition", "pause_replay", "lag", "drop_connections", "slow", "promote"]
+kinds = ["crash", "partition", "pause_replay", "lag", "drop_connections", "slow", "latency", "promote"]
 "#;
 
     fn base() -> Scenario {
@@ -489,10 +511,14 @@ kinds = ["crash", "partition", "pause_replay", "lag", "drop_connections", "slow"
                 if ["lag", "pause_replay", "promote"].contains(kind) {
                     assert_eq!(s.nodes[*target].initial_role, NodeRole::Replica);
                 }
-                // Replication faults need commits: no primary crash or partition meanwhile.
+                // Replication faults need commits: no primary crash, partition, latency or slow
+                // fault meanwhile.
                 if ["lag", "pause_replay"].contains(kind) {
                     let stopped = spans.iter().any(|o| {
-                        ["crash", "partition"].contains(&o.3) && o.0 == 0 && o.1 < *end && *at < o.2
+                        ["crash", "partition", "latency", "slow"].contains(&o.3)
+                            && o.0 == 0
+                            && o.1 < *end
+                            && *at < o.2
                     });
                     assert!(!stopped, "seed {seed}: {spans:?}");
                 }
