@@ -1051,18 +1051,26 @@ mod tests {
             .conn = 7;
     }
 
-    #[test]
-    fn latency_no_operation_outlasted_is_judged_by_when_statements_arrived() {
+    /// A 400 ms latency fault on replica-1 from 10 s, 300 ms long (no operation can outlast it),
+    /// with the paired connection open.
+    fn latency_no_operation_outlasts() -> TestRun {
         let mut run = TestRun::new();
-        let latency = Duration::from_millis(400);
         schedule(
             &mut run,
-            FaultKind::Latency { latency },
+            FaultKind::Latency {
+                latency: Duration::from_millis(400),
+            },
             REPLICA_1,
             10_000,
             Some(300),
         );
         paired_connection(&mut run);
+        run
+    }
+
+    #[test]
+    fn latency_no_operation_outlasted_is_judged_by_when_statements_arrived() {
+        let mut run = latency_no_operation_outlasts();
         let link = micros(run.scenario.nodes[REPLICA_1].link_latency);
         // No operation could finish inside 300 ms; the statement sent at 10.1 s arrived at once.
         sent_and_started(&mut run, 10_100, 1);
@@ -1102,16 +1110,7 @@ mod tests {
     /// says nothing of when the second arrived, so only the first is judged.
     #[test]
     fn latency_judges_no_statement_sent_while_its_connection_was_busy() {
-        let mut run = TestRun::new();
-        let latency = Duration::from_millis(400);
-        schedule(
-            &mut run,
-            FaultKind::Latency { latency },
-            REPLICA_1,
-            10_000,
-            Some(300),
-        );
-        paired_connection(&mut run);
+        let mut run = latency_no_operation_outlasts();
         let arrival = (micros(run.scenario.nodes[REPLICA_1].link_latency) + ms(400)) / 1_000;
         sent_and_started(&mut run, 10_100, arrival);
         sent_and_started(&mut run, 10_147, arrival);
