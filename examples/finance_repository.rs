@@ -2,7 +2,7 @@
 //! PostgreSQL 15 cluster (a primary and two replicas) that the example starts and removes itself.
 //!
 //! ```text
-//! cargo run --release --example finance_repository
+//! cargo run --release --features examples --example finance_repository
 //! ```
 //!
 //! Reads (`get_revenues`, `get_revenue_by_id`, `get_revenue_sum_by_date_range`) run on replicas
