@@ -407,8 +407,9 @@ impl Look<'_> {
             sends.entry(e.stream).or_default().push(e.at_us);
         }
         for times in sends.values_mut() {
-            // Recorded in time order already; stable, so statements sent together keep theirs.
-            times.sort();
+            // The pairing below counts a connection's statements by position, so they must be in
+            // time order, whatever order the events were gathered in.
+            times.sort_unstable();
         }
         // The node's statements by connection, as (start, end), in the order it started them.
         let mut runs: BTreeMap<u64, Vec<(Micros, Micros)>> = BTreeMap::new();
