@@ -49,9 +49,21 @@ pub(crate) fn pick_free_ports(count: usize) -> Result<Vec<u16>, ClusterError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Mutex, MutexGuard};
+
+    /// The tests share the process-wide cursor: run in parallel, one could occupy the very port
+    /// the other has just picked and checks it can bind.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+    fn one_at_a_time() -> MutexGuard<'static, ()> {
+        ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 
     #[test]
     fn picks_distinct_free_ports_in_range() -> Result<(), ClusterError> {
+        let _alone = one_at_a_time();
         let ports = pick_free_ports(5)?;
         assert_eq!(ports.len(), 5);
         let mut sorted = ports.clone();
@@ -67,6 +79,7 @@ mod tests {
 
     #[test]
     fn skips_a_port_in_use() -> Result<(), ClusterError> {
+        let _alone = one_at_a_time();
         let first = pick_free_ports(1)?[0];
         // The cursor moves on from `first`: occupy the next candidate.
         let held_port = first.saturating_add(1);
