@@ -213,6 +213,32 @@ fn caps_hold_at_the_servers_while_statements_given_up_on_still_run() {
     }
 }
 
+/// Found by `replisim explore` (explore-caps, seed 2539): a read-your-writes read goes out between
+/// two position probes in one round trip, and when the cancel of an abandoned attempt stopped the
+/// first probe, the server ran the read behind it to its end (400 ms) after the request's slots
+/// had moved on to its retry. The scenario's own seed failed so, like 18 of seeds 1..300.
+#[test]
+fn every_statement_of_an_abandoned_pipeline_is_cancelled_before_its_slots_move_on() {
+    let s = load("caps-across-a-cancelled-pipeline");
+    let mut runs = passes_over_16_seeds("caps-across-a-cancelled-pipeline");
+    runs.push(simulate(&s, s.seed, &RunOptions::default(), ""));
+    for r in runs {
+        assert!(r.passed, "expected a pass:\n{}", describe(&r));
+        let router = router_node(&r, "replica-1");
+        let server = server_node(&r, "replica-1");
+        assert!(
+            router.abandoned > 0 && server.cancelled > 0,
+            "reads were abandoned on the slow replica and cancelled there:\n{}",
+            describe(&r)
+        );
+        assert!(
+            router.cancels_sent > router.abandoned,
+            "pipelined statements behind a cancelled one got cancels of their own:\n{}",
+            describe(&r)
+        );
+    }
+}
+
 #[test]
 fn caps_break_at_the_servers_when_statements_given_up_on_are_left_running() {
     let mut s = load("caps-across-abandoned-statements");

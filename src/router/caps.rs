@@ -48,6 +48,12 @@ impl CapTable {
     }
 }
 
+/// How long a settling connection holds its request's slots at most, given the hold asked for
+/// and the caps' wait (see [`Caps::settle_hold`]).
+pub(crate) fn held_at_most(settle_hold: Duration, wait: Duration) -> Duration {
+    settle_hold.min(wait / 2)
+}
+
 /// The user and org caps of a router.
 pub(crate) struct Caps {
     users: Option<Arc<CapTable>>,
@@ -238,7 +244,7 @@ impl Caps {
     /// the settling has taken them, gets them well within its own wait (see [`SharedCapSlots`]).
     pub(crate) fn settle_hold(self, settle_hold: Duration) -> Caps {
         Caps {
-            settle_hold: settle_hold.min(self.wait / 2),
+            settle_hold: held_at_most(settle_hold, self.wait),
             ..self
         }
     }

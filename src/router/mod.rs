@@ -250,6 +250,9 @@ impl Router {
             max_idle_time: config.max_idle_time,
             max_lifetime: config.max_lifetime,
             cancel_abandoned: config.cancel_abandoned,
+            // A quarter of the time a settling statement holds its request's cap slots: each
+            // statement of an abandoned pipeline is cancelled before the slots move on.
+            recancel_after: caps::held_at_most(config.health_timeout, config.connect_timeout) / 4,
         };
         let mut nodes = Vec::new();
         let mut probes = Vec::new();

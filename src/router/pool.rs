@@ -21,7 +21,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, RowStream};
 
 use crate::router::caps::{SettlingCaps, SharedCapSlots};
-use crate::router::conn::{Between, Conn, Login};
+use crate::router::conn::{Between, Canceller, Conn, Login};
 use crate::router::connector::{ConnectPurpose, Connector, NodeAddress};
 use crate::router::error::{RouterError, breaks_connection};
 use crate::router::hedge::Alarm;
@@ -43,6 +43,9 @@ pub(crate) struct PoolLimits {
     pub(crate) max_lifetime: Duration,
     /// Cancel abandoned statements (`cancel_abandoned`) rather than just close their connection.
     pub(crate) cancel_abandoned: bool,
+    /// How long a connection whose statement was cancelled may take to settle before a statement
+    /// pipelined behind that one gets a cancel of its own (see [`Pool::settle_cancelled`]).
+    pub(crate) recancel_after: Duration,
 }
 
 /// An open connection of the pool with the timer that bounds its statements by `query_timeout`.
@@ -413,12 +416,13 @@ impl Pool {
         permit: OwnedSemaphorePermit,
         caps: Option<SettlingCaps>,
         reuse: bool,
+        behind: u8,
     ) {
         let Some(caps) = caps else {
-            return self.cancel_abandoned(conn, permit, reuse).await;
+            return self.cancel_abandoned(conn, permit, reuse, behind).await;
         };
         let until = caps.until();
-        let mut cancel = pin!(self.cancel_abandoned(conn, permit, reuse));
+        let mut cancel = pin!(self.cancel_abandoned(conn, permit, reuse, behind));
         tokio::select! {
             biased;
             () = &mut cancel => drop(caps),
@@ -435,6 +439,7 @@ impl Pool {
         conn: Box<Pooled>,
         permit: OwnedSemaphorePermit,
         reuse: bool,
+        behind: u8,
     ) {
         let limit = self.limits.connect_timeout;
         let canceller = conn.canceller();
@@ -452,7 +457,9 @@ impl Pool {
         if delivered.is_ok() {
             self.cancels_sent.fetch_add(1, Ordering::Relaxed);
             if let Some((conn, _)) = kept.as_mut() {
-                settled = conn.settle(limit).await;
+                settled = self
+                    .settle_cancelled(&mut conn.conn, &canceller, behind)
+                    .await;
             }
         }
         match delivered {
@@ -472,6 +479,35 @@ impl Pool {
             self.check_in(conn, settled);
             drop(permit);
         }
+    }
+
+    /// Waits for `conn`, whose running statement was just cancelled, to answer everything sent
+    /// before (see [`Conn::settle`]). Up to `behind` statements of a pipeline may wait behind the
+    /// cancelled one (a read-your-writes read goes out between two position probes): the server
+    /// starts each as soon as the one before it ends, and a cancel stops only the statement running
+    /// when it lands, so a read queued behind a cancelled probe would run to its end for nobody,
+    /// after its request's cap slots were handed on. While the connection has not settled, each
+    /// `recancel_after` another cancel goes out, one per statement that may be behind. One that
+    /// lands on the settling statement itself fails it, and the connection is closed rather than
+    /// reused.
+    async fn settle_cancelled(&self, conn: &mut Conn, canceller: &Canceller, behind: u8) -> bool {
+        let limit = self.limits.connect_timeout;
+        let mut settle = pin!(conn.settle(limit));
+        for _ in 0..behind {
+            tokio::select! {
+                biased;
+                settled = &mut settle => return settled,
+                () = tokio::time::sleep(self.limits.recancel_after) => {}
+            }
+            let sent = canceller
+                .send(self.connector.as_ref(), &self.node, &self.login.tls, limit)
+                .await;
+            if sent.is_err() {
+                break;
+            }
+            self.cancels_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        settle.await
     }
 
     fn discard(&self, conn: Box<Pooled>) {
@@ -536,6 +572,7 @@ impl Slot {
             permit: Some(self.permit),
             in_transaction: false,
             caps: SharedCapSlots::NONE,
+            pipelined_behind: 0,
         })
     }
 }
@@ -583,6 +620,9 @@ pub(crate) struct Checkout {
     /// The cap slots of the request using the connection, taken over if a statement it gave up
     /// on must settle (see [`SharedCapSlots`]).
     caps: SharedCapSlots,
+    /// Statements of the one in flight sent behind its first, in one round trip (see
+    /// [`Checkout::query_between`]): each needs a cancel of its own if it is abandoned.
+    pipelined_behind: u8,
 }
 
 impl Checkout {
@@ -614,6 +654,7 @@ impl Checkout {
         params: &[&(dyn ToSql + Sync)],
         after: &str,
     ) -> Result<Between, RouterError> {
+        self.pipelined_behind = if before.is_some() { 2 } else { 1 };
         timed!(self, conn => conn.query_between(before, sql, params, after))
     }
 
@@ -672,6 +713,10 @@ impl Checkout {
         result: Option<Result<T, tokio_postgres::Error>>,
     ) -> Result<T, RouterError> {
         self.busy = false;
+        if result.is_some() {
+            // Answered: nothing of it is left behind at the server.
+            self.pipelined_behind = 0;
+        }
         match result {
             Some(Ok(value)) => Ok(value),
             Some(Err(source)) => {
@@ -734,7 +779,9 @@ impl Drop for Checkout {
         if self.busy && self.reusable && self.pool.limits.cancel_abandoned {
             if let (Ok(runtime), Some(permit)) = (tokio::runtime::Handle::try_current(), permit) {
                 let pool = Arc::clone(&self.pool);
-                runtime.spawn(pool.settle_abandoned(conn, permit, self.caps.settle(), reuse));
+                let caps = self.caps.settle();
+                let behind = self.pipelined_behind;
+                runtime.spawn(pool.settle_abandoned(conn, permit, caps, reuse, behind));
                 return;
             }
             // No runtime left to cancel from (the application is shutting down): close it.
