@@ -482,23 +482,30 @@ impl Pool {
     }
 
     /// Waits for `conn`, whose running statement was just cancelled, to answer everything sent
-    /// before (see [`Conn::settle`]). Up to `behind` statements of a pipeline may wait behind the
-    /// cancelled one (a read-your-writes read goes out between two position probes): the server
-    /// starts each as soon as the one before it ends, and a cancel stops only the statement running
-    /// when it lands, so a read queued behind a cancelled probe would run to its end for nobody,
-    /// after its request's cap slots were handed on. While the connection has not settled, each
-    /// `recancel_after` another cancel goes out, one per statement that may be behind. One that
-    /// lands on the settling statement itself fails it, and the connection is closed rather than
-    /// reused.
+    /// before (see [`Conn::settle`]), and says whether it may serve again. Up to `behind`
+    /// statements of a pipeline may wait behind the cancelled one (a read-your-writes read goes out
+    /// between two position probes): the server starts each as soon as the one before it ends, and
+    /// a cancel stops only the statement running when it lands, so a read queued behind a
+    /// cancelled probe would run to its end for nobody, after its request's cap slots were handed
+    /// on. So while the connection has not settled, each `recancel_after` another cancel goes out,
+    /// one per statement that may be behind.
+    ///
+    /// A connection that needed another cancel is closed once settled, never reused: nothing says
+    /// when a cancel lands, and one sent while the node was far away can arrive after a settling
+    /// statement sent later and answered, and would stop the next caller's statement
+    /// (`explore-replica-faults` seed 213: a latency fault ended between the two). A cancel that
+    /// lands on the settling statement fails it, and the connection is closed too.
     async fn settle_cancelled(&self, conn: &mut Conn, canceller: &Canceller, behind: u8) -> bool {
         let limit = self.limits.connect_timeout;
         let mut settle = pin!(conn.settle(limit));
+        let mut recancelled = false;
         for _ in 0..behind {
             tokio::select! {
                 biased;
-                settled = &mut settle => return settled,
+                settled = &mut settle => return settled && !recancelled,
                 () = tokio::time::sleep(self.limits.recancel_after) => {}
             }
+            recancelled = true;
             let sent = canceller
                 .send(self.connector.as_ref(), &self.node, &self.login.tls, limit)
                 .await;
@@ -507,7 +514,7 @@ impl Pool {
             }
             self.cancels_sent.fetch_add(1, Ordering::Relaxed);
         }
-        settle.await
+        settle.await && !recancelled
     }
 
     fn discard(&self, conn: Box<Pooled>) {
