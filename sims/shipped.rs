@@ -151,12 +151,13 @@ fn a_replica_crash_no_read_sees_is_found_by_its_dropped_connections() {
     }
 }
 
-/// What `replisim explore` drew and the fault evidence or `failover_within` once misjudged: each
-/// must pass, with every fault seen to take effect, over the suite's seeds and on the seed it was
-/// caught with (the file's own).
+/// What `replisim explore` drew and the fault evidence, `caps_respected` or `failover_within` once
+/// misjudged: each must pass, with every fault seen to take effect, over the suite's seeds and on
+/// the seed it was caught with (the file's own).
 #[test]
 fn what_explore_caught_in_the_evidence_passes() {
     for name in [
+        "caps-with-a-connection-closed-as-it-opened",
         "latency-beyond-query-timeout",
         "latency-with-a-health-check-still-out",
         "partition-after-pipelined-probe",

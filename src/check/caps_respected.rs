@@ -96,6 +96,19 @@ fn node_connection_peak(evidence: &Evidence) -> Option<Peak> {
         .filter(|c| c.purpose == Purpose::Workload)
         .map(|c| (c.at_us, c.open, c.node, c.conn))
         .collect();
+    // A connection closed the moment it opened was never open beside another; left in, its close,
+    // sorted before its open like any close at that time, would leave it counted open for good.
+    let opened: BTreeSet<(Micros, NodeIdx, u64)> = changes
+        .iter()
+        .filter(|&&(_, opens, _, _)| opens)
+        .map(|&(at_us, _, node, conn)| (at_us, node, conn))
+        .collect();
+    let instant: BTreeSet<(Micros, NodeIdx, u64)> = changes
+        .iter()
+        .filter(|&&(at_us, opens, node, conn)| !opens && opened.contains(&(at_us, node, conn)))
+        .map(|&(at_us, _, node, conn)| (at_us, node, conn))
+        .collect();
+    changes.retain(|&(at_us, _, node, conn)| !instant.contains(&(at_us, node, conn)));
     // `false < true`: closes sort before opens at the same time.
     changes.sort_unstable();
     // A close without an open (or a repeated record) must not drive a count below what is open.
@@ -208,6 +221,39 @@ mod tests {
             result.detail,
             "replica-1 peak 2 connections <= 2 at 2 ms; user 1 peak 5 statements <= 5 at 4 ms; \
              orgs uncapped"
+        );
+    }
+
+    /// Explore (explore-caps, seed 8468) found a connection the server recorded as opened and
+    /// closed in the same microsecond counted open for the rest of the run, which made six
+    /// connections look like seven.
+    #[test]
+    fn a_connection_closed_the_moment_it_opened_is_not_left_counted() {
+        let mut run = TestRun::new();
+        run.scenario.router.max_connections_per_node = 2;
+        run.conn(REPLICA_1, 1, ms(1), true);
+        run.conn(REPLICA_1, 2, ms(5), true);
+        run.conn(REPLICA_1, 2, ms(5), false);
+        run.conn(REPLICA_1, 3, ms(8), true);
+        let result = check(&run.evidence());
+        assert!(result.passed, "{}", result.detail);
+        assert!(
+            result
+                .detail
+                .starts_with("replica-1 peak 2 connections <= 2 at 8 ms"),
+            "{}",
+            result.detail
+        );
+        // Three open at once still fail: one more that stays open.
+        run.conn(REPLICA_1, 4, ms(9), true);
+        let result = check(&run.evidence());
+        assert!(!result.passed, "{}", result.detail);
+        assert!(
+            result
+                .detail
+                .starts_with("replica-1 peak 3 connections > 2 at 9 ms"),
+            "{}",
+            result.detail
         );
     }
 
