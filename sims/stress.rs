@@ -14,8 +14,19 @@ const SEEDS_16: [u64; 16] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 
 
 /// Runs the shipped `file` over sixteen seeds; each must pass with every fault observed.
 fn passes_over_16_seeds(file: &str) -> Vec<Report> {
+    passes_over(file, &SEEDS_16)
+}
+
+/// [`passes_over_16_seeds`], and on the file's own seed: the one it was caught with.
+fn passes_over_16_seeds_and_its_own(file: &str) -> Vec<Report> {
+    let mut seeds = SEEDS_16.to_vec();
+    seeds.push(load(file).seed);
+    passes_over(file, &seeds)
+}
+
+fn passes_over(file: &str, seeds: &[u64]) -> Vec<Report> {
     let s = load(file);
-    SEEDS_16
+    seeds
         .iter()
         .map(|&seed| {
             let r = simulate(&s, seed, &RunOptions::default(), "");
@@ -219,9 +230,7 @@ fn caps_hold_at_the_servers_while_statements_given_up_on_still_run() {
 /// had moved on to its retry. The scenario's own seed failed so, like 18 of seeds 1..300.
 #[test]
 fn every_statement_of_an_abandoned_pipeline_is_cancelled_before_its_slots_move_on() {
-    let s = load("caps-across-a-cancelled-pipeline");
-    let mut runs = passes_over_16_seeds("caps-across-a-cancelled-pipeline");
-    runs.push(simulate(&s, s.seed, &RunOptions::default(), ""));
+    let runs = passes_over_16_seeds_and_its_own("caps-across-a-cancelled-pipeline");
     for r in runs {
         assert!(r.passed, "expected a pass:\n{}", describe(&r));
         let router = router_node(&r, "replica-1");
@@ -245,9 +254,7 @@ fn every_statement_of_an_abandoned_pipeline_is_cancelled_before_its_slots_move_o
 /// so with that build, like 114 of seeds 1..300.
 #[test]
 fn a_cancel_still_on_its_way_never_stops_the_next_callers_statement() {
-    let s = load("cancel-landing-after-a-latency-ends");
-    let mut runs = passes_over_16_seeds("cancel-landing-after-a-latency-ends");
-    runs.push(simulate(&s, s.seed, &RunOptions::default(), ""));
+    let runs = passes_over_16_seeds_and_its_own("cancel-landing-after-a-latency-ends");
     let mut recancelled = 0;
     for r in &runs {
         assert!(r.passed, "expected a pass:\n{}", describe(r));
